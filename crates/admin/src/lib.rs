@@ -1,0 +1,141 @@
+//! gatehouse-admin: the operator's window into a running gatehouse.
+//!
+//! Endpoints (all GET for now):
+//! - `/healthz`: 200 "ok" while the process serves (load balancers in front of gatehouse probe it);
+//! - `/metrics`: Prometheus text exposition of every gatehouse metric;
+//! - `/config`: the effective configuration snapshot as JSON, with its generation number.
+//!
+//! Security by default: the admin API listens on loopback unless a token is configured (config
+//! validation enforces that); with a token, every request off loopback and every write needs
+//! `Authorization: Bearer TOKEN`.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gatehouse_http::Gateway;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct AdminState {
+    gateway: Arc<Gateway>,
+    token: Option<Arc<str>>,
+    on_loopback: bool,
+}
+
+/// Serves the admin API on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    token: Option<String>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let on_loopback = listener.local_addr()?.ip().is_loopback();
+    let state = AdminState {
+        gateway,
+        token: token.map(Arc::from),
+        on_loopback,
+    };
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+/// Binds the admin listener.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    gatehouse_net::bind_listener(addr)
+}
+
+fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/config", get(config))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.gateway.metrics().encode(),
+    )
+}
+
+async fn config(State(state): State<AdminState>) -> impl IntoResponse {
+    let snapshot = state.gateway.snapshot();
+    let body = serde_json::json!({
+        "generation": snapshot.generation,
+        "config": &*snapshot.config,
+        "listeners": state
+            .gateway
+            .bound_addresses()
+            .into_iter()
+            .map(|(name, addr)| serde_json::json!({ "name": name, "bound": addr.to_string() }))
+            .collect::<Vec<_>>(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+}
+
+/// Reads are open on loopback; writes, and anything off loopback, need the bearer token.
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+    if is_read && state.on_loopback {
+        return next.run(request).await;
+    }
+    match &state.token {
+        Some(token) if bearer_matches(request.headers(), token) => next.run(request).await,
+        Some(_) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "401 Unauthorized: send Authorization: Bearer <admin.token>\n",
+        )
+            .into_response(),
+        None => (
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: set admin.token in the config to enable admin writes\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_compare_exactly() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer s3cret-token-123456".parse().unwrap(),
+        );
+        assert!(bearer_matches(&h, "s3cret-token-123456"));
+        assert!(!bearer_matches(&h, "s3cret-token-12345"));
+        assert!(!bearer_matches(&HeaderMap::new(), "x"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The validated configuration model.
+//!
+//! Everything here has been checked: addresses parse, names resolve, durations are typed. The data
+//! path builds its runtime snapshot from a [`Config`] without further validation. `Serialize` gives
+//! the admin `/config` page its JSON.
+
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub server: Server,
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<Route>,
+    pub clusters: Vec<Cluster>,
+}
+
+impl Config {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Server {
+    /// How long SIGTERM waits for in-flight requests before closing connections.
+    #[serde(with = "millis")]
+    pub drain_timeout: Duration,
+}
+
+/// The admin listener (health, metrics, config).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Bearer token required for writes (and for any access when not on loopback).
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+}
+
+/// Which HTTP versions a cleartext listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Protocols {
+    pub http1: bool,
+    /// HTTP/2 with prior knowledge over cleartext.
+    pub h2c: bool,
+}
+
+/// Per-listener protection limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Largest request head (request line plus headers) accepted; larger gets 431.
+    pub max_header_bytes: u64,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: u64,
+    /// Connections accepted at once on this listener; more wait in the kernel backlog.
+    pub max_connections: u64,
+    /// A client must send a complete request head within this time (slow-loris guard). It also
+    /// bounds how long an idle HTTP/1.1 keep-alive connection waits for its next request.
+    #[serde(with = "millis")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 1 << 30,
+            max_connections: 100_000,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listener {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub protocols: Protocols,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum HostMatch {
+    /// The whole host, lower-case, without port or trailing dot.
+    Exact(String),
+    /// `*.example.com`, stored as ".example.com": matches any name ending with it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    pub name: String,
+    /// Listeners this route serves; empty means all.
+    pub listeners: Vec<String>,
+    /// Empty means any host.
+    pub hosts: Vec<HostMatch>,
+    pub path: Option<PathMatch>,
+    /// Upper-case method names; empty means any method.
+    pub methods: Vec<String>,
+    /// (lower-case name, exact value) pairs that must all be present.
+    pub headers: Vec<(String, String)>,
+    /// Lower-case header names that must be present with any value.
+    pub headers_present: Vec<String>,
+    pub cluster: String,
+    /// Replace the Host header sent upstream; None preserves the client's Host.
+    pub host_rewrite: Option<String>,
+    /// Overrides the cluster's response timeout for this route.
+    #[serde(with = "opt_millis")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge: one multiplexed connection per endpoint.
+    H2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum BalancePolicy {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastRequest,
+    P2c,
+    RingHash { vnodes: u32 },
+    Maglev { table_size: u32 },
+    Random,
+}
+
+impl BalancePolicy {
+    pub fn uses_hash(&self) -> bool {
+        matches!(self, Self::RingHash { .. } | Self::Maglev { .. })
+    }
+}
+
+/// The request property a hash policy keys on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum HashOn {
+    /// A request header (lower-case name).
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
+    ClientIp,
+    Path,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub balance: BalancePolicy,
+    /// Only for hash policies.
+    pub hash_on: Option<HashOn>,
+    pub protocol: UpstreamProtocol,
+    #[serde(with = "millis")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head after the request was sent (504 after it).
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: u32,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+mod millis {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u128(d.as_millis())
+    }
+}
+
+mod opt_millis {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u128(d.as_millis()),
+            None => s.serialize_none(),
+        }
+    }
+}

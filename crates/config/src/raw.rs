@@ -1,0 +1,162 @@
+//! The TOML schema as written by users.
+//!
+//! Values that validation checks are `Spanned` so errors point at them. Durations, sizes,
+//! addresses and policy names stay strings here and are parsed in [`crate::validate`], which
+//! reports all bad values at once instead of stopping at the first (as serde would).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: Option<RawServer>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub clusters: Vec<Spanned<RawCluster>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Spanned<String>,
+    pub token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Spanned<String>,
+    pub listen: Spanned<String>,
+    pub protocols: Option<Vec<Spanned<String>>>,
+    pub max_header_bytes: Option<Spanned<SizeValue>>,
+    pub max_body_bytes: Option<Spanned<SizeValue>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub header_read_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Spanned<String>>,
+    pub listeners: Option<Vec<Spanned<String>>>,
+    pub hosts: Option<Vec<Spanned<String>>>,
+    pub path: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub headers: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub headers_present: Option<Vec<Spanned<String>>>,
+    pub cluster: Spanned<String>,
+    pub host_rewrite: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: Spanned<String>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_on: Option<Spanned<String>>,
+    pub vnodes: Option<Spanned<u32>>,
+    pub maglev_table_size: Option<Spanned<u32>>,
+    pub protocol: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_idle_per_endpoint: Option<Spanned<u32>>,
+    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+}
+
+/// An endpoint: `"10.0.0.1:80"` or `{ address = "10.0.0.1:80", weight = 3 }`.
+///
+/// Errors about it point at the whole element (the surrounding `Spanned`): serde's untagged
+/// enums would lose the inner spans.
+#[derive(Debug)]
+pub struct RawEndpoint {
+    pub address: String,
+    pub weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawEndpoint;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"IP:PORT\" or { address = \"IP:PORT\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEndpoint, E> {
+                Ok(RawEndpoint {
+                    address: v.to_owned(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawEndpoint, A::Error> {
+                let mut address = None;
+                let mut weight = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "address" => address = Some(map.next_value::<String>()?),
+                        "weight" => weight = Some(map.next_value::<i64>()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(
+                                other,
+                                &["address", "weight"],
+                            ));
+                        }
+                    }
+                }
+                let address = address.ok_or_else(|| serde::de::Error::missing_field("address"))?;
+                Ok(RawEndpoint { address, weight })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A byte size written as an integer or as a string with a unit ("64KiB").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size in bytes or a string such as \"64KiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                i64::try_from(v)
+                    .map(SizeValue::Bytes)
+                    .map_err(|_| E::custom("size too large"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}

@@ -1,0 +1,229 @@
+//! The proxy error model.
+//!
+//! A proxy failure is useful to three readers: the client (which status code), the operator
+//! (which peer and which layer failed) and the resilience logic (may this be retried?). Each
+//! [`ProxyError`] carries all three as typed fields so no caller ever parses a message.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which side of the proxy caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong or went away.
+    Downstream,
+    /// The upstream refused, reset, timed out or answered garbage.
+    Upstream,
+    /// gatehouse itself (configuration, routing, exhausted resources).
+    Internal,
+}
+
+/// Whether a failed request may be sent again (to another endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached the upstream (e.g. connect refused): always safe to retry.
+    Safe,
+    /// The upstream may have processed the request: only idempotent requests may be retried.
+    IfIdempotent,
+    /// Never retry (client error, response already started, body not replayable).
+    Never,
+}
+
+/// What went wrong, precise enough to pick a status code and write a useful message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No route matched the request.
+    NoRoute,
+    /// The route's cluster has no endpoint that may be picked.
+    NoHealthyEndpoint { cluster: String },
+    /// TCP connect to the endpoint was refused.
+    ConnectRefused { endpoint: SocketAddr },
+    /// TCP connect did not complete in time.
+    ConnectTimeout {
+        endpoint: SocketAddr,
+        after: Duration,
+    },
+    /// Any other connect failure (unreachable, out of ports, ...).
+    ConnectFailed {
+        endpoint: SocketAddr,
+        reason: String,
+    },
+    /// The upstream closed or reset the connection before a complete response head.
+    UpstreamReset { endpoint: SocketAddr },
+    /// The upstream did not send a response head in time.
+    UpstreamTimeout {
+        endpoint: SocketAddr,
+        after: Duration,
+    },
+    /// The upstream sent bytes that are not a valid HTTP response.
+    UpstreamProtocol {
+        endpoint: SocketAddr,
+        reason: String,
+    },
+    /// The client's request was malformed.
+    BadRequest { reason: String },
+    /// The client's request body exceeded the configured limit.
+    BodyTooLarge { limit: u64 },
+    /// The client's body stream failed (client went away mid-upload).
+    ClientBody { reason: String },
+}
+
+/// A failure while proxying one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind) -> Self {
+        Self { kind }
+    }
+
+    pub fn side(&self) -> Side {
+        match &self.kind {
+            ErrorKind::NoRoute | ErrorKind::NoHealthyEndpoint { .. } => Side::Internal,
+            ErrorKind::ConnectRefused { .. }
+            | ErrorKind::ConnectTimeout { .. }
+            | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::UpstreamReset { .. }
+            | ErrorKind::UpstreamTimeout { .. }
+            | ErrorKind::UpstreamProtocol { .. } => Side::Upstream,
+            ErrorKind::BadRequest { .. }
+            | ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::ClientBody { .. } => Side::Downstream,
+        }
+    }
+
+    pub fn retry(&self) -> Retry {
+        match &self.kind {
+            // Nothing was sent: another endpoint can take it.
+            ErrorKind::ConnectRefused { .. }
+            | ErrorKind::ConnectTimeout { .. }
+            | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::NoHealthyEndpoint { .. } => Retry::Safe,
+            // The request may have been (partly) processed.
+            ErrorKind::UpstreamReset { .. }
+            | ErrorKind::UpstreamTimeout { .. }
+            | ErrorKind::UpstreamProtocol { .. } => Retry::IfIdempotent,
+            ErrorKind::NoRoute
+            | ErrorKind::BadRequest { .. }
+            | ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::ClientBody { .. } => Retry::Never,
+        }
+    }
+
+    /// The HTTP status a client sees for this error.
+    pub fn status(&self) -> u16 {
+        match &self.kind {
+            ErrorKind::NoRoute => 404,
+            ErrorKind::NoHealthyEndpoint { .. } => 503,
+            ErrorKind::ConnectRefused { .. }
+            | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::UpstreamReset { .. }
+            | ErrorKind::UpstreamProtocol { .. } => 502,
+            ErrorKind::ConnectTimeout { .. } | ErrorKind::UpstreamTimeout { .. } => 504,
+            ErrorKind::BadRequest { .. } | ErrorKind::ClientBody { .. } => 400,
+            ErrorKind::BodyTooLarge { .. } => 413,
+        }
+    }
+
+    /// The endpoint involved, if any.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        match &self.kind {
+            ErrorKind::ConnectRefused { endpoint }
+            | ErrorKind::ConnectTimeout { endpoint, .. }
+            | ErrorKind::ConnectFailed { endpoint, .. }
+            | ErrorKind::UpstreamReset { endpoint }
+            | ErrorKind::UpstreamTimeout { endpoint, .. }
+            | ErrorKind::UpstreamProtocol { endpoint, .. } => Some(*endpoint),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::NoRoute => write!(f, "no route matches this request"),
+            ErrorKind::NoHealthyEndpoint { cluster } => {
+                write!(f, "cluster {cluster:?} has no healthy endpoint")
+            }
+            ErrorKind::ConnectRefused { endpoint } => {
+                write!(f, "upstream {endpoint} refused the TCP connection")
+            }
+            ErrorKind::ConnectTimeout { endpoint, after } => write!(
+                f,
+                "TCP connect to upstream {endpoint} timed out after {} ms",
+                after.as_millis()
+            ),
+            ErrorKind::ConnectFailed { endpoint, reason } => {
+                write!(f, "TCP connect to upstream {endpoint} failed: {reason}")
+            }
+            ErrorKind::UpstreamReset { endpoint } => write!(
+                f,
+                "upstream {endpoint} closed or reset the connection before a complete response"
+            ),
+            ErrorKind::UpstreamTimeout { endpoint, after } => write!(
+                f,
+                "upstream {endpoint} sent no response within {} ms",
+                after.as_millis()
+            ),
+            ErrorKind::UpstreamProtocol { endpoint, reason } => {
+                write!(
+                    f,
+                    "upstream {endpoint} sent an invalid HTTP response: {reason}"
+                )
+            }
+            ErrorKind::BadRequest { reason } => write!(f, "bad request: {reason}"),
+            ErrorKind::BodyTooLarge { limit } => {
+                write!(f, "request body exceeds the limit of {limit} bytes")
+            }
+            ErrorKind::ClientBody { reason } => {
+                write!(f, "reading the request body failed: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    #[test]
+    fn connect_failures_are_502_or_504_and_safe_to_retry() {
+        let refused = ProxyError::new(ErrorKind::ConnectRefused { endpoint: addr() });
+        assert_eq!(refused.status(), 502);
+        assert_eq!(refused.retry(), Retry::Safe);
+        assert_eq!(refused.side(), Side::Upstream);
+        let timeout = ProxyError::new(ErrorKind::ConnectTimeout {
+            endpoint: addr(),
+            after: Duration::from_millis(250),
+        });
+        assert_eq!(timeout.status(), 504);
+        assert!(timeout.to_string().contains("250 ms"));
+    }
+
+    #[test]
+    fn messages_name_the_endpoint() {
+        let reset = ProxyError::new(ErrorKind::UpstreamReset { endpoint: addr() });
+        assert!(reset.to_string().contains("127.0.0.1:9"));
+        assert_eq!(reset.retry(), Retry::IfIdempotent);
+        assert_eq!(reset.endpoint(), Some(addr()));
+    }
+
+    #[test]
+    fn client_errors_are_never_retried() {
+        let big = ProxyError::new(ErrorKind::BodyTooLarge { limit: 10 });
+        assert_eq!(big.status(), 413);
+        assert_eq!(big.retry(), Retry::Never);
+        assert_eq!(big.side(), Side::Downstream);
+        assert_eq!(ProxyError::new(ErrorKind::NoRoute).status(), 404);
+    }
+}

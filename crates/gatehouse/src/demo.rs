@@ -1,0 +1,171 @@
+//! `gatehouse demo`: the gateway, three built-in upstreams and the admin API, with nothing to
+//! install. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
+//! everything the demo does a user can do with `gatehouse run`.
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+const UPSTREAMS: usize = 3;
+
+/// Runs the demo until ctrl-c or SIGTERM.
+pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let mut upstreams = Vec::new();
+    for i in 1..=UPSTREAMS {
+        let name = format!("demo-upstream-{i}");
+        upstreams.push(start_upstream(name).await?);
+    }
+    let config_text = demo_config(listen, admin, &upstreams);
+    let config = gatehouse_config::parse(&config_text, "<demo config>")
+        .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
+    print_banner(listen, admin);
+    crate::serve::serve(config, None).await.with_context(|| {
+        format!("is something else using {listen} or {admin}? try --listen/--admin")
+    })
+}
+
+fn demo_config(listen: SocketAddr, admin: SocketAddr, upstreams: &[SocketAddr]) -> String {
+    let endpoints: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    let weighted: Vec<String> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "{{ address = \"{a}\", weight = {} }}",
+                if i == 0 { 3 } else { 1 }
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[server]
+drain_timeout = "5s"
+
+[admin]
+listen = "{admin}"
+
+[[listeners]]
+name = "demo"
+listen = "{listen}"
+
+[[routes]]
+name = "sticky"
+path_prefix = "/sticky"
+cluster = "sticky"
+
+[[routes]]
+name = "weighted"
+path_prefix = "/weighted"
+cluster = "weighted"
+
+[[routes]]
+name = "default"
+cluster = "demo"
+
+[[clusters]]
+name = "demo"
+balance = "round_robin"
+endpoints = [{endpoints}]
+
+[[clusters]]
+name = "sticky"
+balance = "ring_hash"
+hash_on = "header:x-user"
+endpoints = [{endpoints}]
+
+[[clusters]]
+name = "weighted"
+balance = "weighted_round_robin"
+endpoints = [{weighted}]
+"#,
+        endpoints = endpoints.join(", "),
+        weighted = weighted.join(", "),
+    )
+}
+
+fn print_banner(listen: SocketAddr, admin: SocketAddr) {
+    println!(
+        r#"gatehouse demo: gateway on http://{listen}, admin on http://{admin}, 3 demo upstreams
+
+Try:
+  curl -s http://{listen}/                          # round robin: run it a few times
+  curl -s -H 'x-user: alice' http://{listen}/sticky  # ring hash: alice always lands on the same upstream
+  for i in $(seq 10); do curl -s http://{listen}/weighted; done | sort | uniq -c   # weights 3:1:1
+  curl -s --http2-prior-knowledge http://{listen}/  # HTTP/2 over cleartext
+  curl -si http://{listen}/ | grep -i -e via -e x-request-id
+  curl -s http://{admin}/metrics | grep gatehouse_http_requests
+  curl -s http://{admin}/config
+Stop with ctrl-c.
+"#
+    );
+}
+
+/// A tiny upstream that says who it is and what it received.
+async fn start_upstream(name: String) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind a demo upstream on 127.0.0.1")?;
+    let addr = listener.local_addr()?;
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(answer(name, &req))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn answer(name: &'static str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let forwarded_for = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let body = format!(
+        "{name} answered {} {} (client {forwarded_for})\n",
+        req.method(),
+        req.uri().path()
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert("x-upstream", http::HeaderValue::from_static(name));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let upstreams: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], 9000 + p)))
+            .collect();
+        let text = demo_config(
+            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.1:9901".parse().unwrap(),
+            &upstreams,
+        );
+        let config = gatehouse_config::parse(&text, "demo").unwrap();
+        assert_eq!(config.routes.len(), 3);
+        assert_eq!(config.clusters[2].endpoints[0].weight, 3);
+    }
+}

@@ -1,0 +1,141 @@
+//! Serving a configuration: start, reload, drain.
+
+use anyhow::Context;
+use gatehouse_config::Config;
+use gatehouse_http::Gateway;
+use gatehouse_observe::{Metrics, ReloadLabels};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A running gateway plus its admin API.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    admin_stop: CancellationToken,
+}
+
+/// Starts the gateway and admin API for `config` and prints where they listen (one line each, on
+/// stdout: scripts and tests read them).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::new(metrics);
+    let admin = config.admin.clone();
+    gateway.apply(config).await.context("cannot start")?;
+    for (name, addr) in gateway.bound_addresses() {
+        println!("gatehouse: listener {name} on http://{addr}");
+    }
+    let admin_stop = CancellationToken::new();
+    if let Some(admin) = admin {
+        let listener = gatehouse_admin::bind(admin.listen)
+            .with_context(|| format!("cannot bind the admin API on {}", admin.listen))?;
+        let addr = listener.local_addr()?;
+        println!("gatehouse: admin on http://{addr}");
+        let gateway = Arc::clone(&gateway);
+        let stop = admin_stop.clone();
+        tokio::spawn(async move {
+            if let Err(err) = gatehouse_admin::serve(listener, gateway, admin.token, stop).await {
+                tracing::error!(error = %err, "admin API stopped");
+            }
+        });
+    }
+    Ok(Running {
+        gateway,
+        admin_stop,
+    })
+}
+
+/// Serves until SIGTERM or ctrl-c, reloading `path` on SIGHUP and when it changes.
+pub async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut drain_timeout = config.server.drain_timeout;
+    let running = start(config).await?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut last_seen = path.as_deref().and_then(file_stamp);
+    let mut watch = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hangup.recv() => {
+                if let Some(path) = &path {
+                    tracing::info!("SIGHUP: reloading {}", path.display());
+                    if let Some(d) = reload(&running.gateway, path).await {
+                        drain_timeout = d;
+                    }
+                    last_seen = file_stamp(path);
+                }
+            }
+            _ = watch.tick() => {
+                if let Some(path) = &path {
+                    let stamp = file_stamp(path);
+                    if stamp.is_some() && stamp != last_seen {
+                        last_seen = stamp;
+                        tracing::info!("{} changed: reloading", path.display());
+                        if let Some(d) = reload(&running.gateway, path).await {
+                            drain_timeout = d;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(
+        "draining: no new connections, waiting up to {} ms for open requests",
+        drain_timeout.as_millis()
+    );
+    running.admin_stop.cancel();
+    if running.gateway.shutdown(drain_timeout).await {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    Ok(())
+}
+
+/// Reloads the config file; a bad file is refused and the running config keeps serving.
+/// Returns the new drain timeout when the reload applied.
+async fn reload(gateway: &Gateway, path: &Path) -> Option<Duration> {
+    let record = |result: &'static str| {
+        gateway
+            .metrics()
+            .reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    };
+    let config = match gatehouse_config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            tracing::error!("config reload refused, the previous config keeps serving:\n{errors}");
+            record("rejected");
+            return None;
+        }
+    };
+    let drain_timeout = config.server.drain_timeout;
+    let admin_before = gateway.snapshot().config.admin.as_ref().map(|a| a.listen);
+    if config.admin.as_ref().map(|a| a.listen) != admin_before {
+        tracing::warn!("admin.listen changed: the admin API moves only on restart");
+    }
+    match gateway.apply(config).await {
+        Ok(generation) => {
+            tracing::info!(generation, "config reloaded");
+            record("applied");
+            Some(drain_timeout)
+        }
+        Err(err) => {
+            tracing::error!("config reload refused, the previous config keeps serving: {err}");
+            record("rejected");
+            None
+        }
+    }
+}
+
+/// What identifies a version of the file: modification time and length.
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}

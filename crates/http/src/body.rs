@@ -1,0 +1,69 @@
+//! Body types and the responses gatehouse writes itself.
+
+use bytes::Bytes;
+use gatehouse_core::ProxyError;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body that crosses the proxy: client uploads, upstream responses, local answers.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+pub static X_GATEHOUSE_ERROR: header::HeaderName =
+    header::HeaderName::from_static("x-gatehouse-error");
+
+/// A small local body.
+pub fn full(text: impl Into<Bytes>) -> ProxyBody {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A plain-text response gatehouse answers itself.
+pub fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The client-facing answer for a proxy error: status from the error, a body naming the cause
+/// (and the endpoint, when one was involved), and `x-gatehouse-error` with a stable kind.
+pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = text_response(
+        status,
+        format!(
+            "{} {}: {error}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    );
+    response.headers_mut().insert(
+        X_GATEHOUSE_ERROR.clone(),
+        HeaderValue::from_static(error_kind(error)),
+    );
+    response
+}
+
+/// A short stable name for metrics labels and the `x-gatehouse-error` header.
+pub fn error_kind(error: &ProxyError) -> &'static str {
+    use gatehouse_core::ErrorKind::*;
+    match error.kind {
+        NoRoute => "no_route",
+        NoHealthyEndpoint { .. } => "no_healthy_endpoint",
+        ConnectRefused { .. } => "connect_refused",
+        ConnectTimeout { .. } => "connect_timeout",
+        ConnectFailed { .. } => "connect_failed",
+        UpstreamReset { .. } => "upstream_reset",
+        UpstreamTimeout { .. } => "upstream_timeout",
+        UpstreamProtocol { .. } => "upstream_protocol",
+        BadRequest { .. } => "bad_request",
+        BodyTooLarge { .. } => "body_too_large",
+        ClientBody { .. } => "client_body",
+    }
+}

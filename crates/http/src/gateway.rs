@@ -1,0 +1,193 @@
+//! The gateway: owns the current snapshot and the listeners, and reconciles them on reload.
+//!
+//! [`Gateway::apply`] is the one way a configuration takes effect, at start and on every reload:
+//! bind the listeners the new config adds (failing here refuses the whole config, and the old one
+//! keeps serving), build the snapshot, swap it in atomically, then start the new accept loops and
+//! stop the ones the config removed. Open connections are never cut by a reload; connections of
+//! a removed listener finish on their own.
+
+use crate::server::{Shared, accept_loop};
+use crate::snapshot::{EndpointStore, Snapshot};
+use arc_swap::ArcSwap;
+use gatehouse_config::{Config, Listener};
+use gatehouse_core::MonotonicClock;
+use gatehouse_observe::Metrics;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A config could not be applied; the previous one is still serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("listener {name:?} cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running listener.
+struct ListenerHandle {
+    /// The address as configured (port 0 stays 0), to tell whether a reload changed it.
+    configured: SocketAddr,
+    bound: SocketAddr,
+    stop: CancellationToken,
+}
+
+/// The L7 gateway: listeners plus the swappable snapshot they serve from.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Mutex<HashMap<String, ListenerHandle>>,
+    store: EndpointStore,
+    generation: AtomicU64,
+    /// Serialises reloads (SIGHUP and file watch may race).
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl Gateway {
+    /// A gateway serving nothing yet; call [`Gateway::apply`] with the first config.
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        let empty = Config {
+            server: gatehouse_config::Server {
+                drain_timeout: Duration::from_secs(30),
+            },
+            admin: None,
+            listeners: vec![],
+            routes: vec![],
+            clusters: vec![],
+        };
+        let store = EndpointStore::default();
+        let snapshot = Snapshot::build(empty, 0, &store, &metrics);
+        Arc::new(Self {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                metrics,
+                clock: MonotonicClock::new(),
+                draining: CancellationToken::new(),
+                connections: TaskTracker::new(),
+            }),
+            listeners: Mutex::new(HashMap::new()),
+            store,
+            generation: AtomicU64::new(0),
+            apply_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Bound addresses by listener name (port 0 resolved to the real port).
+    pub fn bound_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let mut out: Vec<_> = self
+            .listeners
+            .lock()
+            .iter()
+            .map(|(name, h)| (name.clone(), h.bound))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Makes `config` the serving configuration. Returns the new generation number.
+    pub async fn apply(&self, config: Config) -> Result<u64, ApplyError> {
+        let _serialised = self.apply_lock.lock().await;
+
+        // Bind first: a port conflict must refuse the config before anything changes.
+        let mut fresh = Vec::new();
+        {
+            let running = self.listeners.lock();
+            for listener in &config.listeners {
+                let unchanged = running
+                    .get(&listener.name)
+                    .is_some_and(|h| h.configured == listener.listen);
+                if !unchanged {
+                    fresh.push(listener.clone());
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        for listener in fresh {
+            match self.bind(&listener) {
+                Ok(socket) => bound.push((listener, socket)),
+                Err(error) => return Err(error),
+            }
+        }
+
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let snapshot = Snapshot::build(config, generation, &self.store, &self.shared.metrics);
+        self.store.retain(&snapshot.endpoint_ids());
+        let wanted: HashMap<String, SocketAddr> = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.metrics.config_generation.set(generation as i64);
+
+        let mut running = self.listeners.lock();
+        running.retain(|name, handle| {
+            let keep = wanted.get(name) == Some(&handle.configured);
+            if !keep {
+                tracing::info!(listener = %name, addr = %handle.bound, "listener closed");
+                handle.stop.cancel();
+            }
+            keep
+        });
+        for (listener, socket) in bound {
+            let stop = CancellationToken::new();
+            let addr = socket.local_addr().unwrap_or(listener.listen);
+            tracing::info!(listener = %listener.name, %addr, "listening");
+            let max_connections =
+                usize::try_from(listener.limits.max_connections).unwrap_or(usize::MAX);
+            tokio::spawn(accept_loop(
+                socket,
+                listener.name.clone(),
+                Arc::clone(&self.shared),
+                stop.clone(),
+                max_connections,
+            ));
+            running.insert(
+                listener.name.clone(),
+                ListenerHandle {
+                    configured: listener.listen,
+                    bound: addr,
+                    stop,
+                },
+            );
+        }
+        Ok(generation)
+    }
+
+    fn bind(&self, listener: &Listener) -> Result<tokio::net::TcpListener, ApplyError> {
+        gatehouse_net::bind_listener(listener.listen).map_err(|source| ApplyError::Bind {
+            name: listener.name.clone(),
+            addr: listener.listen,
+            source,
+        })
+    }
+
+    /// Stops accepting, lets open connections finish their requests for up to `drain_timeout`,
+    /// then returns. Returns whether every connection finished in time.
+    pub async fn shutdown(&self, drain_timeout: Duration) -> bool {
+        for (_, handle) in self.listeners.lock().drain() {
+            handle.stop.cancel();
+        }
+        self.shared.draining.cancel();
+        self.shared.connections.close();
+        tokio::time::timeout(drain_timeout, self.shared.connections.wait())
+            .await
+            .is_ok()
+    }
+}

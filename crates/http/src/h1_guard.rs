@@ -1,0 +1,607 @@
+//! Strict HTTP/1.1 request framing, checked before hyper sees a byte.
+//!
+//! A request is smuggled when two parsers disagree about where it ends. hyper follows RFC 9112's
+//! permissive options (it quietly drops `Content-Length` when `Transfer-Encoding` is present and
+//! accepts repeated identical `Content-Length`), which is safe for hyper but lets ambiguous
+//! requests through a proxy. [`RequestGuard`] tracks message framing on the client's byte stream
+//! and refuses, with 400 and a closed connection, anything a downstream parser could read
+//! differently:
+//!
+//! - `Content-Length` together with `Transfer-Encoding`, repeated or non-numeric `Content-Length`
+//! - `Transfer-Encoding` other than exactly `chunked` (501 for unknown codings), or in HTTP/1.0
+//! - obs-fold, whitespace before a colon, bare CR or LF, NUL or other controls (httparse, strict mode)
+//! - missing or repeated `Host` in HTTP/1.1
+//! - invalid chunk sizes, chunk lines not ended by CRLF, oversized trailers
+//!
+//! It is pure: it takes the bytes received so far and says how many of them may be passed on. The
+//! I/O wrapper in [`crate::guarded_io`] applies it to a socket. Requests are held back only while
+//! their head is incomplete; bodies stream through as they arrive.
+
+/// The HTTP/2 connection preface; a connection that starts with it is not HTTP/1 and is passed on.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Header lines per request; more is refused with 431.
+const MAX_HEADERS: usize = 128;
+/// A chunk size has at most 16 hex digits (u64).
+const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
+/// Chunk extensions and trailer lines are bounded so a client cannot stream an endless line.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Why a request was refused: the status to answer and a reason for the body and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl Rejection {
+    const fn bad(reason: &'static str) -> Self {
+        Self {
+            status: 400,
+            reason,
+        }
+    }
+}
+
+/// Framing state of the client's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for (more of) a request head.
+    Head,
+    /// Inside a Content-Length body; this many bytes remain.
+    FixedBody(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// Not HTTP/1 (HTTP/2 preface seen): everything passes.
+    Passthrough,
+    /// A rejection happened; nothing more passes.
+    Failed(Rejection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading hex digits of a chunk size.
+    Size { digits: u8, value: u64 },
+    /// Inside a chunk extension (after ';'), `len` bytes so far.
+    Extension { value: u64, len: usize },
+    /// CR seen after the size line; expecting LF.
+    SizeLf { value: u64 },
+    /// Inside chunk data.
+    Data(u64),
+    /// Expecting the CR after chunk data.
+    DataCr,
+    /// Expecting the LF after chunk data.
+    DataLf,
+    /// At the start of a trailer line (or the final CRLF).
+    TrailerStart { total: usize },
+    /// Inside a trailer line.
+    TrailerLine { total: usize },
+    /// CR seen at the end of a trailer line.
+    TrailerLf { total: usize },
+    /// CR of the final empty line seen; expecting LF.
+    FinalLf,
+}
+
+/// Validates HTTP/1 request framing on one connection.
+#[derive(Debug)]
+pub struct RequestGuard {
+    state: State,
+    max_head: usize,
+    /// Bytes of the pending head already searched for its end (avoids rescanning on slow clients).
+    head_scanned: usize,
+    /// True until the first byte decided between HTTP/1 and the HTTP/2 preface.
+    at_start: bool,
+}
+
+impl RequestGuard {
+    pub fn new(max_head_bytes: usize) -> Self {
+        Self {
+            state: State::Head,
+            max_head: max_head_bytes,
+            head_scanned: 0,
+            at_start: true,
+        }
+    }
+
+    /// `pending` holds the received bytes not released yet: it must start where the previous
+    /// call's release ended. Returns how many leading bytes may be passed to the HTTP parser.
+    pub fn scan(&mut self, pending: &[u8]) -> Result<usize, Rejection> {
+        let mut offset = 0;
+        while offset < pending.len() {
+            let rest = &pending[offset..];
+            match self.state {
+                State::Failed(rejection) => return Err(rejection),
+                State::Passthrough => return Ok(pending.len()),
+                State::Head => {
+                    if self.at_start {
+                        if rest.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(rest) {
+                            return Ok(offset); // could still be the HTTP/2 preface
+                        }
+                        self.at_start = false;
+                        if rest.starts_with(H2_PREFACE) {
+                            self.state = State::Passthrough;
+                            continue;
+                        }
+                    }
+                    match self.head(rest) {
+                        Ok(Some(len)) => offset += len,
+                        Ok(None) => return Ok(offset),
+                        Err(rejection) => return Err(self.fail(rejection)),
+                    }
+                }
+                State::FixedBody(remaining) => {
+                    let take = remaining.min(rest.len() as u64);
+                    offset += take as usize;
+                    self.state = if take == remaining {
+                        State::Head
+                    } else {
+                        State::FixedBody(remaining - take)
+                    };
+                }
+                State::Chunked(chunk) => match self.chunked(chunk, rest) {
+                    Ok(used) => offset += used,
+                    Err(rejection) => return Err(self.fail(rejection)),
+                },
+            }
+        }
+        Ok(offset)
+    }
+
+    fn fail(&mut self, rejection: Rejection) -> Rejection {
+        self.state = State::Failed(rejection);
+        rejection
+    }
+
+    /// Looks for a complete head at the start of `rest`. Returns its length once complete and
+    /// valid (and sets the body state), None while incomplete.
+    fn head(&mut self, rest: &[u8]) -> Result<Option<usize>, Rejection> {
+        let Some(end) = self.find_head_end(rest)? else {
+            if rest.len() > self.max_head {
+                return Err(Rejection {
+                    status: 431,
+                    reason: "request head too large",
+                });
+            }
+            return Ok(None);
+        };
+        if end > self.max_head {
+            return Err(Rejection {
+                status: 431,
+                reason: "request head too large",
+            });
+        }
+        self.head_scanned = 0;
+        let framing = check_head(&rest[..end])?;
+        self.state = match framing {
+            Framing::None | Framing::Length(0) => State::Head,
+            Framing::Length(n) => State::FixedBody(n),
+            Framing::Chunked => State::Chunked(Chunk::Size {
+                digits: 0,
+                value: 0,
+            }),
+        };
+        Ok(Some(end))
+    }
+
+    /// Finds the end of the head (after CRLFCRLF), refusing bare CR or LF on the way.
+    fn find_head_end(&mut self, rest: &[u8]) -> Result<Option<usize>, Rejection> {
+        // Empty lines before a request line are allowed (RFC 9112 2.2) and part of the head.
+        let mut i = self.head_scanned;
+        while i < rest.len() {
+            match rest[i] {
+                b'\r' => {
+                    let Some(&next) = rest.get(i + 1) else {
+                        break; // need the next byte
+                    };
+                    if next != b'\n' {
+                        return Err(Rejection::bad("bare CR in request head"));
+                    }
+                    let line_start = i >= 2 && rest[i - 2] == b'\r' && rest[i - 1] == b'\n';
+                    let only_blank_lines_before =
+                        rest[..i].iter().all(|&b| b == b'\r' || b == b'\n');
+                    if line_start && !only_blank_lines_before {
+                        self.head_scanned = 0;
+                        return Ok(Some(i + 2));
+                    }
+                    i += 2;
+                }
+                b'\n' => return Err(Rejection::bad("bare LF in request head")),
+                _ => i += 1,
+            }
+        }
+        self.head_scanned = i;
+        Ok(None)
+    }
+
+    /// Advances through chunked body bytes; returns how many were consumed.
+    fn chunked(&mut self, mut chunk: Chunk, rest: &[u8]) -> Result<usize, Rejection> {
+        let mut i = 0;
+        while i < rest.len() {
+            let b = rest[i];
+            chunk = match chunk {
+                Chunk::Size { digits, value } => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if digits == MAX_CHUNK_SIZE_DIGITS {
+                            return Err(Rejection::bad("chunk size too large"));
+                        }
+                        let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
+                        Chunk::Size {
+                            digits: digits + 1,
+                            value: (value << 4) | digit,
+                        }
+                    }
+                    b';' if digits > 0 => Chunk::Extension { value, len: 0 },
+                    b'\r' if digits > 0 => Chunk::SizeLf { value },
+                    _ => return Err(Rejection::bad("invalid chunk size")),
+                },
+                Chunk::Extension { value, len } => match b {
+                    b'\r' => Chunk::SizeLf { value },
+                    b'\n' => return Err(Rejection::bad("bare LF in chunk extension")),
+                    0..=0x08 | 0x0a..=0x1f | 0x7f => {
+                        return Err(Rejection::bad("control character in chunk extension"));
+                    }
+                    _ if len >= MAX_CHUNK_LINE => {
+                        return Err(Rejection::bad("chunk extension too long"));
+                    }
+                    _ => Chunk::Extension {
+                        value,
+                        len: len + 1,
+                    },
+                },
+                Chunk::SizeLf { value } => match b {
+                    b'\n' if value == 0 => Chunk::TrailerStart { total: 0 },
+                    b'\n' => Chunk::Data(value),
+                    _ => return Err(Rejection::bad("chunk size line not ended by CRLF")),
+                },
+                Chunk::Data(remaining) => {
+                    let take = remaining.min((rest.len() - i) as u64);
+                    i += take as usize;
+                    chunk = if take == remaining {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data(remaining - take)
+                    };
+                    continue;
+                }
+                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+                Chunk::DataLf if b == b'\n' => Chunk::Size {
+                    digits: 0,
+                    value: 0,
+                },
+                Chunk::DataCr | Chunk::DataLf => {
+                    return Err(Rejection::bad("chunk data not followed by CRLF"));
+                }
+                Chunk::TrailerStart { total } => match b {
+                    b'\r' => Chunk::FinalLf,
+                    b'\n' => return Err(Rejection::bad("bare LF in trailers")),
+                    b' ' | b'\t' => return Err(Rejection::bad("obs-fold in trailers")),
+                    _ => Chunk::TrailerLine { total: total + 1 },
+                },
+                Chunk::TrailerLine { total } => match b {
+                    _ if total >= MAX_TRAILER_BYTES => {
+                        return Err(Rejection::bad("trailers too large"));
+                    }
+                    b'\r' => Chunk::TrailerLf { total: total + 1 },
+                    b'\n' => return Err(Rejection::bad("bare LF in trailers")),
+                    0..=0x08 | 0x0a..=0x1f | 0x7f => {
+                        return Err(Rejection::bad("control character in trailers"));
+                    }
+                    _ => Chunk::TrailerLine { total: total + 1 },
+                },
+                Chunk::TrailerLf { total } => match b {
+                    b'\n' => Chunk::TrailerStart { total: total + 1 },
+                    _ => return Err(Rejection::bad("bare CR in trailers")),
+                },
+                Chunk::FinalLf => match b {
+                    b'\n' => {
+                        self.state = State::Head;
+                        return Ok(i + 1);
+                    }
+                    _ => return Err(Rejection::bad("bare CR after trailers")),
+                },
+            };
+            i += 1;
+        }
+        self.state = State::Chunked(chunk);
+        Ok(i)
+    }
+}
+
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Parses a complete head strictly and decides its body framing.
+fn check_head(head: &[u8]) -> Result<Framing, Rejection> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Rejection::bad("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Rejection {
+                status: 431,
+                reason: "too many header fields",
+            });
+        }
+        Err(err) => return Err(Rejection::bad(parse_error_reason(err))),
+    }
+    let http11 = request.version == Some(1);
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if content_length.is_some() {
+                return Err(Rejection::bad("repeated Content-Length"));
+            }
+            content_length = Some(parse_content_length(header.value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding {
+                return Err(Rejection::bad("repeated Transfer-Encoding"));
+            }
+            transfer_encoding = true;
+            let value = trim_ows(header.value);
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                let names_chunked = value
+                    .split(|&b| b == b',')
+                    .any(|coding| trim_ows(coding).eq_ignore_ascii_case(b"chunked"));
+                return Err(if names_chunked {
+                    Rejection::bad("Transfer-Encoding must be exactly \"chunked\"")
+                } else {
+                    Rejection {
+                        status: 501,
+                        reason: "unsupported Transfer-Encoding",
+                    }
+                });
+            }
+        }
+    }
+    if http11 && hosts != 1 {
+        return Err(Rejection::bad(if hosts == 0 {
+            "HTTP/1.1 request without Host"
+        } else {
+            "repeated Host"
+        }));
+    }
+    if hosts > 1 {
+        return Err(Rejection::bad("repeated Host"));
+    }
+    match (content_length, transfer_encoding) {
+        (Some(_), true) => Err(Rejection::bad(
+            "Content-Length together with Transfer-Encoding",
+        )),
+        (None, true) if !http11 => Err(Rejection::bad("Transfer-Encoding in HTTP/1.0")),
+        (None, true) => Ok(Framing::Chunked),
+        (Some(n), false) => Ok(Framing::Length(n)),
+        (None, false) => Ok(Framing::None),
+    }
+}
+
+/// Content-Length is 1*DIGIT: no sign, no spaces inside, no comma lists.
+fn parse_content_length(value: &[u8]) -> Result<u64, Rejection> {
+    let value = trim_ows(value);
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Rejection::bad("invalid Content-Length"));
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or(Rejection::bad("invalid Content-Length"))
+}
+
+fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+fn parse_error_reason(err: httparse::Error) -> &'static str {
+    match err {
+        httparse::Error::HeaderName => "invalid header name (whitespace before colon?)",
+        httparse::Error::HeaderValue => "invalid header value (control character or obs-fold?)",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method or token",
+        httparse::Error::TooManyHeaders => "too many header fields",
+        httparse::Error::Version => "unsupported HTTP version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8]) -> Result<usize, Rejection> {
+        RequestGuard::new(8192).scan(input)
+    }
+
+    fn rejected(input: &str) -> Rejection {
+        scan_all(input.as_bytes()).expect_err(input)
+    }
+
+    #[test]
+    fn simple_requests_pass_whole() {
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan_all(req), Ok(req.len()));
+    }
+
+    #[test]
+    fn a_partial_head_is_held_back() {
+        let mut g = RequestGuard::new(8192);
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..full.len() {
+            let mut g2 = RequestGuard::new(8192);
+            assert_eq!(g2.scan(&full[..cut]), Ok(0), "cut at {cut}");
+            assert_eq!(g2.scan(full), Ok(full.len()));
+        }
+        assert_eq!(g.scan(full), Ok(full.len()));
+    }
+
+    #[test]
+    fn fixed_bodies_stream_and_the_next_head_is_checked() {
+        let mut g = RequestGuard::new(8192);
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(g.scan(head), Ok(head.len()));
+        assert_eq!(g.scan(b"01234"), Ok(5));
+        // The rest of the body plus a smuggled-looking second request with both framings.
+        let next = b"56789GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            g.scan(next).unwrap_err().reason,
+            "Content-Length together with Transfer-Encoding"
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_are_followed_exactly() {
+        let req = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan_all(req), Ok(req.len()));
+        // Byte by byte gives the same result.
+        let mut g = RequestGuard::new(8192);
+        let mut released = 0;
+        for end in 1..=req.len() {
+            released += g.scan(&req[released..end]).unwrap();
+        }
+        assert_eq!(released, req.len());
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let cases = [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Content-Length together with Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                "Content-Length together with Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                "repeated Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                "repeated Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                "Transfer-Encoding must be exactly \"chunked\"",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "repeated Transfer-Encoding",
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding in HTTP/1.0",
+            ),
+            ("GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 request without Host"),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "repeated Host",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+                "invalid header name (whitespace before colon?)",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+                "invalid header name (whitespace before colon?)",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
+                "invalid header value (control character or obs-fold?)",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+                "bare CR in request head",
+            ),
+            ("GET / HTTP/1.1\nHost: a\n\n", "bare LF in request head"),
+        ];
+        for (input, reason) in cases {
+            let r = rejected(input);
+            assert_eq!((r.status, r.reason), (400, reason), "{input:?}");
+        }
+        assert_eq!(
+            rejected("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").status,
+            501
+        );
+    }
+
+    #[test]
+    fn bad_chunks_are_refused() {
+        let head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (body, reason) in [
+            ("x\r\n", "invalid chunk size"),
+            ("-1\r\n", "invalid chunk size"),
+            (" 5\r\n", "invalid chunk size"),
+            ("11111111111111111\r\n", "chunk size too large"),
+            ("5\n", "invalid chunk size"),
+            ("5\rx", "chunk size line not ended by CRLF"),
+            ("5\r\nhelloX", "chunk data not followed by CRLF"),
+            ("0\r\nX: 1\n", "bare LF in trailers"),
+            ("0\r\n x\r\n", "obs-fold in trailers"),
+        ] {
+            let r = rejected(&format!("{head}{body}"));
+            assert_eq!(r.reason, reason, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_heads_get_431() {
+        let mut g = RequestGuard::new(64);
+        let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(100));
+        assert_eq!(g.scan(long.as_bytes()).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn the_h2_preface_passes_through() {
+        let mut g = RequestGuard::new(8192);
+        assert_eq!(g.scan(b"PRI * HT"), Ok(0));
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04";
+        assert_eq!(g.scan(preface), Ok(preface.len()));
+        assert_eq!(g.scan(b"\x00anything"), Ok(9));
+        // An HTTP/1 request starting with P is not mistaken for the preface.
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(RequestGuard::new(8192).scan(post), Ok(post.len()));
+    }
+
+    #[test]
+    fn after_a_rejection_nothing_passes() {
+        let mut g = RequestGuard::new(8192);
+        assert!(g.scan(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        assert!(g.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn blank_lines_before_a_request_are_allowed() {
+        let req = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan_all(req), Ok(req.len()));
+    }
+}

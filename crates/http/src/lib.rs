@@ -1,0 +1,34 @@
+//! gatehouse-http: the L7 data path.
+//!
+//! Request flow (see docs/architecture.md):
+//!
+//! ```text
+//! server (accept, connection limit) -> guarded_io + h1_guard (strict HTTP/1 framing)
+//!   -> hyper (HTTP/1.1 | h2c) -> server::handle_request (load snapshot once, request id)
+//!   -> router (pure) -> proxy::forward (limit, pick, rewrite, exchange, respond)
+//!   -> pool (per-endpoint keep-alive h1 / multiplexed h2) -> upstream
+//! ```
+//!
+//! - [`gateway`]: owns the snapshot and the listeners; applies configs (start and reload).
+//! - [`snapshot`]: the immutable runtime view of one config; pools and stats outlive it.
+//! - [`server`]: accept loops and per-connection serving, graceful drain.
+//! - [`h1_guard`] / [`guarded_io`]: refuse ambiguous HTTP/1 framing before hyper parses it.
+//! - [`router`]: host/path/method/header matching, no I/O.
+//! - [`proxy`]: forwarding one request in named phases.
+//! - [`pool`]: upstream connections.
+//! - [`headers`]: hop-by-hop removal, X-Forwarded-*, Via, request ids.
+//! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
+
+pub mod body;
+pub mod gateway;
+pub mod guarded_io;
+pub mod h1_guard;
+pub mod headers;
+pub mod limits;
+pub mod pool;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+
+pub use gateway::{ApplyError, Gateway};

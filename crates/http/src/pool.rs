@@ -1,0 +1,256 @@
+//! Upstream connections, pooled per endpoint.
+//!
+//! HTTP/1.1: a stack of idle keep-alive connections (most recently used first, so a few warm
+//! connections carry the load and the rest age out). A connection returns to the stack once its
+//! response body has been read to the end. A pooled connection the upstream has closed is
+//! detected before use (`try_send_request` hands the request back) and replaced, so a stale
+//! keep-alive connection never fails a request.
+//!
+//! HTTP/2: one multiplexed connection per endpoint, re-established when it closes.
+
+use crate::body::ProxyBody;
+use gatehouse_config::UpstreamProtocol;
+use gatehouse_core::{ErrorKind, ProxyError};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How the pool reaches one endpoint; a change of any of these makes a new pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+/// Counts connections opened (for metrics), without this module knowing the metrics registry.
+pub type OnConnect = Box<dyn Fn() + Send + Sync>;
+
+/// Connections to one endpoint.
+pub struct EndpointPool {
+    addr: SocketAddr,
+    settings: PoolSettings,
+    idle: Mutex<Vec<IdleConnection>>,
+    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    on_connect: OnConnect,
+}
+
+struct IdleConnection {
+    sender: http1::SendRequest<ProxyBody>,
+    idle_since: Instant,
+}
+
+impl EndpointPool {
+    pub fn new(addr: SocketAddr, settings: PoolSettings, on_connect: OnConnect) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            on_connect,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Number of idle HTTP/1 connections (for tests and the admin API).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// Sends a request and returns the response head; its body streams from the connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: http::Request<ProxyBody>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(request).await,
+            UpstreamProtocol::H2 => self.send_h2(request).await,
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut request: http::Request<ProxyBody>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        // Try idle connections first; each one that turns out closed hands the request back.
+        while let Some(mut sender) = self.checkout_idle() {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.return_when_ready(sender);
+                    return Ok(response);
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(self.map_hyper_error(err.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect_h1().await?;
+        match sender.send_request(request).await {
+            Ok(response) => {
+                self.return_when_ready(sender);
+                Ok(response)
+            }
+            Err(err) => Err(self.map_hyper_error(err)),
+        }
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        request: http::Request<ProxyBody>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        let existing = self.h2.lock().clone().filter(|s| !s.is_closed());
+        let mut sender = match existing {
+            Some(sender) => sender,
+            None => {
+                let sender = self.connect_h2().await?;
+                *self.h2.lock() = Some(sender.clone());
+                sender
+            }
+        };
+        sender
+            .send_request(request)
+            .await
+            .map_err(|err| self.map_hyper_error(err))
+    }
+
+    fn checkout_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock();
+        while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() < self.settings.idle_timeout && conn.sender.is_ready() {
+                return Some(conn.sender);
+            }
+            // Expired or closed: dropping the sender closes the connection.
+        }
+        None
+    }
+
+    /// Puts the connection back once hyper says it can take another request, i.e. after the
+    /// response body has been read to its end. A body abandoned midway closes the connection.
+    fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = pool.idle.lock();
+                if idle.len() < pool.settings.max_idle {
+                    idle.push(IdleConnection {
+                        sender,
+                        idle_since: Instant::now(),
+                    });
+                }
+            }
+        });
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
+        let timeout = self.settings.connect_timeout;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(self.map_connect_error(&err)),
+            Err(_) => {
+                return Err(ProxyError::new(ErrorKind::ConnectTimeout {
+                    endpoint: self.addr,
+                    after: timeout,
+                }));
+            }
+        };
+        // Nagle would hold small proxied writes back behind delayed ACKs.
+        let _ = gatehouse_net::tune_stream(&stream);
+        (self.on_connect)();
+        Ok(stream)
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<ProxyBody>, ProxyError> {
+        let stream = self.connect_tcp().await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| self.map_hyper_error(err))?;
+        tokio::spawn(async move {
+            // Errors surface on the request that was using the connection.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<ProxyBody>, ProxyError> {
+        let stream = self.connect_tcp().await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| self.map_hyper_error(err))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    fn map_connect_error(&self, err: &io::Error) -> ProxyError {
+        let endpoint = self.addr;
+        ProxyError::new(match err.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused { endpoint },
+            io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout {
+                endpoint,
+                after: self.settings.connect_timeout,
+            },
+            _ => ErrorKind::ConnectFailed {
+                endpoint,
+                reason: err.to_string(),
+            },
+        })
+    }
+
+    /// Classifies a hyper client error: the client's body failing is the client's fault (or a
+    /// size limit), anything else is the upstream's.
+    fn map_hyper_error(&self, err: hyper::Error) -> ProxyError {
+        let endpoint = self.addr;
+        if let Some(kind) = client_body_error(&err) {
+            return ProxyError::new(kind);
+        }
+        ProxyError::new(if err.is_parse() {
+            ErrorKind::UpstreamProtocol {
+                endpoint,
+                reason: err.to_string(),
+            }
+        } else {
+            ErrorKind::UpstreamReset { endpoint }
+        })
+    }
+}
+
+/// If the error came from reading the client's request body, says how.
+fn client_body_error(err: &hyper::Error) -> Option<ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(limit) = cause.downcast_ref::<crate::limits::BodyTooLarge>() {
+            return Some(ErrorKind::BodyTooLarge { limit: limit.limit });
+        }
+        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+            // The inner error is the server side (client connection) failing mid-body.
+            return Some(ErrorKind::ClientBody {
+                reason: hyper_err.to_string(),
+            });
+        }
+        source = cause.source();
+    }
+    if err.is_user() {
+        return Some(ErrorKind::ClientBody {
+            reason: err.to_string(),
+        });
+    }
+    None
+}

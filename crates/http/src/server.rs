@@ -1,0 +1,298 @@
+//! Listeners: accepting connections and serving HTTP/1.1 and h2c on them.
+//!
+//! Each listener runs one accept loop. A connection limit (a semaphore) makes excess clients wait
+//! in the kernel backlog instead of exhausting memory. Each connection is served by hyper (auto
+//! detection of HTTP/1.1 vs the HTTP/2 preface) behind the strict framing guard, and every request
+//! goes to [`handle_request`], which loads the current snapshot once and routes.
+
+use crate::body::{ProxyBody, error_response};
+use crate::guarded_io::GuardedIo;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::proxy::{self, ConnInfo, ForwardContext, ServedBy};
+use crate::snapshot::{ListenerRuntime, Snapshot};
+use arc_swap::ArcSwap;
+use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
+use gatehouse_observe::{ErrorLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels, label};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Boxed so the connection future's `Send` proof does not have to see through the handler
+/// (rustc cannot prove it through hyper's generic bounds otherwise).
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// State shared by every listener and connection of one gateway.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub clock: MonotonicClock,
+    /// Cancelled when the process starts draining: connections finish their requests and close.
+    pub draining: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+}
+
+/// Polls a connection to completion, asking it to close gracefully when draining starts
+/// (h1: finish the in-flight request, then close; h2: GOAWAY, finish open streams).
+///
+/// A macro rather than a generic function: rustc cannot prove a generic version's future `Send`
+/// through hyper-util's higher-ranked bounds.
+macro_rules! drive {
+    ($connection:expr, $draining:expr) => {{
+        let mut connection = std::pin::pin!($connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = $draining.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }};
+}
+
+/// Runs the accept loop of one listener until `stop` is cancelled.
+pub async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    max_connections: usize,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let listener_label = label(&name);
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (stream, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(listener = %name, error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let local = stream.local_addr().unwrap_or(client);
+        let conn = Arc::new(ConnInfo {
+            client,
+            local,
+            listener: Arc::clone(&listener_label),
+            scheme: "http",
+        });
+        let shared_for_conn = Arc::clone(&shared);
+        shared.connections.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, conn, shared_for_conn).await;
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Shared>) {
+    let _ = gatehouse_net::tune_stream(&stream);
+    let labels = ListenerLabels {
+        listener: Arc::clone(&conn.listener),
+    };
+    shared
+        .metrics
+        .connections_total
+        .get_or_create(&labels)
+        .inc();
+    let open = shared
+        .metrics
+        .connections_open
+        .get_or_create(&labels)
+        .clone();
+    open.inc();
+
+    // Settings come from the snapshot current at accept time.
+    let settings = shared
+        .snapshot
+        .load()
+        .listener(&conn.listener)
+        .cloned()
+        .unwrap_or_else(|| ListenerRuntime {
+            label: Arc::clone(&conn.listener),
+            protocols: gatehouse_config::Protocols {
+                http1: true,
+                h2c: true,
+            },
+            limits: gatehouse_config::Limits::default(),
+        });
+    let builder = connection_builder(&settings);
+
+    let service = {
+        let conn = Arc::clone(&conn);
+        let shared = Arc::clone(&shared);
+        service_fn(move |request| {
+            let conn = Arc::clone(&conn);
+            let shared = Arc::clone(&shared);
+            let response: BoxFuture<Result<Response<ProxyBody>, Infallible>> =
+                Box::pin(async move { Ok(handle_request(request, &conn, &shared).await) });
+            response
+        })
+    };
+
+    let max_head = usize::try_from(settings.limits.max_header_bytes).unwrap_or(usize::MAX);
+    let rejects = {
+        let metrics = Arc::clone(&shared.metrics);
+        let listener = Arc::clone(&conn.listener);
+        let client = conn.client;
+        Box::new(move |rejection: crate::h1_guard::Rejection| {
+            tracing::debug!(%client, status = rejection.status, reason = rejection.reason, "request refused");
+            metrics
+                .rejected
+                .get_or_create(&RejectLabels {
+                    listener,
+                    reason: rejection.reason,
+                })
+                .inc();
+        })
+    };
+    let io = TokioIo::new(stream);
+    let draining = shared.draining.clone();
+    if settings.protocols.http1 {
+        let io = GuardedIo::new(io, max_head, rejects);
+        drive!(builder.serve_connection(io, service), draining);
+    } else {
+        drive!(builder.serve_connection(io, service), draining);
+    }
+    open.dec();
+}
+
+fn connection_builder(settings: &ListenerRuntime) -> auto::Builder<TokioExecutor> {
+    let limits = &settings.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let max_head = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper's own head limit sits above the guard's so the guard answers first (with 431).
+        .max_buf_size(max_head.saturating_add(16 * 1024).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    match (settings.protocols.http1, settings.protocols.h2c) {
+        (true, false) => builder.http1_only(),
+        (false, true) => builder.http2_only(),
+        _ => builder,
+    }
+}
+
+/// Routes and forwards one request, and records it.
+pub async fn handle_request(
+    request: Request<Incoming>,
+    conn: &ConnInfo,
+    shared: &Shared,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let request_id = headers::request_id(request.headers());
+    let max_body_bytes = snapshot
+        .listener(&conn.listener)
+        .map_or(gatehouse_config::Limits::default().max_body_bytes, |l| {
+            l.limits.max_body_bytes
+        });
+
+    let found = {
+        let host = proxy::request_host(request.uri(), request.headers());
+        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        snapshot.router(&conn.listener).find(
+            host,
+            request.uri().path(),
+            request.method(),
+            request.headers(),
+        )
+    };
+    let route = found.and_then(|i| snapshot.routes.get(i));
+    let result = match route {
+        None => Err(ProxyError::new(ErrorKind::NoRoute)),
+        Some(route) => {
+            let ctx = ForwardContext {
+                conn,
+                request_id: &request_id,
+                max_body_bytes,
+                clock: &shared.clock,
+            };
+            proxy::forward(route, request, &ctx).await
+        }
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(%error, client = %conn.client, "proxy error");
+            if let Some(route) = route {
+                shared
+                    .metrics
+                    .proxy_errors
+                    .get_or_create(&ErrorLabels {
+                        route: Arc::clone(&route.name),
+                        cluster: Arc::clone(&route.cluster.name),
+                        kind: crate::body::error_kind(&error),
+                    })
+                    .inc();
+            }
+            error_response(&error)
+        }
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id);
+    record(shared, conn, route, &response, started);
+    response
+}
+
+fn record(
+    shared: &Shared,
+    conn: &ConnInfo,
+    route: Option<&crate::snapshot::RouteRuntime>,
+    response: &Response<ProxyBody>,
+    started: Instant,
+) {
+    let none = || label("-");
+    let endpoint = response
+        .extensions()
+        .get::<ServedBy>()
+        .map_or_else(none, |s| Arc::clone(&s.0));
+    let (route_label, cluster_label) = match route {
+        Some(r) => (Arc::clone(&r.name), Arc::clone(&r.cluster.name)),
+        None => (none(), none()),
+    };
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener: Arc::clone(&conn.listener),
+            route: route_label,
+            cluster: cluster_label,
+            endpoint,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    if let Some(route) = route {
+        shared
+            .metrics
+            .request_duration
+            .get_or_create(&route.labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}

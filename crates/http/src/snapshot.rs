@@ -1,0 +1,271 @@
+//! The runtime snapshot: everything a request needs, built once per configuration.
+//!
+//! A [`Snapshot`] is immutable. A reload builds a new one and swaps it in atomically; a request
+//! loads one `Arc<Snapshot>` at its start and uses it to the end, so it never sees half of two
+//! configurations. Per-endpoint state that must outlive a snapshot (connection pools, in-flight
+//! counts, latency estimates) lives in the [`EndpointStore`] and is picked up by identity.
+
+use crate::pool::{EndpointPool, PoolSettings};
+use crate::router::Router;
+use gatehouse_balance::{Balancer, Endpoint, EndpointStats, Policy, hash_key};
+use gatehouse_config::{
+    BalancePolicy, Cluster, Config, HashOn, Limits, Protocols, UpstreamProtocol,
+};
+use gatehouse_core::EndpointId;
+use gatehouse_observe::{EndpointLabels, Label, Metrics, RouteLabels, label};
+use http::HeaderValue;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One configuration, ready to serve.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub routes: Vec<RouteRuntime>,
+    pub clusters: Vec<Arc<ClusterRuntime>>,
+    routers: HashMap<String, Router>,
+    listeners: HashMap<String, ListenerRuntime>,
+    empty_router: Router,
+}
+
+/// Per-listener settings that apply to new connections.
+#[derive(Debug, Clone)]
+pub struct ListenerRuntime {
+    pub label: Label,
+    pub protocols: Protocols,
+    pub limits: Limits,
+}
+
+pub struct RouteRuntime {
+    pub name: Label,
+    pub cluster: Arc<ClusterRuntime>,
+    pub host_rewrite: Option<HeaderValue>,
+    /// Time allowed for the upstream's response head.
+    pub timeout: Duration,
+    pub labels: RouteLabels,
+}
+
+pub struct ClusterRuntime {
+    pub name: Label,
+    pub balancer: Balancer,
+    pub endpoints: Vec<EndpointRuntime>,
+    pub hash_on: Option<HashOn>,
+    pub protocol: UpstreamProtocol,
+}
+
+pub struct EndpointRuntime {
+    pub id: EndpointId,
+    pub label: Label,
+    pub pool: Arc<EndpointPool>,
+    pub stats: Arc<EndpointStats>,
+    pub labels: EndpointLabels,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, reusing pools and statistics of endpoints that already exist.
+    pub fn build(
+        config: Config,
+        generation: u64,
+        store: &EndpointStore,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        let clusters: Vec<Arc<ClusterRuntime>> = config
+            .clusters
+            .iter()
+            .map(|c| Arc::new(ClusterRuntime::build(c, store, metrics)))
+            .collect();
+        let by_name: HashMap<&str, &Arc<ClusterRuntime>> =
+            clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                // Validation guarantees the cluster exists; a miss would only drop the route.
+                let cluster = Arc::clone(by_name.get(r.cluster.as_str())?);
+                let timeout = r.timeout.unwrap_or_else(|| {
+                    config
+                        .cluster(&r.cluster)
+                        .map_or(Duration::from_secs(60), |c| c.timeout)
+                });
+                Some(RouteRuntime {
+                    name: label(&r.name),
+                    labels: RouteLabels {
+                        route: label(&r.name),
+                        cluster: Arc::clone(&cluster.name),
+                    },
+                    cluster,
+                    host_rewrite: r
+                        .host_rewrite
+                        .as_deref()
+                        .and_then(|h| HeaderValue::from_str(h).ok()),
+                    timeout,
+                })
+            })
+            .collect();
+        let routers = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Router::new(&config.routes, &l.name)))
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    ListenerRuntime {
+                        label: label(&l.name),
+                        protocols: l.protocols,
+                        limits: l.limits,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            generation,
+            config: Arc::new(config),
+            routes,
+            clusters,
+            routers,
+            listeners,
+            empty_router: Router::default(),
+        }
+    }
+
+    /// The router of a listener; a listener removed by a reload routes nothing.
+    pub fn router(&self, listener: &str) -> &Router {
+        self.routers.get(listener).unwrap_or(&self.empty_router)
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
+        self.listeners.get(name)
+    }
+
+    /// Every endpoint identity in this snapshot (for pruning the store).
+    pub fn endpoint_ids(&self) -> HashSet<EndpointId> {
+        self.clusters
+            .iter()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.id.clone()))
+            .collect()
+    }
+}
+
+impl ClusterRuntime {
+    fn build(cluster: &Cluster, store: &EndpointStore, metrics: &Arc<Metrics>) -> Self {
+        let name = label(&cluster.name);
+        let settings = PoolSettings {
+            protocol: cluster.protocol,
+            connect_timeout: cluster.connect_timeout,
+            idle_timeout: cluster.idle_timeout,
+            max_idle: cluster.max_idle_per_endpoint as usize,
+        };
+        let endpoints: Vec<EndpointRuntime> = cluster
+            .endpoints
+            .iter()
+            .map(|e| {
+                let id = EndpointId::new(cluster.name.as_str(), e.address);
+                let (pool, stats) = store.get_or_create(&id, &settings, metrics);
+                let endpoint_label = label(&e.address.to_string());
+                EndpointRuntime {
+                    labels: EndpointLabels {
+                        cluster: Arc::clone(&name),
+                        endpoint: Arc::clone(&endpoint_label),
+                    },
+                    id,
+                    label: endpoint_label,
+                    pool,
+                    stats,
+                }
+            })
+            .collect();
+        let balancer_endpoints = cluster
+            .endpoints
+            .iter()
+            .zip(&endpoints)
+            .map(|(config, runtime)| Endpoint {
+                key: hash_key(config.address.to_string().as_bytes()),
+                weight: config.weight,
+                stats: Arc::clone(&runtime.stats),
+            })
+            .collect();
+        Self {
+            balancer: Balancer::new(policy(&cluster.balance), balancer_endpoints),
+            name,
+            endpoints,
+            hash_on: cluster.hash_on.clone(),
+            protocol: cluster.protocol,
+        }
+    }
+}
+
+fn policy(config: &BalancePolicy) -> Policy {
+    match config {
+        BalancePolicy::RoundRobin => Policy::RoundRobin,
+        BalancePolicy::WeightedRoundRobin => Policy::WeightedRoundRobin,
+        BalancePolicy::LeastRequest => Policy::LeastRequest,
+        BalancePolicy::P2c => Policy::PowerOfTwoChoices,
+        BalancePolicy::RingHash { vnodes } => Policy::RingHash { vnodes: *vnodes },
+        BalancePolicy::Maglev { table_size } => Policy::Maglev {
+            table_size: *table_size,
+        },
+        BalancePolicy::Random => Policy::Random,
+    }
+}
+
+/// Pools and statistics by endpoint identity, kept across snapshots.
+#[derive(Default)]
+pub struct EndpointStore {
+    entries: Mutex<HashMap<EndpointId, StoreEntry>>,
+}
+
+struct StoreEntry {
+    pool: Arc<EndpointPool>,
+    stats: Arc<EndpointStats>,
+}
+
+impl EndpointStore {
+    /// Returns the endpoint's pool and stats; a pool whose settings changed is replaced (its
+    /// connections close as their requests finish), the stats are kept.
+    fn get_or_create(
+        &self,
+        id: &EndpointId,
+        settings: &PoolSettings,
+        metrics: &Arc<Metrics>,
+    ) -> (Arc<EndpointPool>, Arc<EndpointStats>) {
+        let mut entries = self.entries.lock();
+        let entry = entries.entry(id.clone()).or_insert_with(|| StoreEntry {
+            pool: new_pool(id, settings, metrics),
+            stats: Arc::new(EndpointStats::new()),
+        });
+        if entry.pool.settings() != settings {
+            entry.pool = new_pool(id, settings, metrics);
+        }
+        (Arc::clone(&entry.pool), Arc::clone(&entry.stats))
+    }
+
+    /// Forgets endpoints that are no longer configured.
+    pub fn retain(&self, live: &HashSet<EndpointId>) {
+        self.entries.lock().retain(|id, _| live.contains(id));
+    }
+}
+
+fn new_pool(id: &EndpointId, settings: &PoolSettings, metrics: &Arc<Metrics>) -> Arc<EndpointPool> {
+    let counter = metrics
+        .upstream_connects
+        .get_or_create(&EndpointLabels {
+            cluster: label(&id.cluster),
+            endpoint: label(&id.addr.to_string()),
+        })
+        .clone();
+    let addr: SocketAddr = id.addr;
+    EndpointPool::new(
+        addr,
+        settings.clone(),
+        Box::new(move || {
+            counter.inc();
+        }),
+    )
+}

@@ -1,0 +1,59 @@
+//! gatehouse-net: socket plumbing that knows nothing about HTTP.
+//!
+//! - [`bind_listener`]: a TCP listener with the options a proxy wants (SO_REUSEADDR so restarts
+//!   do not wait out TIME_WAIT, a deep accept backlog, non-blocking for tokio).
+//! - [`tune_stream`]: per-connection options (TCP_NODELAY: a proxy forwards small writes and
+//!   must not let Nagle hold them back behind delayed ACKs).
+//!
+//! Later: CIDR tables, PROXY protocol, TCP_INFO, congestion control and fastopen.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accept backlog: the kernel caps it at net.core.somaxconn anyway.
+const BACKLOG: i32 = 4096;
+
+/// Binds a non-blocking TCP listener for use inside a tokio runtime.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // An IPv6 listener serves only IPv6; dual-stack is spelled as two listeners.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Applies per-connection options to an accepted or connected stream.
+pub fn tune_stream(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn binds_an_ephemeral_port_and_accepts() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        tune_stream(&client).unwrap();
+        tune_stream(&server).unwrap();
+        assert!(server.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_busy_port_is_an_error() {
+        let first = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let err = bind_listener(first.local_addr().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
