@@ -52,9 +52,9 @@ impl<T> GuardedIo<T> {
     fn reject(&mut self, rejection: Rejection) {
         if self.refusal.is_none() {
             self.refusal = Some((refusal_response(rejection), 0));
-            self.start = 0;
-            self.end = 0;
-            self.released = 0;
+            // Requests validated before the bad one are still delivered (and answered first);
+            // everything after them is dropped.
+            self.end = self.start + self.released;
             if let Some(callback) = self.on_reject.take() {
                 callback(rejection);
             }
@@ -86,9 +86,6 @@ impl<T: Read + Unpin> Read for GuardedIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if this.refusal.is_some() {
-                return Poll::Ready(Ok(())); // end of stream for hyper
-            }
             if this.released > 0 {
                 let n = this.released.min(buf.remaining());
                 buf.put_slice(&this.buf[this.start..this.start + n]);
@@ -100,6 +97,9 @@ impl<T: Read + Unpin> Read for GuardedIo<T> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if this.refusal.is_some() {
+                return Poll::Ready(Ok(())); // end of stream for hyper
+            }
             this.make_room();
             let mut read_buf = hyper::rt::ReadBuf::new(&mut this.buf[this.end..]);
             ready!(Pin::new(&mut this.inner).poll_read(cx, read_buf.unfilled()))?;
@@ -109,12 +109,12 @@ impl<T: Read + Unpin> Read for GuardedIo<T> {
                 return Poll::Ready(Ok(()));
             }
             this.end += n;
-            match this
+            let scan = this
                 .guard
-                .scan(&this.buf[this.start + this.released..this.end])
-            {
-                Ok(released) => this.released += released,
-                Err(rejection) => this.reject(rejection),
+                .scan(&this.buf[this.start + this.released..this.end]);
+            this.released += scan.released;
+            if let Some(rejection) = scan.rejection {
+                this.reject(rejection);
             }
         }
     }

@@ -43,6 +43,15 @@ impl Rejection {
     }
 }
 
+/// The outcome of one [`RequestGuard::scan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Leading bytes that may be passed on.
+    pub released: usize,
+    /// Set when the request after the released bytes was refused.
+    pub rejection: Option<Rejection>,
+}
+
 /// Framing state of the client's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -104,18 +113,33 @@ impl RequestGuard {
     }
 
     /// `pending` holds the received bytes not released yet: it must start where the previous
-    /// call's release ended. Returns how many leading bytes may be passed to the HTTP parser.
-    pub fn scan(&mut self, pending: &[u8]) -> Result<usize, Rejection> {
+    /// call's release ended. Says how many leading bytes may be passed to the HTTP parser, and
+    /// whether a request after them was refused (requests before a refused one still pass).
+    pub fn scan(&mut self, pending: &[u8]) -> Scan {
         let mut offset = 0;
+        let rejection = self.advance(pending, &mut offset).err();
+        Scan {
+            released: offset,
+            rejection,
+        }
+    }
+
+    /// Walks `pending` from `offset_out`, which it leaves at the end of the last byte that may
+    /// be released.
+    fn advance(&mut self, pending: &[u8], offset_out: &mut usize) -> Result<(), Rejection> {
+        let mut offset = *offset_out;
         while offset < pending.len() {
             let rest = &pending[offset..];
             match self.state {
                 State::Failed(rejection) => return Err(rejection),
-                State::Passthrough => return Ok(pending.len()),
+                State::Passthrough => {
+                    *offset_out = pending.len();
+                    return Ok(());
+                }
                 State::Head => {
                     if self.at_start {
                         if rest.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(rest) {
-                            return Ok(offset); // could still be the HTTP/2 preface
+                            return Ok(()); // could still be the HTTP/2 preface
                         }
                         self.at_start = false;
                         if rest.starts_with(H2_PREFACE) {
@@ -125,7 +149,7 @@ impl RequestGuard {
                     }
                     match self.head(rest) {
                         Ok(Some(len)) => offset += len,
-                        Ok(None) => return Ok(offset),
+                        Ok(None) => return Ok(()),
                         Err(rejection) => return Err(self.fail(rejection)),
                     }
                 }
@@ -143,8 +167,9 @@ impl RequestGuard {
                     Err(rejection) => return Err(self.fail(rejection)),
                 },
             }
+            *offset_out = offset;
         }
-        Ok(offset)
+        Ok(())
     }
 
     fn fail(&mut self, rejection: Rejection) -> Rejection {
@@ -425,8 +450,17 @@ fn parse_error_reason(err: httparse::Error) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The old-style view used by these tests: all released, or the rejection.
+    fn check(g: &mut RequestGuard, input: &[u8]) -> Result<usize, Rejection> {
+        let scan = g.scan(input);
+        match scan.rejection {
+            Some(r) => Err(r),
+            None => Ok(scan.released),
+        }
+    }
+
     fn scan_all(input: &[u8]) -> Result<usize, Rejection> {
-        RequestGuard::new(8192).scan(input)
+        check(&mut RequestGuard::new(8192), input)
     }
 
     fn rejected(input: &str) -> Rejection {
@@ -445,22 +479,22 @@ mod tests {
         let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         for cut in 1..full.len() {
             let mut g2 = RequestGuard::new(8192);
-            assert_eq!(g2.scan(&full[..cut]), Ok(0), "cut at {cut}");
-            assert_eq!(g2.scan(full), Ok(full.len()));
+            assert_eq!(check(&mut g2, &full[..cut]), Ok(0), "cut at {cut}");
+            assert_eq!(check(&mut g2, full), Ok(full.len()));
         }
-        assert_eq!(g.scan(full), Ok(full.len()));
+        assert_eq!(check(&mut g, full), Ok(full.len()));
     }
 
     #[test]
     fn fixed_bodies_stream_and_the_next_head_is_checked() {
         let mut g = RequestGuard::new(8192);
         let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
-        assert_eq!(g.scan(head), Ok(head.len()));
-        assert_eq!(g.scan(b"01234"), Ok(5));
+        assert_eq!(check(&mut g, head), Ok(head.len()));
+        assert_eq!(check(&mut g, b"01234"), Ok(5));
         // The rest of the body plus a smuggled-looking second request with both framings.
         let next = b"56789GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(
-            g.scan(next).unwrap_err().reason,
+            check(&mut g, next).unwrap_err().reason,
             "Content-Length together with Transfer-Encoding"
         );
     }
@@ -473,7 +507,7 @@ mod tests {
         let mut g = RequestGuard::new(8192);
         let mut released = 0;
         for end in 1..=req.len() {
-            released += g.scan(&req[released..end]).unwrap();
+            released += check(&mut g, &req[released..end]).unwrap();
         }
         assert_eq!(released, req.len());
     }
@@ -577,31 +611,46 @@ mod tests {
     fn oversized_heads_get_431() {
         let mut g = RequestGuard::new(64);
         let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(100));
-        assert_eq!(g.scan(long.as_bytes()).unwrap_err().status, 431);
+        assert_eq!(check(&mut g, long.as_bytes()).unwrap_err().status, 431);
     }
 
     #[test]
     fn the_h2_preface_passes_through() {
         let mut g = RequestGuard::new(8192);
-        assert_eq!(g.scan(b"PRI * HT"), Ok(0));
+        assert_eq!(check(&mut g, b"PRI * HT"), Ok(0));
         let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04";
-        assert_eq!(g.scan(preface), Ok(preface.len()));
-        assert_eq!(g.scan(b"\x00anything"), Ok(9));
+        assert_eq!(check(&mut g, preface), Ok(preface.len()));
+        assert_eq!(check(&mut g, b"\x00anything"), Ok(9));
         // An HTTP/1 request starting with P is not mistaken for the preface.
         let post = b"POST / HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(RequestGuard::new(8192).scan(post), Ok(post.len()));
+        assert_eq!(scan_all(post), Ok(post.len()));
     }
 
     #[test]
     fn after_a_rejection_nothing_passes() {
         let mut g = RequestGuard::new(8192);
-        assert!(g.scan(b"GET / HTTP/1.1\r\n\r\n").is_err());
-        assert!(g.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+        assert!(check(&mut g, b"GET / HTTP/1.1\r\n\r\n").is_err());
+        assert!(check(&mut g, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
     }
 
     #[test]
     fn blank_lines_before_a_request_are_allowed() {
         let req = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(scan_all(req), Ok(req.len()));
+    }
+}
+
+#[cfg(test)]
+mod partial_release {
+    use super::*;
+
+    #[test]
+    fn requests_before_a_refused_one_are_released() {
+        let good = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut input = good.to_vec();
+        input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+        let scan = RequestGuard::new(8192).scan(&input);
+        assert_eq!(scan.released, good.len());
+        assert_eq!(scan.rejection.map(|r| r.reason), Some("repeated Host"));
     }
 }

@@ -39,6 +39,9 @@ pub struct EndpointPool {
     settings: PoolSettings,
     idle: Mutex<Vec<IdleConnection>>,
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// Held while an HTTP/2 connection is being established, so concurrent first requests share
+    /// one connection instead of each opening their own.
+    h2_connecting: tokio::sync::Mutex<()>,
     on_connect: OnConnect,
 }
 
@@ -54,6 +57,7 @@ impl EndpointPool {
             settings,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
             on_connect,
         })
     }
@@ -113,19 +117,28 @@ impl EndpointPool {
         self: &Arc<Self>,
         request: http::Request<ProxyBody>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        let existing = self.h2.lock().clone().filter(|s| !s.is_closed());
-        let mut sender = match existing {
+        let mut sender = match self.live_h2() {
             Some(sender) => sender,
             None => {
-                let sender = self.connect_h2().await?;
-                *self.h2.lock() = Some(sender.clone());
-                sender
+                let _connecting = self.h2_connecting.lock().await;
+                match self.live_h2() {
+                    Some(sender) => sender, // another request connected meanwhile
+                    None => {
+                        let sender = self.connect_h2().await?;
+                        *self.h2.lock() = Some(sender.clone());
+                        sender
+                    }
+                }
             }
         };
         sender
             .send_request(request)
             .await
             .map_err(|err| self.map_hyper_error(err))
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        self.h2.lock().clone().filter(|s| !s.is_closed())
     }
 
     fn checkout_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {

@@ -183,6 +183,9 @@ fn connection_builder(settings: &ListenerRuntime) -> auto::Builder<TokioExecutor
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Finish the response to a request in flight when the read side ends: clients may
+        // half-close, and a refused pipelined request ends the read side (see guarded_io).
+        .half_close(true)
         .header_read_timeout(limits.header_read_timeout)
         // hyper's own head limit sits above the guard's so the guard answers first (with 431).
         .max_buf_size(max_head.saturating_add(16 * 1024).max(8192));
@@ -205,6 +208,7 @@ pub async fn handle_request(
     shared: &Shared,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let version = request.version();
     let snapshot = shared.snapshot.load_full();
     let request_id = headers::request_id(request.headers());
     let max_body_bytes = snapshot
@@ -251,7 +255,16 @@ pub async fn handle_request(
                     })
                     .inc();
             }
-            error_response(&error)
+            let mut response = error_response(&error);
+            if version < http::Version::HTTP_2 && leaves_unread_body(&error) {
+                // The rest of the client's body is still on the wire: the connection cannot
+                // carry another request, so say we close it.
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            response
         }
     };
     response
@@ -259,6 +272,13 @@ pub async fn handle_request(
         .insert(X_REQUEST_ID.clone(), request_id);
     record(shared, conn, route, &response, started);
     response
+}
+
+fn leaves_unread_body(error: &ProxyError) -> bool {
+    matches!(
+        error.kind,
+        ErrorKind::BodyTooLarge { .. } | ErrorKind::ClientBody { .. }
+    )
 }
 
 fn record(

@@ -1,1 +1,14 @@
-//! placeholder
+//! gatehouse-test-support: real servers and processes for gatehouse's tests. Never shipped in the
+//! binary.
+//!
+//! - [`upstream`]: [`TestUpstream`], a named HTTP/1.1 + h2c server on an OS-chosen loopback port
+//!   that counts requests, echoes what it received, streams and swallows large bodies, stalls,
+//!   answers any status, or resets the connection, as the request path asks.
+//! - [`process`]: [`Gatehouse`], the real gatehouse binary started on a config file in a fresh
+//!   temporary directory, with the addresses it bound read from its output.
+
+pub mod process;
+pub mod upstream;
+
+pub use process::Gatehouse;
+pub use upstream::TestUpstream;

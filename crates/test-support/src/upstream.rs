@@ -1,0 +1,224 @@
+//! A test upstream whose behaviour is chosen by the request path:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/bytes/N` | N bytes of a repeating pattern, streamed in 64 KiB chunks |
+//! | `/upload` | reads the whole body as it streams and answers its length |
+//! | `/slow/MS` | waits MS milliseconds, then echoes |
+//! | `/status/N` | status N, echo body |
+//! | `/reset` | closes the connection without answering |
+//! | anything else | JSON echo: upstream name, method, path, query, headers, body length |
+//!
+//! Every response carries `x-upstream: NAME`. [`TestUpstream::requests`] counts requests that
+//! reached the server (including `/reset`).
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+const CHUNK: usize = 64 * 1024;
+
+/// A running test upstream; stops when dropped.
+pub struct TestUpstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl TestUpstream {
+    /// Starts an upstream named `name` on 127.0.0.1 with an OS-chosen port.
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind test upstream");
+        Self::serve(name, listener)
+    }
+
+    /// Starts an upstream on an existing listener (to restart one on the same port).
+    pub fn serve(name: &str, listener: TcpListener) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let name_arc: Arc<str> = Arc::from(name);
+        {
+            let requests = Arc::clone(&requests);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        accepted = listener.accept() => accepted,
+                    };
+                    let Ok((stream, _)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let requests = Arc::clone(&requests);
+                    let name = Arc::clone(&name_arc);
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let reset = CancellationToken::new();
+                        let reset_signal = reset.clone();
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            let name = Arc::clone(&name);
+                            let reset = reset_signal.clone();
+                            async move { Ok::<_, Infallible>(answer(&name, req, &reset).await) }
+                        });
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = reset.cancelled() => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    });
+                }
+            });
+        }
+        Self {
+            name: name.to_owned(),
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and closes open connections.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let mut response = if let Some(n) = path.strip_prefix("/bytes/") {
+        stream_bytes(n.parse().unwrap_or(0))
+    } else if path == "/upload" {
+        let mut total: u64 = 0;
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        total += data.len() as u64;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        text(StatusCode::OK, format!("{total}"))
+    } else if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        echo(name, req).await
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = echo(name, req).await;
+        *r.status_mut() = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        r
+    } else if path == "/reset" {
+        reset.cancel();
+        // Never answered: the connection is dropped by the select in the connection task.
+        std::future::pending::<()>().await;
+        text(StatusCode::INTERNAL_SERVER_ERROR, String::new())
+    } else {
+        echo(name, req).await
+    };
+    if let Ok(v) = http::HeaderValue::from_str(name) {
+        response.headers_mut().insert("x-upstream", v);
+    }
+    response
+}
+
+async fn echo(name: &str, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body_len = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.as_str().to_owned(), serde_json::Value::String(v));
+            }
+        }
+    }
+    let json = serde_json::json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body_len,
+    });
+    let mut r = text(StatusCode::OK, json.to_string());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn stream_bytes(total: u64) -> Response<Body> {
+    let pattern: Bytes = (0..CHUNK)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let stream = futures_util::stream::unfold(total, move |remaining| {
+        let pattern = pattern.clone();
+        async move {
+            if remaining == 0 {
+                return None;
+            }
+            let n = remaining.min(CHUNK as u64) as usize;
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(pattern.slice(..n))),
+                remaining - n as u64,
+            ))
+        }
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(total));
+    r
+}
