@@ -9,7 +9,8 @@
 //! | `/reset` | closes the connection without answering |
 //! | anything else | JSON echo: upstream name, method, path, query, headers, body length |
 //!
-//! Every response carries `x-upstream: NAME`. [`TestUpstream::requests`] counts requests that
+//! Every response carries `x-upstream: NAME`. [`TestUpstream::set_delay`] makes every answer
+//! slow. [`TestUpstream::requests`] counts requests that
 //! reached the server (including `/reset`).
 
 use bytes::Bytes;
@@ -36,6 +37,7 @@ pub struct TestUpstream {
     pub name: String,
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -52,10 +54,12 @@ impl TestUpstream {
     pub fn serve(name: &str, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let name_arc: Arc<str> = Arc::from(name);
         {
             let requests = Arc::clone(&requests);
+            let delay_ms = Arc::clone(&delay_ms);
             let stop = stop.clone();
             tokio::spawn(async move {
                 loop {
@@ -66,6 +70,7 @@ impl TestUpstream {
                     let Ok((stream, _)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let requests = Arc::clone(&requests);
+                    let delay_ms = Arc::clone(&delay_ms);
                     let name = Arc::clone(&name_arc);
                     let stop = stop.clone();
                     tokio::spawn(async move {
@@ -75,7 +80,13 @@ impl TestUpstream {
                             requests.fetch_add(1, Ordering::SeqCst);
                             let name = Arc::clone(&name);
                             let reset = reset_signal.clone();
-                            async move { Ok::<_, Infallible>(answer(&name, req, &reset).await) }
+                            let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                            async move {
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
+                                Ok::<_, Infallible>(answer(&name, req, &reset).await)
+                            }
                         });
                         let builder = auto::Builder::new(TokioExecutor::new());
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -92,6 +103,7 @@ impl TestUpstream {
             name: name.to_owned(),
             addr,
             requests,
+            delay_ms,
             stop,
         }
     }
@@ -99,6 +111,12 @@ impl TestUpstream {
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Delays every later answer by `delay` (a slow endpoint).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Stops accepting and closes open connections.

@@ -1,0 +1,234 @@
+//! End to end: config checking, graceful drain, live reload under load, listener reconciliation.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[test]
+fn check_reports_every_error_with_position_and_exits_2() {
+    let dir = gatehouse_test_support::process::temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[listeners]]\nname = \"a\"\nlisten = \"nowhere\"\n\n[[routes]]\ncluster = \"missing\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:3:10: listeners[0].listen"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:6:11: routes[0].cluster: no cluster named \"missing\""),
+        "{stderr}"
+    );
+
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = std::process::Command::new(bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for sub in ["run", "check", "demo"] {
+        assert!(help.contains(sub), "{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let up = TestUpstream::start("up").await;
+    let mut gw = Gatehouse::start(
+        bin(),
+        &config(&format!(
+            "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
+            endpoints(&[&up])
+        )),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    let in_flight = {
+        let c = c.clone();
+        tokio::spawn(async move { get(&c, addr, "/slow/1000", &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are no longer accepted...
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener still open while draining"
+    );
+    // ...but the request in flight completes.
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(gw.wait(Duration::from_secs(10)).await, Some(0));
+    assert!(gw.stderr().contains("drained"), "{}", gw.stderr());
+}
+
+fn routed_config(cluster_upstream: &TestUpstream, extra: &str) -> String {
+    config(&format!(
+        "{extra}\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
+        endpoints(&[cluster_upstream])
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_request() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let gw = Gatehouse::start(bin(), &routed_config(&blue, ""), &[]).await;
+    let addr = gw.addr("main");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let c = h1();
+            let mut n = 0;
+            // Bounded: at most 20 000 requests per client.
+            while !stop.load(Ordering::SeqCst) && n < 20_000 {
+                n += 1;
+                let answer = get(&c, addr, "/", &[]).await;
+                if answer.status == StatusCode::OK {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+
+    let invalid = [
+        "[[listeners]\nbroken",
+        "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"gone\"\n",
+    ];
+    let mut expect = "blue";
+    for round in 0..10 {
+        let next = if round % 3 == 2 {
+            invalid[round % 2].to_owned()
+        } else {
+            expect = if expect == "blue" { "green" } else { "blue" };
+            routed_config(if expect == "blue" { &blue } else { &green }, "")
+        };
+        // Alternate the two reload triggers: the file watcher and SIGHUP.
+        gw.write_config(&next);
+        if round % 2 == 1 {
+            gw.signal("HUP");
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let seen = get(&h1(), addr, "/", &[]).await.upstream();
+        assert_eq!(seen, expect, "after reload round {round}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 100, "the load actually ran");
+    let log = gw.stderr();
+    assert!(log.contains("config reload refused"), "{log}");
+    assert!(
+        log.contains("gatehouse.toml:1:"),
+        "the refusal names the line: {log}"
+    );
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("gatehouse_config_reloads_total{result=\"rejected\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_binds_and_closes_listeners_without_dropping_connections() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(bin(), &routed_config(&up, ""), &[]).await;
+    let admin = gw.admin.unwrap();
+    let c = h1();
+    // A keep-alive connection opened before the reload.
+    assert_eq!(
+        get(&c, gw.addr("main"), "/", &[]).await.status,
+        StatusCode::OK
+    );
+
+    gw.write_config(&routed_config(
+        &up,
+        "[[listeners]]\nname = \"second\"\nlisten = \"127.0.0.1:0\"\n",
+    ));
+    let second = wait_for_listener(admin, "second", true)
+        .await
+        .expect("second listener bound");
+    assert_eq!(get(&h1(), second, "/", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&c, gw.addr("main"), "/", &[]).await.status,
+        StatusCode::OK
+    );
+
+    gw.write_config(&routed_config(&up, ""));
+    wait_for_listener(admin, "second", false).await;
+    assert!(
+        tokio::net::TcpStream::connect(second).await.is_err(),
+        "removed listener still accepts"
+    );
+    assert_eq!(
+        get(&c, gw.addr("main"), "/", &[]).await.status,
+        StatusCode::OK
+    );
+}
+
+/// Polls the admin /config until listener `name` is (or is no longer) bound.
+async fn wait_for_listener(
+    admin: std::net::SocketAddr,
+    name: &str,
+    present: bool,
+) -> Option<std::net::SocketAddr> {
+    for _ in 0..50 {
+        let config = get(&h1(), admin, "/config", &[]).await.json();
+        let found = config["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .map(|l| l["bound"].as_str().unwrap().parse().unwrap());
+        if found.is_some() == present {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("listener {name} present={present} never happened");
+}
