@@ -47,16 +47,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     ] {
         headers.remove(name);
     }
-    // Any other Proxy-* header (rare; only scan when one could be there).
-    if headers.len() > 0 {
-        let proxy_named: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy_named {
-            headers.remove(name);
-        }
+    // Any other Proxy-* header. Collecting only allocates when one is present.
+    let proxy_named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_named {
+        headers.remove(name);
     }
     wants_trailers
 }
