@@ -63,15 +63,18 @@ async fn weighted_round_robin_follows_weights() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_and_p2c_reach_every_endpoint() {
+async fn random_least_request_and_p2c_reach_every_endpoint() {
     for policy in ["random", "p2c", "least_request"] {
         let ups = upstreams(3).await;
         let refs: Vec<&TestUpstream> = ups.iter().collect();
         let gw = gateway(&format!("balance = \"{policy}\""), &refs, &[1, 1, 1]).await;
         let counts = spread(&gw, 300, &[]).await;
         assert_eq!(counts.len(), 3, "{policy}: {counts:?}");
+        // p2c is latency-aware: one slow early sample (a cold connection) may make it favour
+        // the other endpoints for seconds, which is its job; the others must spread evenly.
+        let floor = if policy == "p2c" { 1 } else { 50 };
         for (name, n) in &counts {
-            assert!(*n >= 50, "{policy}: {name} got only {n} of 300: {counts:?}");
+            assert!(*n >= floor, "{policy}: {name} got only {n} of 300: {counts:?}");
         }
     }
 }
