@@ -74,7 +74,10 @@ async fn random_least_request_and_p2c_reach_every_endpoint() {
         // the other endpoints for seconds, which is its job; the others must spread evenly.
         let floor = if policy == "p2c" { 1 } else { 50 };
         for (name, n) in &counts {
-            assert!(*n >= floor, "{policy}: {name} got only {n} of 300: {counts:?}");
+            assert!(
+                *n >= floor,
+                "{policy}: {name} got only {n} of 300: {counts:?}"
+            );
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct RequestGuard {
     max_head: usize,
     /// Bytes of the pending head already searched for its end (avoids rescanning on slow clients).
     head_scanned: usize,
+    /// Whether the pending head has a byte other than CR/LF yet: blank lines before a request
+    /// line are skipped (RFC 9112 2.2), so CRLFCRLF only ends a head after its request line.
+    head_has_content: bool,
     /// True until the first byte decided between HTTP/1 and the HTTP/2 preface.
     at_start: bool,
 }
@@ -108,6 +111,7 @@ impl RequestGuard {
             state: State::Head,
             max_head: max_head_bytes,
             head_scanned: 0,
+            head_has_content: false,
             at_start: true,
         }
     }
@@ -222,16 +226,18 @@ impl RequestGuard {
                         return Err(Rejection::bad("bare CR in request head"));
                     }
                     let line_start = i >= 2 && rest[i - 2] == b'\r' && rest[i - 1] == b'\n';
-                    let only_blank_lines_before =
-                        rest[..i].iter().all(|&b| b == b'\r' || b == b'\n');
-                    if line_start && !only_blank_lines_before {
+                    if line_start && self.head_has_content {
                         self.head_scanned = 0;
+                        self.head_has_content = false;
                         return Ok(Some(i + 2));
                     }
                     i += 2;
                 }
                 b'\n' => return Err(Rejection::bad("bare LF in request head")),
-                _ => i += 1,
+                _ => {
+                    self.head_has_content = true;
+                    i += 1;
+                }
             }
         }
         self.head_scanned = i;
@@ -631,6 +637,22 @@ mod tests {
         let mut g = RequestGuard::new(8192);
         assert!(check(&mut g, b"GET / HTTP/1.1\r\n\r\n").is_err());
         assert!(check(&mut g, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn many_blank_lines_cost_linear_time_and_hit_the_head_limit() {
+        // 32 Ki empty lines: each CRLF is looked at once (a quadratic rescan would take minutes).
+        let blank = "\r\n".repeat(32 * 1024);
+        assert_eq!(
+            check(&mut RequestGuard::new(1 << 20), blank.as_bytes()),
+            Ok(0)
+        );
+        assert_eq!(
+            check(&mut RequestGuard::new(1024), blank.as_bytes())
+                .unwrap_err()
+                .status,
+            431
+        );
     }
 
     #[test]
