@@ -17,6 +17,7 @@ const DEFAULT_MAX_IDLE: u32 = 256;
 const DEFAULT_VNODES: u32 = 160;
 const DEFAULT_MAGLEV_TABLE: u32 = 65_537;
 const MAX_WEIGHT: i64 = 10_000;
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// Validates a parsed raw config. Returns every error found.
 pub fn validate(raw: &RawConfig, source: &str, origin: &str) -> Result<Config, ConfigErrors> {
@@ -293,6 +294,16 @@ impl Validator<'_> {
             }
         };
         let defaults = Limits::default();
+        if let Some(t) = &raw.header_read_timeout
+            && parse_duration(t.get_ref()) == Ok(Duration::ZERO)
+        {
+            self.error(
+                t,
+                &format!("{field}.header_read_timeout"),
+                "a timeout of 0 would close every connection",
+            );
+        }
+
         let max_connections = match &raw.max_connections {
             Some(v) if *v.get_ref() == 0 => {
                 self.error(v, &format!("{field}.max_connections"), "must be at least 1");
@@ -319,6 +330,17 @@ impl Validator<'_> {
                 defaults.header_read_timeout,
             ),
         };
+        if let Some(v) = &raw.max_header_bytes
+            && limits.max_header_bytes > MAX_HEADER_BYTES
+        {
+            self.error(
+                v,
+                &format!("{field}.max_header_bytes"),
+                format!(
+                    "at most {MAX_HEADER_BYTES} bytes (1 MiB): each connection may buffer this much"
+                ),
+            );
+        }
         Some(Listener {
             name,
             listen: listen?,
@@ -433,11 +455,19 @@ impl Validator<'_> {
             }
         });
         let timeout = raw.timeout.as_ref().map(|t| {
-            self.duration_or(
+            let d = self.duration_or(
                 Some(t),
                 &format!("{field}.timeout"),
                 DEFAULT_RESPONSE_TIMEOUT,
-            )
+            );
+            if d.is_zero() {
+                self.error(
+                    t,
+                    &format!("{field}.timeout"),
+                    "a timeout of 0 would fail every request",
+                );
+            }
+            d
         });
 
         Some(Route {
@@ -866,6 +896,30 @@ endpoints = ["127.0.0.1:1"]
         assert!(text.contains("hash_on only applies"), "{text}");
         assert!(text.contains("vnodes only applies"), "{text}");
         assert!(text.contains("\"body\" is not a hash key"), "{text}");
+    }
+
+    #[test]
+    fn zero_timeouts_and_huge_heads_are_refused() {
+        let src = r#"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+header_read_timeout = "0s"
+max_header_bytes = "2MiB"
+[[routes]]
+cluster = "c"
+timeout = "0ms"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#;
+        let text = errors(src).to_string();
+        assert!(
+            text.contains("header_read_timeout: a timeout of 0"),
+            "{text}"
+        );
+        assert!(text.contains("max_header_bytes: at most"), "{text}");
+        assert!(text.contains("routes[0].timeout: a timeout of 0"), "{text}");
     }
 
     #[test]

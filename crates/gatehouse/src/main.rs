@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             }
         },
         cli::Command::Run { config, workers } => {
+            let loaded = serve::file_stamp(&config);
             let initial = match gatehouse_config::load(&config) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -43,7 +44,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run_async(workers, serve::serve(initial, Some(config)))
+            let watched = serve::Watched {
+                path: config,
+                loaded,
+            };
+            run_async(workers, serve::serve(initial, Some(watched)))
         }
         cli::Command::Demo {
             workers,

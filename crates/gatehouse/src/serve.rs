@@ -49,13 +49,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// Serves until SIGTERM or ctrl-c, reloading `path` on SIGHUP and when it changes.
-pub async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+/// The config file being served and the version of it that was loaded.
+pub struct Watched {
+    pub path: PathBuf,
+    /// Taken *before* the file was read, so a change made while starting is still noticed.
+    pub loaded: Option<FileStamp>,
+}
+
+/// Serves until SIGTERM or ctrl-c, reloading the watched file on SIGHUP and when it changes.
+pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<()> {
     let mut drain_timeout = config.server.drain_timeout;
     let running = start(config).await?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut last_seen = path.as_deref().and_then(file_stamp);
+    let (path, mut last_seen) = match watched {
+        Some(w) => (Some(w.path), w.loaded),
+        None => (None, None),
+    };
     let mut watch = tokio::time::interval(WATCH_INTERVAL);
     loop {
         tokio::select! {
@@ -135,7 +145,9 @@ async fn reload(gateway: &Gateway, path: &Path) -> Option<Duration> {
 }
 
 /// What identifies a version of the file: modification time and length.
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+pub type FileStamp = (SystemTime, u64);
+
+pub fn file_stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }

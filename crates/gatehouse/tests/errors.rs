@@ -36,6 +36,7 @@ name = "main"
 listen = "127.0.0.1:0"
 max_header_bytes = "4KiB"
 max_body_bytes = 1024
+header_read_timeout = "1s"
 [[routes]]
 path_prefix = "/fast"
 cluster = "fast"
@@ -275,4 +276,22 @@ endpoints = {e}
     // A malformed request line is a 400 from gatehouse itself.
     let answer = raw(addr, b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_clients_are_cut_at_the_header_timeout() {
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_with_limits(&up).await;
+    let addr = gw.addr("main");
+    // Connects and says nothing: closed without an answer.
+    let silent = raw(addr, b"").await;
+    assert_eq!(silent, "");
+    // Sends half a head and stalls: 408.
+    let slow = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+    assert!(slow.starts_with("HTTP/1.1 408 "), "{slow}");
+    // An idle keep-alive connection (raw() never half-closes) is closed after the timeout too,
+    // once its answer is out.
+    let kept = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(kept.starts_with("HTTP/1.1 200 "), "{kept}");
+    assert_eq!(up.requests(), 1);
 }

@@ -181,6 +181,8 @@ impl Gateway {
     /// Stops accepting, lets open connections finish their requests for up to `drain_timeout`,
     /// then returns. Returns whether every connection finished in time.
     pub async fn shutdown(&self, drain_timeout: Duration) -> bool {
+        // Held to the end: a reload racing the drain must not start new accept loops.
+        let _no_more_reloads = self.apply_lock.lock().await;
         for (_, handle) in self.listeners.lock().drain() {
             handle.stop.cancel();
         }

@@ -7,9 +7,11 @@
 
 use crate::h1_guard::{Rejection, RequestGuard};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 /// Receive buffer size of a new connection; enough for typical heads and body reads.
 const INITIAL_BUFFER: usize = 8 * 1024;
@@ -33,10 +35,21 @@ pub struct GuardedIo<T> {
     /// The refusal to write before shutting down, and how much of it is written.
     refusal: Option<(Vec<u8>, usize)>,
     on_reject: Option<OnReject>,
+    /// How long a client may take to send a complete head (and how long a connection may sit
+    /// idle between requests). hyper's own header timer cannot see heads the guard holds back.
+    header_timeout: Duration,
+    head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A body refused mid-stream: reported once to hyper as a read error.
+    mid_body_error: Option<&'static str>,
 }
 
 impl<T> GuardedIo<T> {
-    pub fn new(inner: T, max_head_bytes: usize, on_reject: OnReject) -> Self {
+    pub fn new(
+        inner: T,
+        max_head_bytes: usize,
+        header_timeout: Duration,
+        on_reject: OnReject,
+    ) -> Self {
         Self {
             inner,
             guard: RequestGuard::new(max_head_bytes),
@@ -46,12 +59,57 @@ impl<T> GuardedIo<T> {
             released: 0,
             refusal: None,
             on_reject: Some(on_reject),
+            header_timeout,
+            head_deadline: None,
+            mid_body_error: None,
         }
+    }
+
+    /// Polls the head deadline while the guard waits for a head; true once it has passed.
+    fn head_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.guard.awaiting_head() {
+            self.head_deadline = None;
+            return false;
+        }
+        let timeout = self.header_timeout;
+        self.head_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
+
+    /// Closes a connection whose head did not arrive in time: 408 when part of a head came,
+    /// silently when the connection was idle between requests.
+    fn time_out(&mut self) {
+        let partial_head = self.end > self.start + self.released;
+        self.end = self.start + self.released;
+        let response = if partial_head {
+            let rejection = Rejection {
+                status: 408,
+                reason: "request head not received in time",
+            };
+            if let Some(callback) = self.on_reject.take() {
+                callback(rejection);
+            }
+            refusal_response(rejection)
+        } else {
+            Vec::new()
+        };
+        self.refusal = Some((response, 0));
     }
 
     fn reject(&mut self, rejection: Rejection) {
         if self.refusal.is_none() {
-            self.refusal = Some((refusal_response(rejection), 0));
+            let response = if self.guard.failed_mid_body() {
+                // The request in flight gets its own error response; its body read fails with
+                // the reason (see poll_read), so that response can name it.
+                self.mid_body_error = Some(rejection.reason);
+                Vec::new()
+            } else {
+                refusal_response(rejection)
+            };
+            self.refusal = Some((response, 0));
             // Requests validated before the bad one are still delivered (and answered first);
             // everything after them is dropped.
             self.end = self.start + self.released;
@@ -65,6 +123,7 @@ impl<T> GuardedIo<T> {
 /// The response sent for a refused request.
 pub fn refusal_response(rejection: Rejection) -> Vec<u8> {
     let phrase = match rejection.status {
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         _ => "Bad Request",
@@ -98,11 +157,23 @@ impl<T: Read + Unpin> Read for GuardedIo<T> {
                 return Poll::Ready(Ok(()));
             }
             if this.refusal.is_some() {
+                if let Some(reason) = this.mid_body_error.take() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, reason)));
+                }
                 return Poll::Ready(Ok(())); // end of stream for hyper
             }
             this.make_room();
             let mut read_buf = hyper::rt::ReadBuf::new(&mut this.buf[this.end..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, read_buf.unfilled()))?;
+            match Pin::new(&mut this.inner).poll_read(cx, read_buf.unfilled()) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => {
+                    if this.head_deadline_passed(cx) {
+                        this.time_out();
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
             let n = read_buf.filled().len();
             if n == 0 {
                 // Client closed. Whatever is pending is an incomplete head: drop it.
@@ -113,6 +184,9 @@ impl<T: Read + Unpin> Read for GuardedIo<T> {
                 .guard
                 .scan(&this.buf[this.start + this.released..this.end]);
             this.released += scan.released;
+            if scan.released > 0 {
+                this.head_deadline = None; // a head completed: the clock restarts at the next wait
+            }
             if let Some(rejection) = scan.rejection {
                 this.reject(rejection);
             }

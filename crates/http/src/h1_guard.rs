@@ -101,6 +101,7 @@ pub struct RequestGuard {
     /// Whether the pending head has a byte other than CR/LF yet: blank lines before a request
     /// line are skipped (RFC 9112 2.2), so CRLFCRLF only ends a head after its request line.
     head_has_content: bool,
+    failed_mid_body: bool,
     /// True until the first byte decided between HTTP/1 and the HTTP/2 preface.
     at_start: bool,
 }
@@ -112,6 +113,7 @@ impl RequestGuard {
             max_head: max_head_bytes,
             head_scanned: 0,
             head_has_content: false,
+            failed_mid_body: false,
             at_start: true,
         }
     }
@@ -177,8 +179,21 @@ impl RequestGuard {
     }
 
     fn fail(&mut self, rejection: Rejection) -> Rejection {
+        self.failed_mid_body = matches!(self.state, State::Chunked(_));
         self.state = State::Failed(rejection);
         rejection
+    }
+
+    /// Whether the connection is between requests or inside an incomplete head: the time a
+    /// client may spend here is bounded by the listener's header_read_timeout.
+    pub fn awaiting_head(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
+    /// Whether the refusal happened inside a request body: that request already reached the
+    /// HTTP layer, which answers it itself (its body ends in an error), so no second response.
+    pub fn failed_mid_body(&self) -> bool {
+        self.failed_mid_body
     }
 
     /// Looks for a complete head at the start of `rest`. Returns its length once complete and

@@ -12,7 +12,8 @@ pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `TE`,
-/// `Trailer`, `Transfer-Encoding`, `Upgrade` and all `Proxy-*` headers. Returns whether the
+/// `Transfer-Encoding`, `Upgrade` and all `Proxy-*` headers. `Trailer` stays: it is end-to-end
+/// (RFC 9110 6.6.2) and hyper's HTTP/1 encoder only sends the trailers it lists. Returns whether the
 /// client asked for trailers (`TE: trailers`), which the caller re-adds upstream: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
@@ -38,7 +39,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         &header::CONNECTION,
         &KEEP_ALIVE,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &PROXY_CONNECTION,
@@ -68,9 +68,9 @@ pub fn add_forwarded(
     original_host: Option<HeaderValue>,
 ) {
     let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
-        _ => client,
+    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
+        Some(existing) => format!("{existing}, {client}"),
+        None => client,
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -90,7 +90,7 @@ pub fn add_via(headers: &mut HeaderMap, received: Version) {
         Version::HTTP_3 => "3 gatehouse",
         _ => "1.1 gatehouse",
     };
-    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+    match joined(headers, &header::VIA) {
         Some(existing) => {
             if let Ok(value) = HeaderValue::from_str(&format!("{existing}, {hop}")) {
                 headers.insert(header::VIA, value);
@@ -100,6 +100,19 @@ pub fn add_via(headers: &mut HeaderMap, received: Version) {
             headers.insert(header::VIA, HeaderValue::from_static(hop));
         }
     }
+}
+
+/// All field lines of a list-valued header joined with ", " (a client may send several lines);
+/// None when absent or empty.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The request's id: the client's `X-Request-Id` when it sent a sane one, else a new random one.
@@ -141,7 +154,6 @@ mod tests {
             ("x-secret", "1"),
             ("keep-alive", "timeout=5"),
             ("te", "trailers, deflate"),
-            ("trailer", "x-checksum"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
             ("proxy-authorization", "Basic x"),
@@ -172,6 +184,24 @@ mod tests {
         add_forwarded(&mut h, "::1".parse().unwrap(), "https", None);
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+        ]);
+        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 198.51.100.2, 10.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn trailer_is_end_to_end() {
+        let mut h = map(&[("trailer", "x-checksum")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["trailer"], "x-checksum");
     }
 
     #[test]

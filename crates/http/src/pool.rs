@@ -255,7 +255,7 @@ fn client_body_error(err: &hyper::Error) -> Option<ErrorKind> {
         if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
             // The inner error is the server side (client connection) failing mid-body.
             return Some(ErrorKind::ClientBody {
-                reason: hyper_err.to_string(),
+                reason: with_causes(hyper_err),
             });
         }
         source = cause.source();
@@ -266,4 +266,16 @@ fn client_body_error(err: &hyper::Error) -> Option<ErrorKind> {
         });
     }
     None
+}
+
+/// An error and its causes, "outer: inner: innermost" (the framing guard's reason is innermost).
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -125,6 +125,11 @@ fn respond(
 ) -> Response<ProxyBody> {
     in_flight.head_latency = Some(head_latency);
     let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // hyper decoded the body as chunked; a Content-Length beside it (RFC 9112 6.3: TE wins)
+        // would make the client-side encoder cut the body short.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;

@@ -168,7 +168,7 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
     let io = TokioIo::new(stream);
     let draining = shared.draining.clone();
     if settings.protocols.http1 {
-        let io = GuardedIo::new(io, max_head, rejects);
+        let io = GuardedIo::new(io, max_head, settings.limits.header_read_timeout, rejects);
         drive!(builder.serve_connection(io, service), draining);
     } else {
         drive!(builder.serve_connection(io, service), draining);

@@ -82,15 +82,19 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .filter_map(|r| {
-                // Validation guarantees the cluster exists; a miss would only drop the route.
-                let cluster = Arc::clone(by_name.get(r.cluster.as_str())?);
+            .map(|r| {
+                // Indices must match config.routes (the router returns them). Validation
+                // guarantees the cluster exists; should it not, the route answers 503.
+                let cluster = by_name.get(r.cluster.as_str()).map_or_else(
+                    || Arc::new(ClusterRuntime::empty(&r.cluster)),
+                    |c| Arc::clone(c),
+                );
                 let timeout = r.timeout.unwrap_or_else(|| {
                     config
                         .cluster(&r.cluster)
                         .map_or(Duration::from_secs(60), |c| c.timeout)
                 });
-                Some(RouteRuntime {
+                RouteRuntime {
                     name: label(&r.name),
                     labels: RouteLabels {
                         route: label(&r.name),
@@ -102,7 +106,7 @@ impl Snapshot {
                         .as_deref()
                         .and_then(|h| HeaderValue::from_str(h).ok()),
                     timeout,
-                })
+                }
             })
             .collect();
         let routers = config
@@ -154,6 +158,17 @@ impl Snapshot {
 }
 
 impl ClusterRuntime {
+    /// A cluster with no endpoints: every request to it gets 503.
+    fn empty(name: &str) -> Self {
+        Self {
+            name: label(name),
+            balancer: Balancer::new(Policy::RoundRobin, Vec::new()),
+            endpoints: Vec::new(),
+            hash_on: None,
+            protocol: UpstreamProtocol::Http1,
+        }
+    }
+
     fn build(cluster: &Cluster, store: &EndpointStore, metrics: &Arc<Metrics>) -> Self {
         let name = label(&cluster.name);
         let settings = PoolSettings {
