@@ -38,7 +38,10 @@ pub struct GuardedIo<T> {
     /// How long a client may take to send a complete head (and how long a connection may sit
     /// idle between requests). hyper's own header timer cannot see heads the guard holds back.
     header_timeout: Duration,
+    /// Allocated once per connection and re-armed with `reset`; `head_deadline_armed` says
+    /// whether it currently counts.
     head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    head_deadline_armed: bool,
     /// A body refused mid-stream: reported once to hyper as a read error.
     mid_body_error: Option<&'static str>,
 }
@@ -61,6 +64,7 @@ impl<T> GuardedIo<T> {
             on_reject: Some(on_reject),
             header_timeout,
             head_deadline: None,
+            head_deadline_armed: false,
             mid_body_error: None,
         }
     }
@@ -68,15 +72,18 @@ impl<T> GuardedIo<T> {
     /// Polls the head deadline while the guard waits for a head; true once it has passed.
     fn head_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.guard.awaiting_head() {
-            self.head_deadline = None;
+            self.head_deadline_armed = false;
             return false;
         }
         let timeout = self.header_timeout;
-        self.head_deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
-            .as_mut()
-            .poll(cx)
-            .is_ready()
+        let sleep = self
+            .head_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !self.head_deadline_armed {
+            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+            self.head_deadline_armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
     }
 
     /// Closes a connection whose head did not arrive in time: 408 when part of a head came,
@@ -185,7 +192,8 @@ impl<T: Read + Unpin> Read for GuardedIo<T> {
                 .scan(&this.buf[this.start + this.released..this.end]);
             this.released += scan.released;
             if scan.released > 0 {
-                this.head_deadline = None; // a head completed: the clock restarts at the next wait
+                // A head completed: the clock restarts when the next head is awaited.
+                this.head_deadline_armed = false;
             }
             if let Some(rejection) = scan.rejection {
                 this.reject(rejection);

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -43,6 +44,33 @@ pub struct EndpointPool {
     /// one connection instead of each opening their own.
     h2_connecting: tokio::sync::Mutex<()>,
     on_connect: OnConnect,
+}
+
+/// An HTTP/1.1 connection whose response is still being read; see [`Reusable::give_back`].
+pub struct Reusable {
+    sender: http1::SendRequest<ProxyBody>,
+    pool: Arc<EndpointPool>,
+}
+
+impl Reusable {
+    /// Returns the connection to the pool; call it once the response body has ended. hyper's
+    /// connection task usually has the connection ready again by then, so it goes straight back;
+    /// otherwise a small task waits for it. (Dropping a `Reusable` instead closes the connection:
+    /// right for a body abandoned midway.)
+    pub fn give_back(mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.sender.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => self.pool.put_idle(self.sender),
+            Poll::Ready(Err(_)) => {} // closed: drop it
+            Poll::Pending => {
+                tokio::spawn(async move {
+                    if self.sender.ready().await.is_ok() {
+                        self.pool.put_idle(self.sender);
+                    }
+                });
+            }
+        }
+    }
 }
 
 struct IdleConnection {
@@ -76,27 +104,26 @@ impl EndpointPool {
     }
 
     /// Sends a request and returns the response head; its body streams from the connection.
+    /// For HTTP/1.1 the caller gets the connection back as [`Reusable`], to return to the pool
+    /// once the response body has been read to its end.
     pub async fn send(
         self: &Arc<Self>,
         request: http::Request<ProxyBody>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+    ) -> Result<(http::Response<Incoming>, Option<Reusable>), ProxyError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => self.send_h1(request).await,
-            UpstreamProtocol::H2 => self.send_h2(request).await,
+            UpstreamProtocol::H2 => Ok((self.send_h2(request).await?, None)),
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
         mut request: http::Request<ProxyBody>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+    ) -> Result<(http::Response<Incoming>, Option<Reusable>), ProxyError> {
         // Try idle connections first; each one that turns out closed hands the request back.
         while let Some(mut sender) = self.checkout_idle() {
             match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.return_when_ready(sender);
-                    return Ok(response);
-                }
+                Ok(response) => return Ok((response, Some(self.reusable(sender)))),
                 Err(mut err) => match err.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(self.map_hyper_error(err.into_error())),
@@ -105,11 +132,15 @@ impl EndpointPool {
         }
         let mut sender = self.connect_h1().await?;
         match sender.send_request(request).await {
-            Ok(response) => {
-                self.return_when_ready(sender);
-                Ok(response)
-            }
+            Ok(response) => Ok((response, Some(self.reusable(sender)))),
             Err(err) => Err(self.map_hyper_error(err)),
+        }
+    }
+
+    fn reusable(self: &Arc<Self>, sender: http1::SendRequest<ProxyBody>) -> Reusable {
+        Reusable {
+            sender,
+            pool: Arc::clone(self),
         }
     }
 
@@ -152,21 +183,14 @@ impl EndpointPool {
         None
     }
 
-    /// Puts the connection back once hyper says it can take another request, i.e. after the
-    /// response body has been read to its end. A body abandoned midway closes the connection.
-    fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>) {
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = pool.idle.lock();
-                if idle.len() < pool.settings.max_idle {
-                    idle.push(IdleConnection {
-                        sender,
-                        idle_since: Instant::now(),
-                    });
-                }
-            }
-        });
+    fn put_idle(&self, sender: http1::SendRequest<ProxyBody>) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.settings.max_idle {
+            idle.push(IdleConnection {
+                sender,
+                idle_since: Instant::now(),
+            });
+        }
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {

@@ -26,10 +26,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Boxed so the connection future's `Send` proof does not have to see through the handler
-/// (rustc cannot prove it through hyper's generic bounds otherwise).
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 /// State shared by every listener and connection of one gateway.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
@@ -143,9 +139,7 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
         service_fn(move |request| {
             let conn = Arc::clone(&conn);
             let shared = Arc::clone(&shared);
-            let response: BoxFuture<Result<Response<ProxyBody>, Infallible>> =
-                Box::pin(async move { Ok(handle_request(request, &conn, &shared).await) });
-            response
+            async move { Ok::<_, Infallible>(handle_request(request, &conn, &shared).await) }
         })
     };
 
@@ -186,7 +180,9 @@ fn connection_builder(settings: &ListenerRuntime) -> auto::Builder<TokioExecutor
         // Finish the response to a request in flight when the read side ends: clients may
         // half-close, and a refused pipelined request ends the read side (see guarded_io).
         .half_close(true)
-        .header_read_timeout(limits.header_read_timeout)
+        // The framing guard enforces header_read_timeout (it sees heads hyper has not yet been
+        // given); a second timer per request in hyper would only cost time.
+        .header_read_timeout(None)
         // hyper's own head limit sits above the guard's so the guard answers first (with 431).
         .max_buf_size(max_head.saturating_add(16 * 1024).max(8192));
     builder
