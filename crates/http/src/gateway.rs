@@ -6,7 +6,7 @@
 //! stop the ones the config removed. Open connections are never cut by a reload; connections of
 //! a removed listener finish on their own.
 
-use crate::server::{Shared, accept_loop};
+use crate::server::{ConnectionLimit, Shared, accept_loop};
 use crate::snapshot::{EndpointStore, Snapshot};
 use arc_swap::ArcSwap;
 use gatehouse_config::{Config, Listener};
@@ -38,6 +38,7 @@ struct ListenerHandle {
     configured: SocketAddr,
     bound: SocketAddr,
     stop: CancellationToken,
+    connection_limit: Arc<ConnectionLimit>,
 }
 
 /// The L7 gateway: listeners plus the swappable snapshot they serve from.
@@ -127,36 +128,38 @@ impl Gateway {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let snapshot = Snapshot::build(config, generation, &self.store, &self.shared.metrics);
         self.store.retain(&snapshot.endpoint_ids());
-        let wanted: HashMap<String, SocketAddr> = snapshot
+        let wanted: HashMap<String, (SocketAddr, u64)> = snapshot
             .config
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), l.listen))
+            .map(|l| (l.name.clone(), (l.listen, l.limits.max_connections)))
             .collect();
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.metrics.config_generation.set(generation as i64);
 
         let mut running = self.listeners.lock();
-        running.retain(|name, handle| {
-            let keep = wanted.get(name) == Some(&handle.configured);
-            if !keep {
+        running.retain(|name, handle| match wanted.get(name) {
+            Some((addr, max_connections)) if *addr == handle.configured => {
+                handle.connection_limit.resize(*max_connections);
+                true
+            }
+            _ => {
                 tracing::info!(listener = %name, addr = %handle.bound, "listener closed");
                 handle.stop.cancel();
+                false
             }
-            keep
         });
         for (listener, socket) in bound {
             let stop = CancellationToken::new();
             let addr = socket.local_addr().unwrap_or(listener.listen);
             tracing::info!(listener = %listener.name, %addr, "listening");
-            let max_connections =
-                usize::try_from(listener.limits.max_connections).unwrap_or(usize::MAX);
+            let connection_limit = ConnectionLimit::new(listener.limits.max_connections);
             tokio::spawn(accept_loop(
                 socket,
                 listener.name.clone(),
                 Arc::clone(&self.shared),
                 stop.clone(),
-                max_connections,
+                Arc::clone(&connection_limit),
             ));
             running.insert(
                 listener.name.clone(),
@@ -164,6 +167,7 @@ impl Gateway {
                     configured: listener.listen,
                     bound: addr,
                     stop,
+                    connection_limit,
                 },
             );
         }

@@ -55,15 +55,61 @@ macro_rules! drive {
     }};
 }
 
+/// A listener's cap on open connections; resizable, so a reload can change it in place.
+pub struct ConnectionLimit {
+    semaphore: Arc<Semaphore>,
+    limit: parking_lot::Mutex<usize>,
+}
+
+impl ConnectionLimit {
+    pub fn new(limit: u64) -> Arc<Self> {
+        let limit = clamp_permits(limit);
+        Arc::new(Self {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            limit: parking_lot::Mutex::new(limit),
+        })
+    }
+
+    /// Changes the cap. Lowering it below the connections now open closes none of them: new
+    /// connections wait until enough have ended.
+    pub fn resize(&self, limit: u64) {
+        let limit = clamp_permits(limit);
+        let mut current = self.limit.lock();
+        if limit > *current {
+            self.semaphore.add_permits(limit - *current);
+        } else if limit < *current {
+            let surplus = *current - limit;
+            let forgotten = self.semaphore.forget_permits(surplus);
+            if forgotten < surplus {
+                // The rest are held by open connections: take them as they are released.
+                let semaphore = Arc::clone(&self.semaphore);
+                let missing = u32::try_from(surplus - forgotten).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(permits) = semaphore.acquire_many_owned(missing).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        *current = limit;
+    }
+}
+
+fn clamp_permits(limit: u64) -> usize {
+    usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
+}
+
 /// Runs the accept loop of one listener until `stop` is cancelled.
 pub async fn accept_loop(
     listener: TcpListener,
     name: String,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    max_connections: usize,
+    connection_limit: Arc<ConnectionLimit>,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections));
+    let limit = Arc::clone(&connection_limit.semaphore);
     let listener_label = label(&name);
     loop {
         let permit = tokio::select! {
@@ -310,5 +356,27 @@ fn record(
             .request_duration
             .get_or_create(&route.labels)
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_limits_resize_in_place() {
+        let limit = ConnectionLimit::new(3);
+        let held = Arc::clone(&limit.semaphore)
+            .acquire_many_owned(2)
+            .await
+            .unwrap();
+        limit.resize(1);
+        // One free permit is forgotten at once; one more is taken when a connection ends.
+        assert_eq!(limit.semaphore.available_permits(), 0);
+        drop(held);
+        tokio::task::yield_now().await;
+        assert_eq!(limit.semaphore.available_permits(), 1);
+        limit.resize(4);
+        assert_eq!(limit.semaphore.available_permits(), 4);
     }
 }
