@@ -6,11 +6,11 @@ use gatehouse_http::Gateway;
 use gatehouse_observe::{Metrics, ReloadLabels};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// How often the config file is checked for changes.
+/// How often the config file is checked for changes (see [`file_stamp`]).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running gateway plus its admin API.
@@ -144,10 +144,15 @@ async fn reload(gateway: &Gateway, path: &Path) -> Option<Duration> {
     }
 }
 
-/// What identifies a version of the file: modification time and length.
-pub type FileStamp = (SystemTime, u64);
+/// What identifies a version of the file: its length and a hash of its bytes. Modification
+/// times are not enough: the kernel stamps files with a coarse clock (a few ms), so two quick
+/// saves of equal length could look the same. Reading a config file twice a second is cheap.
+pub type FileStamp = (usize, u64);
 
 pub fn file_stamp(path: &Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some((bytes.len(), hasher.finish()))
 }
