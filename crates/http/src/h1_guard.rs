@@ -17,15 +17,12 @@
 //! I/O wrapper in [`crate::guarded_io`] applies it to a socket. Requests are held back only while
 //! their head is incomplete; bodies stream through as they arrive.
 
+use crate::chunked::ChunkedDecoder;
+
 /// The HTTP/2 connection preface; a connection that starts with it is not HTTP/1 and is passed on.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Header lines per request; more is refused with 431.
 const MAX_HEADERS: usize = 128;
-/// A chunk size has at most 16 hex digits (u64).
-const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
-/// Chunk extensions and trailer lines are bounded so a client cannot stream an endless line.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// Why a request was refused: the status to answer and a reason for the body and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,35 +57,11 @@ enum State {
     /// Inside a Content-Length body; this many bytes remain.
     FixedBody(u64),
     /// Inside a chunked body.
-    Chunked(Chunk),
+    Chunked(ChunkedDecoder),
     /// Not HTTP/1 (HTTP/2 preface seen): everything passes.
     Passthrough,
     /// A rejection happened; nothing more passes.
     Failed(Rejection),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading hex digits of a chunk size.
-    Size { digits: u8, value: u64 },
-    /// Inside a chunk extension (after ';'), `len` bytes so far.
-    Extension { value: u64, len: usize },
-    /// CR seen after the size line; expecting LF.
-    SizeLf { value: u64 },
-    /// Inside chunk data.
-    Data(u64),
-    /// Expecting the CR after chunk data.
-    DataCr,
-    /// Expecting the LF after chunk data.
-    DataLf,
-    /// At the start of a trailer line (or the final CRLF).
-    TrailerStart { total: usize },
-    /// Inside a trailer line.
-    TrailerLine { total: usize },
-    /// CR seen at the end of a trailer line.
-    TrailerLf { total: usize },
-    /// CR of the final empty line seen; expecting LF.
-    FinalLf,
 }
 
 /// Validates HTTP/1 request framing on one connection.
@@ -168,10 +141,27 @@ impl RequestGuard {
                         State::FixedBody(remaining - take)
                     };
                 }
-                State::Chunked(chunk) => match self.chunked(chunk, rest) {
-                    Ok(used) => offset += used,
-                    Err(rejection) => return Err(self.fail(rejection)),
-                },
+                State::Chunked(mut decoder) => {
+                    // Walk the body's framing (data is not needed here, only where it ends).
+                    let mut used = 0;
+                    loop {
+                        match decoder.decode(&rest[used..]) {
+                            Ok(step) => {
+                                used += step.consumed;
+                                if step.done {
+                                    self.state = State::Head;
+                                    break;
+                                }
+                                if used == rest.len() {
+                                    self.state = State::Chunked(decoder);
+                                    break;
+                                }
+                            }
+                            Err(reason) => return Err(self.fail(Rejection::bad(reason))),
+                        }
+                    }
+                    offset += used;
+                }
             }
             *offset_out = offset;
         }
@@ -219,10 +209,7 @@ impl RequestGuard {
         self.state = match framing {
             Framing::None | Framing::Length(0) => State::Head,
             Framing::Length(n) => State::FixedBody(n),
-            Framing::Chunked => State::Chunked(Chunk::Size {
-                digits: 0,
-                value: 0,
-            }),
+            Framing::Chunked => State::Chunked(ChunkedDecoder::new()),
         };
         Ok(Some(end))
     }
@@ -257,99 +244,6 @@ impl RequestGuard {
         }
         self.head_scanned = i;
         Ok(None)
-    }
-
-    /// Advances through chunked body bytes; returns how many were consumed.
-    fn chunked(&mut self, mut chunk: Chunk, rest: &[u8]) -> Result<usize, Rejection> {
-        let mut i = 0;
-        while i < rest.len() {
-            let b = rest[i];
-            chunk = match chunk {
-                Chunk::Size { digits, value } => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        if digits == MAX_CHUNK_SIZE_DIGITS {
-                            return Err(Rejection::bad("chunk size too large"));
-                        }
-                        let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
-                        Chunk::Size {
-                            digits: digits + 1,
-                            value: (value << 4) | digit,
-                        }
-                    }
-                    b';' if digits > 0 => Chunk::Extension { value, len: 0 },
-                    b'\r' if digits > 0 => Chunk::SizeLf { value },
-                    _ => return Err(Rejection::bad("invalid chunk size")),
-                },
-                Chunk::Extension { value, len } => match b {
-                    b'\r' => Chunk::SizeLf { value },
-                    b'\n' => return Err(Rejection::bad("bare LF in chunk extension")),
-                    0..=0x08 | 0x0a..=0x1f | 0x7f => {
-                        return Err(Rejection::bad("control character in chunk extension"));
-                    }
-                    _ if len >= MAX_CHUNK_LINE => {
-                        return Err(Rejection::bad("chunk extension too long"));
-                    }
-                    _ => Chunk::Extension {
-                        value,
-                        len: len + 1,
-                    },
-                },
-                Chunk::SizeLf { value } => match b {
-                    b'\n' if value == 0 => Chunk::TrailerStart { total: 0 },
-                    b'\n' => Chunk::Data(value),
-                    _ => return Err(Rejection::bad("chunk size line not ended by CRLF")),
-                },
-                Chunk::Data(remaining) => {
-                    let take = remaining.min((rest.len() - i) as u64);
-                    i += take as usize;
-                    chunk = if take == remaining {
-                        Chunk::DataCr
-                    } else {
-                        Chunk::Data(remaining - take)
-                    };
-                    continue;
-                }
-                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                Chunk::DataLf if b == b'\n' => Chunk::Size {
-                    digits: 0,
-                    value: 0,
-                },
-                Chunk::DataCr | Chunk::DataLf => {
-                    return Err(Rejection::bad("chunk data not followed by CRLF"));
-                }
-                Chunk::TrailerStart { total } => match b {
-                    b'\r' => Chunk::FinalLf,
-                    b'\n' => return Err(Rejection::bad("bare LF in trailers")),
-                    b' ' | b'\t' => return Err(Rejection::bad("obs-fold in trailers")),
-                    _ => Chunk::TrailerLine { total: total + 1 },
-                },
-                Chunk::TrailerLine { total } => match b {
-                    _ if total >= MAX_TRAILER_BYTES => {
-                        return Err(Rejection::bad("trailers too large"));
-                    }
-                    b'\r' => Chunk::TrailerLf { total: total + 1 },
-                    b'\n' => return Err(Rejection::bad("bare LF in trailers")),
-                    0..=0x08 | 0x0a..=0x1f | 0x7f => {
-                        return Err(Rejection::bad("control character in trailers"));
-                    }
-                    _ => Chunk::TrailerLine { total: total + 1 },
-                },
-                Chunk::TrailerLf { total } => match b {
-                    b'\n' => Chunk::TrailerStart { total: total + 1 },
-                    _ => return Err(Rejection::bad("bare CR in trailers")),
-                },
-                Chunk::FinalLf => match b {
-                    b'\n' => {
-                        self.state = State::Head;
-                        return Ok(i + 1);
-                    }
-                    _ => return Err(Rejection::bad("bare CR after trailers")),
-                },
-            };
-            i += 1;
-        }
-        self.state = State::Chunked(chunk);
-        Ok(i)
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
 
 pub mod body;
+pub mod chunked;
 pub mod gateway;
 pub mod guarded_io;
 pub mod h1_guard;
