@@ -15,7 +15,8 @@
 //! - [`h1_guard`] / [`guarded_io`]: refuse ambiguous HTTP/1 framing before hyper parses it.
 //! - [`router`]: host/path/method/header matching, no I/O.
 //! - [`proxy`]: forwarding one request in named phases.
-//! - [`pool`]: upstream connections.
+//! - [`pool`]: upstream connections; [`h1_client`]: HTTP/1.1 to upstreams, driven inline;
+//!   [`chunked`]: the chunked coding decoder both directions share.
 //! - [`headers`]: hop-by-hop removal, X-Forwarded-*, Via, request ids.
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
 
@@ -23,6 +24,7 @@ pub mod body;
 pub mod chunked;
 pub mod gateway;
 pub mod guarded_io;
+pub mod h1_client;
 pub mod h1_guard;
 pub mod headers;
 pub mod limits;

@@ -1,25 +1,27 @@
 //! Upstream connections, pooled per endpoint.
 //!
-//! HTTP/1.1: a stack of idle keep-alive connections (most recently used first, so a few warm
-//! connections carry the load and the rest age out). A connection returns to the stack once its
-//! response body has been read to the end. A pooled connection the upstream has closed is
-//! detected before use (`try_send_request` hands the request back) and replaced, so a stale
-//! keep-alive connection never fails a request.
+//! HTTP/1.1 ([`crate::h1_client`], driven inline by each request): a stack of idle keep-alive
+//! connections (most recently used first, so a few warm connections carry the load and the rest
+//! age out). A connection returns to the stack once its response body has been read to the end.
+//! A pooled connection the upstream has closed is detected before use and skipped; if the
+//! upstream closes it just as a request without a body is sent, the same bytes go out again on
+//! a fresh connection (for idempotent methods, or when the write itself failed).
 //!
-//! HTTP/2: one multiplexed connection per endpoint, re-established when it closes.
+//! HTTP/2 (hyper's client): one multiplexed connection per endpoint, re-established when it
+//! closes.
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
+use crate::h1_client::{self, ConnectionHome, ExchangeError, H1Connection, RequestFraming};
 use gatehouse_config::UpstreamProtocol;
 use gatehouse_core::{ErrorKind, ProxyError};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use http_body_util::BodyExt;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// How the pool reaches one endpoint; a change of any of these makes a new pool.
@@ -38,44 +40,12 @@ pub type OnConnect = Box<dyn Fn() + Send + Sync>;
 pub struct EndpointPool {
     addr: SocketAddr,
     settings: PoolSettings,
-    idle: Mutex<Vec<IdleConnection>>,
+    idle: Mutex<Vec<H1Connection>>,
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Held while an HTTP/2 connection is being established, so concurrent first requests share
     /// one connection instead of each opening their own.
     h2_connecting: tokio::sync::Mutex<()>,
     on_connect: OnConnect,
-}
-
-/// An HTTP/1.1 connection whose response is still being read; see [`Reusable::give_back`].
-pub struct Reusable {
-    sender: http1::SendRequest<ProxyBody>,
-    pool: Arc<EndpointPool>,
-}
-
-impl Reusable {
-    /// Returns the connection to the pool; call it once the response body has ended. hyper's
-    /// connection task usually has the connection ready again by then, so it goes straight back;
-    /// otherwise a small task waits for it. (Dropping a `Reusable` instead closes the connection:
-    /// right for a body abandoned midway.)
-    pub fn give_back(mut self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.sender.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => self.pool.put_idle(self.sender),
-            Poll::Ready(Err(_)) => {} // closed: drop it
-            Poll::Pending => {
-                tokio::spawn(async move {
-                    if self.sender.ready().await.is_ok() {
-                        self.pool.put_idle(self.sender);
-                    }
-                });
-            }
-        }
-    }
-}
-
-struct IdleConnection {
-    sender: http1::SendRequest<ProxyBody>,
-    idle_since: Instant,
 }
 
 impl EndpointPool {
@@ -104,50 +74,72 @@ impl EndpointPool {
     }
 
     /// Sends a request and returns the response head; its body streams from the connection.
-    /// For HTTP/1.1 the caller gets the connection back as [`Reusable`], to return to the pool
-    /// once the response body has been read to its end.
     pub async fn send(
         self: &Arc<Self>,
         request: http::Request<ProxyBody>,
-    ) -> Result<(http::Response<Incoming>, Option<Reusable>), ProxyError> {
+    ) -> Result<http::Response<ProxyBody>, ProxyError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => self.send_h1(request).await,
-            UpstreamProtocol::H2 => Ok((self.send_h2(request).await?, None)),
+            UpstreamProtocol::H2 => {
+                let response = self.send_h2(request).await?;
+                Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+            }
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut request: http::Request<ProxyBody>,
-    ) -> Result<(http::Response<Incoming>, Option<Reusable>), ProxyError> {
-        // Try idle connections first; each one that turns out closed hands the request back.
-        while let Some(mut sender) = self.checkout_idle() {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Some(self.reusable(sender)))),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(self.map_hyper_error(err.into_error())),
-                },
+        request: http::Request<ProxyBody>,
+    ) -> Result<http::Response<ProxyBody>, ProxyError> {
+        let (parts, body) = request.into_parts();
+        let framing = h1_client::request_framing(&parts.method, &body);
+        let mut head = Vec::with_capacity(512);
+        h1_client::encode_head(&parts, framing, &mut head);
+        // With no body to stream, the head bytes can be sent again on another connection.
+        let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+        let mut body = Some(body);
+        let mut use_idle = true;
+        loop {
+            let pooled = if use_idle { self.checkout_idle() } else { None };
+            let reused = pooled.is_some();
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => H1Connection::new(self.connect_tcp().await?),
+            };
+            let send_body = if replayable { None } else { body.take() };
+            let result = h1_client::exchange(
+                connection,
+                &head,
+                send_body,
+                framing,
+                &parts.method,
+                Arc::clone(self),
+            )
+            .await;
+            match result {
+                Ok(response) => return Ok(response),
+                Err((error, _closed)) => {
+                    let stale = reused
+                        && replayable
+                        && match error {
+                            ExchangeError::Write(_) => true,
+                            ExchangeError::ClosedBeforeResponse => parts.method.is_idempotent(),
+                            _ => false,
+                        };
+                    if stale {
+                        use_idle = false;
+                        continue;
+                    }
+                    return Err(self.map_exchange_error(error));
+                }
             }
-        }
-        let mut sender = self.connect_h1().await?;
-        match sender.send_request(request).await {
-            Ok(response) => Ok((response, Some(self.reusable(sender)))),
-            Err(err) => Err(self.map_hyper_error(err)),
-        }
-    }
-
-    fn reusable(self: &Arc<Self>, sender: http1::SendRequest<ProxyBody>) -> Reusable {
-        Reusable {
-            sender,
-            pool: Arc::clone(self),
         }
     }
 
     async fn send_h2(
         self: &Arc<Self>,
         request: http::Request<ProxyBody>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, ProxyError> {
         let mut sender = match self.live_h2() {
             Some(sender) => sender,
             None => {
@@ -172,25 +164,17 @@ impl EndpointPool {
         self.h2.lock().clone().filter(|s| !s.is_closed())
     }
 
-    fn checkout_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    fn checkout_idle(&self) -> Option<H1Connection> {
         let mut idle = self.idle.lock();
-        while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < self.settings.idle_timeout && conn.sender.is_ready() {
-                return Some(conn.sender);
+        while let Some(connection) = idle.pop() {
+            if connection.idle_since.elapsed() < self.settings.idle_timeout
+                && !connection.is_stale()
+            {
+                return Some(connection);
             }
-            // Expired or closed: dropping the sender closes the connection.
+            // Expired or closed by the upstream: dropping it closes our side.
         }
         None
-    }
-
-    fn put_idle(&self, sender: http1::SendRequest<ProxyBody>) {
-        let mut idle = self.idle.lock();
-        if idle.len() < self.settings.max_idle {
-            idle.push(IdleConnection {
-                sender,
-                idle_since: Instant::now(),
-            });
-        }
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
@@ -209,19 +193,6 @@ impl EndpointPool {
         let _ = gatehouse_net::tune_stream(&stream);
         (self.on_connect)();
         Ok(stream)
-    }
-
-    async fn connect_h1(&self) -> Result<http1::SendRequest<ProxyBody>, ProxyError> {
-        let stream = self.connect_tcp().await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| self.map_hyper_error(err))?;
-        tokio::spawn(async move {
-            // Errors surface on the request that was using the connection.
-            let _ = connection.await;
-        });
-        Ok(sender)
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<ProxyBody>, ProxyError> {
@@ -251,6 +222,24 @@ impl EndpointPool {
         })
     }
 
+    fn map_exchange_error(&self, error: ExchangeError) -> ProxyError {
+        let endpoint = self.addr;
+        ProxyError::new(match error {
+            ExchangeError::Write(_)
+            | ExchangeError::ClosedBeforeResponse
+            | ExchangeError::Read(_) => ErrorKind::UpstreamReset { endpoint },
+            ExchangeError::Protocol(reason) => ErrorKind::UpstreamProtocol { endpoint, reason },
+            ExchangeError::ClientBody(err) => {
+                match err.downcast_ref::<crate::limits::BodyTooLarge>() {
+                    Some(limit) => ErrorKind::BodyTooLarge { limit: limit.limit },
+                    None => ErrorKind::ClientBody {
+                        reason: with_causes(&*err),
+                    },
+                }
+            }
+        })
+    }
+
     /// Classifies a hyper client error: the client's body failing is the client's fault (or a
     /// size limit), anything else is the upstream's.
     fn map_hyper_error(&self, err: hyper::Error) -> ProxyError {
@@ -266,6 +255,15 @@ impl EndpointPool {
         } else {
             ErrorKind::UpstreamReset { endpoint }
         })
+    }
+}
+
+impl ConnectionHome for EndpointPool {
+    fn put_idle(&self, connection: H1Connection) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.settings.max_idle {
+            idle.push(connection);
+        }
     }
 }
 

@@ -12,7 +12,6 @@
 use crate::body::{BoxError, ProxyBody};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::limits::LimitedBody;
-use crate::pool::Reusable;
 use crate::snapshot::{EndpointRuntime, RouteRuntime};
 use bytes::Bytes;
 use gatehouse_balance::{EndpointStats, PickRequest, hash_key};
@@ -101,9 +100,9 @@ pub async fn forward(
         clock: *ctx.clock,
         head_latency: None,
     };
-    let (response, reusable) =
+    let response =
         match tokio::time::timeout(route.timeout, endpoint.pool.send(upstream_request)).await {
-            Ok(Ok(exchange)) => exchange,
+            Ok(Ok(response)) => response,
             Ok(Err(error)) => return Err(error),
             Err(_) => {
                 return Err(ProxyError::new(ErrorKind::UpstreamTimeout {
@@ -114,19 +113,12 @@ pub async fn forward(
         };
 
     // 5. respond
-    Ok(respond(
-        response,
-        reusable,
-        endpoint,
-        in_flight,
-        started.elapsed(),
-    ))
+    Ok(respond(response, endpoint, in_flight, started.elapsed()))
 }
 
 /// Turns the upstream's response into the client's.
 fn respond(
-    response: Response<Incoming>,
-    reusable: Option<Reusable>,
+    response: Response<ProxyBody>,
     endpoint: &EndpointRuntime,
     mut in_flight: InFlight,
     head_latency: Duration,
@@ -146,10 +138,9 @@ fn respond(
         .insert(ServedBy(Arc::clone(&endpoint.label)));
     let body = TrackedBody {
         inner: body,
-        reusable,
         _in_flight: in_flight,
     };
-    Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+    Response::from_parts(parts, body.boxed())
 }
 
 fn rewrite_request(
@@ -284,44 +275,24 @@ impl Drop for InFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// The upstream's response body on its way to the client. When it ends, the upstream
-    /// connection goes back to the pool; when it is dropped early, the connection closes.
+    /// The upstream's response body on its way to the client, keeping the endpoint's in-flight
+    /// count raised until it ends or is dropped.
     struct TrackedBody {
         #[pin]
-        inner: Incoming,
-        reusable: Option<Reusable>,
+        inner: ProxyBody,
         _in_flight: InFlight,
-    }
-
-    impl PinnedDrop for TrackedBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // A body that was complete from the start (empty, HEAD) is never polled.
-            if this.inner.is_end_stream()
-                && let Some(reusable) = this.reusable.take()
-            {
-                reusable.give_back();
-            }
-        }
     }
 }
 
 impl Body for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = frame
-            && let Some(reusable) = this.reusable.take()
-        {
-            reusable.give_back();
-        }
-        frame
+        self.project().inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

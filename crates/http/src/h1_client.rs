@@ -1,0 +1,626 @@
+//! HTTP/1.1 to upstreams, driven inline by the request that uses the connection.
+//!
+//! hyper's client runs each connection as its own task and talks to it through channels: every
+//! proxied request then costs a channel send, a wake-up of the connection task, a oneshot back,
+//! and a readiness hand-off before the connection can be pooled again. A proxy does not need
+//! that indirection: the request future itself writes the head (and body), reads the response
+//! head, and the response body reads straight from the socket as the client consumes it. When
+//! the body ends cleanly the connection goes back to its pool; if it is dropped early the
+//! connection closes. Everything is one task, with no wake-ups between parts of the proxy.
+//!
+//! Framing follows RFC 9112 strictly in both directions: a request body is sent with its
+//! Content-Length when known, chunked otherwise; a response body is delimited by (in order)
+//! the request method and status (HEAD, 1xx, 204, 304: none), Transfer-Encoding (chunked must be
+//! last; then Content-Length is ignored and the connection not reused), Content-Length (one
+//! value), or the end of the connection.
+
+use crate::body::{BoxError, ProxyBody};
+use crate::chunked::ChunkedDecoder;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted from an upstream.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Buffered request bytes are written out once they reach this size.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Reads ask for at least this much room: large bodies move in few syscalls.
+const READ_RESERVE: usize = 16 * 1024;
+/// A pooled connection keeps at most this much read buffer; bigger ones are replaced.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
+
+/// One keep-alive connection to an upstream.
+pub struct H1Connection {
+    stream: TcpStream,
+    /// Bytes received and not yet consumed.
+    read_buf: BytesMut,
+    /// When it was last put back into the pool.
+    pub(crate) idle_since: Instant,
+}
+
+/// Why an exchange failed, precisely enough for the pool to decide on a retry and for the proxy
+/// to pick the status.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// Writing to the upstream failed.
+    Write(io::Error),
+    /// The upstream closed the connection before sending any response byte.
+    ClosedBeforeResponse,
+    /// The connection broke after part of a response head arrived.
+    Read(io::Error),
+    /// The response head is not valid HTTP/1.1.
+    Protocol(String),
+    /// Reading the client's request body failed (or hit the size limit).
+    ClientBody(BoxError),
+}
+
+/// How a request body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy)]
+enum ResponseFraming {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+impl H1Connection {
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            read_buf: BytesMut::new(),
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// Whether the upstream closed (or wrote to) this idle connection. Costs no system call
+    /// unless the reactor has already seen the socket become readable.
+    pub fn is_stale(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes the request head and streams the body after it.
+    pub async fn write_request(
+        &mut self,
+        head: &[u8],
+        body: Option<ProxyBody>,
+        framing: RequestFraming,
+    ) -> Result<(), ExchangeError> {
+        let Some(mut body) = body.filter(|_| framing != RequestFraming::None) else {
+            return self
+                .stream
+                .write_all(head)
+                .await
+                .map_err(ExchangeError::Write);
+        };
+        let mut out = Vec::with_capacity(head.len() + 1024);
+        out.extend_from_slice(head);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ExchangeError::ClientBody)?;
+            let Ok(data) = frame.into_data() else {
+                continue; // request trailers are not forwarded over HTTP/1.1
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if framing == RequestFraming::Chunked {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&data);
+            }
+            if out.len() >= WRITE_CHUNK {
+                self.stream
+                    .write_all(&out)
+                    .await
+                    .map_err(ExchangeError::Write)?;
+                out.clear();
+            }
+        }
+        if framing == RequestFraming::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(ExchangeError::Write)
+    }
+
+    /// Reads the response head (skipping interim 1xx responses).
+    async fn read_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<(http::response::Parts, ResponseFraming, bool), ExchangeError> {
+        let mut received_any = !self.read_buf.is_empty();
+        loop {
+            if !self.read_buf.is_empty() {
+                if let Some((parts, framing, keep_alive, len)) = parse_head(&self.read_buf, method)?
+                {
+                    self.read_buf.advance(len);
+                    if parts.status.is_informational() {
+                        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                            return Err(ExchangeError::Protocol(
+                                "101 Switching Protocols is not supported on this route".into(),
+                            ));
+                        }
+                        continue; // 100 Continue, 103 Early Hints: the real answer follows
+                    }
+                    return Ok((parts, framing, keep_alive));
+                }
+                if self.read_buf.len() > MAX_RESPONSE_HEAD {
+                    return Err(ExchangeError::Protocol("response head too large".into()));
+                }
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
+                self.read_buf.reserve(READ_RESERVE);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.read_buf)
+                .await
+                .map_err(|e| {
+                    if received_any {
+                        ExchangeError::Read(e)
+                    } else if matches!(e.kind(), io::ErrorKind::ConnectionReset) {
+                        ExchangeError::ClosedBeforeResponse
+                    } else {
+                        ExchangeError::Read(e)
+                    }
+                })?;
+            if n == 0 {
+                return Err(if received_any {
+                    ExchangeError::Read(io::ErrorKind::UnexpectedEof.into())
+                } else {
+                    ExchangeError::ClosedBeforeResponse
+                });
+            }
+            received_any = true;
+        }
+    }
+}
+
+/// Serializes a request head for an HTTP/1.1 upstream: request line, every header except
+/// framing ones, then the framing header this client will honour.
+pub fn encode_head(parts: &http::request::Parts, framing: RequestFraming, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How to send a body: nothing for an empty body (and no Content-Length unless the method
+/// usually carries one), its length when known, chunked otherwise.
+pub fn request_framing(method: &Method, body: &ProxyBody) -> RequestFraming {
+    if body.is_end_stream() {
+        // POST/PUT/PATCH with an empty body still announce it, as clients do.
+        return if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            RequestFraming::Length(0)
+        } else {
+            RequestFraming::None
+        };
+    }
+    match body.size_hint().exact() {
+        Some(n) => RequestFraming::Length(n),
+        None => RequestFraming::Chunked,
+    }
+}
+
+/// Parses a complete response head at the start of `buf`: (parts, framing, keep-alive, head
+/// length), or None while incomplete.
+fn parse_head(
+    buf: &[u8],
+    method: &Method,
+) -> Result<Option<(http::response::Parts, ResponseFraming, bool, usize)>, ExchangeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(err) => {
+            return Err(ExchangeError::Protocol(format!(
+                "invalid response head: {err}"
+            )));
+        }
+    };
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| ExchangeError::Protocol("invalid status code".into()))?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut map = HeaderMap::with_capacity(response.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut close = version == Version::HTTP_10;
+    for h in response.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ExchangeError::Protocol(format!("invalid header name {:?}", h.name)))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| ExchangeError::Protocol(format!("invalid value for header {}", h.name)))?;
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ExchangeError::Protocol("invalid Content-Length".into()))?;
+            if content_length.is_some_and(|previous| previous != n) {
+                return Err(ExchangeError::Protocol(
+                    "conflicting Content-Length values".into(),
+                ));
+            }
+            content_length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            // Only the last coding decides whether the body is chunked.
+            chunked = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if name == header::CONNECTION {
+            let v = h.value.to_ascii_lowercase();
+            if v.split(|&b| b == b',').any(|t| t.trim_ascii() == b"close") {
+                close = true;
+            } else if version == Version::HTTP_10
+                && v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii() == b"keep-alive")
+            {
+                close = false;
+            }
+        }
+        map.append(name, value);
+    }
+    let framing = if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        ResponseFraming::Empty
+    } else if transfer_encoding {
+        if content_length.is_some() {
+            // RFC 9112 6.3: Transfer-Encoding wins, and the connection must not be reused.
+            map.remove(header::CONTENT_LENGTH);
+            close = true;
+        }
+        if chunked {
+            ResponseFraming::Chunked(ChunkedDecoder::new())
+        } else {
+            close = true;
+            ResponseFraming::UntilClose
+        }
+    } else if let Some(n) = content_length {
+        ResponseFraming::Length(n)
+    } else {
+        close = true;
+        ResponseFraming::UntilClose
+    };
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = map;
+    Ok(Some((parts, framing, !close, len)))
+}
+
+/// Where a finished connection goes.
+pub trait ConnectionHome: Send + Sync + 'static {
+    fn put_idle(&self, connection: H1Connection);
+}
+
+/// Sends `head` (and `body`) on `connection` and returns the response, whose body streams from
+/// the connection and hands it to `home` when it ends cleanly.
+pub async fn exchange<H: ConnectionHome>(
+    mut connection: H1Connection,
+    head: &[u8],
+    body: Option<ProxyBody>,
+    framing: RequestFraming,
+    method: &Method,
+    home: std::sync::Arc<H>,
+) -> Result<http::Response<ProxyBody>, (ExchangeError, H1Connection)> {
+    if let Err(e) = connection.write_request(head, body, framing).await {
+        return Err((e, connection));
+    }
+    let (parts, framing, keep_alive) = match connection.read_head(method).await {
+        Ok(head) => head,
+        Err(e) => return Err((e, connection)),
+    };
+    let body = ResponseBody {
+        connection: Some(connection),
+        framing,
+        keep_alive,
+        home,
+    };
+    Ok(http::Response::from_parts(parts, body.boxed()))
+}
+
+/// A response body read straight from the upstream connection.
+struct ResponseBody<H: ConnectionHome> {
+    connection: Option<H1Connection>,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    home: std::sync::Arc<H>,
+}
+
+/// The upstream broke off or garbled a response body.
+#[derive(Debug)]
+pub struct UpstreamBodyError(pub String);
+
+impl std::fmt::Display for UpstreamBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream response body: {}", self.0)
+    }
+}
+
+impl std::error::Error for UpstreamBodyError {}
+
+impl<H: ConnectionHome> ResponseBody<H> {
+    /// The body ended: a reusable connection goes home, any other closes.
+    fn finish(&mut self) {
+        if let Some(mut connection) = self.connection.take()
+            && self.keep_alive
+            && connection.read_buf.is_empty()
+        {
+            if connection.read_buf.capacity() > MAX_IDLE_BUFFER {
+                connection.read_buf = BytesMut::new();
+            }
+            connection.idle_since = Instant::now();
+            self.home.put_idle(connection);
+        }
+        self.framing = ResponseFraming::Empty;
+    }
+
+    fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.connection = None; // closes it
+        self.framing = ResponseFraming::Empty;
+        Poll::Ready(Some(Err(Box::new(UpstreamBodyError(reason)))))
+    }
+}
+
+impl<H: ConnectionHome> Body for ResponseBody<H> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // First hand out what is buffered, as the framing allows.
+            match &mut this.framing {
+                ResponseFraming::Empty | ResponseFraming::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                ResponseFraming::Length(remaining) if !connection.read_buf.is_empty() => {
+                    let n = (*remaining).min(connection.read_buf.len() as u64) as usize;
+                    *remaining -= n as u64;
+                    let data = connection.read_buf.split_to(n).freeze();
+                    if *remaining == 0 {
+                        // Return the connection now: a client that saw the whole length may
+                        // never poll again.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                ResponseFraming::Chunked(decoder) if !connection.read_buf.is_empty() => {
+                    let step = match decoder.decode(&connection.read_buf) {
+                        Ok(step) => step,
+                        Err(reason) => {
+                            return this.fail(format!("invalid chunked coding: {reason}"));
+                        }
+                    };
+                    if !step.data.is_empty() {
+                        connection.read_buf.advance(step.data.start);
+                        let data = connection.read_buf.split_to(step.data.len()).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    connection.read_buf.advance(step.consumed);
+                    if step.done {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    if !connection.read_buf.is_empty() {
+                        continue;
+                    }
+                }
+                ResponseFraming::UntilClose if !connection.read_buf.is_empty() => {
+                    let data = connection.read_buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                _ => {}
+            }
+            // Then read more.
+            if connection.read_buf.capacity() - connection.read_buf.len() < READ_RESERVE {
+                connection.read_buf.reserve(READ_RESERVE * 4);
+            }
+            match tokio_util::io::poll_read_buf(
+                Pin::new(&mut connection.stream),
+                cx,
+                &mut connection.read_buf,
+            ) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.framing, ResponseFraming::UntilClose) {
+                        this.keep_alive = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("connection closed before the body ended".into());
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(e.to_string()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.connection.is_none()
+            || matches!(
+                self.framing,
+                ResponseFraming::Empty | ResponseFraming::Length(0)
+            )
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            ResponseFraming::Empty => SizeHint::with_exact(0),
+            ResponseFraming::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl<H: ConnectionHome> Drop for ResponseBody<H> {
+    fn drop(&mut self) {
+        // A body that was complete from the start (HEAD, 204, Content-Length: 0) may never be
+        // polled; its connection is still good.
+        if matches!(
+            self.framing,
+            ResponseFraming::Empty | ResponseFraming::Length(0)
+        ) {
+            self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, method: Method) -> (http::response::Parts, ResponseFraming, bool) {
+        let (parts, framing, keep_alive, len) = parse_head(text.as_bytes(), &method)
+            .unwrap()
+            .expect("complete");
+        assert_eq!(len, text.len());
+        (parts, framing, keep_alive)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let (p, f, k) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::GET);
+        assert_eq!(p.status, 200);
+        assert!(matches!(f, ResponseFraming::Length(5)) && k);
+        let (_, f, k) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert!(matches!(f, ResponseFraming::Chunked(_)) && k);
+        let (p, f, k) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert!(
+            matches!(f, ResponseFraming::Chunked(_)) && !k,
+            "TE wins, connection closes"
+        );
+        assert!(!p.headers.contains_key(header::CONTENT_LENGTH));
+        let (_, f, k) = head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert!(matches!(f, ResponseFraming::UntilClose) && !k);
+        let (_, f, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD);
+        assert!(matches!(f, ResponseFraming::Empty));
+        let (_, f, _) = head(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+        );
+        assert!(matches!(f, ResponseFraming::Empty));
+        let (_, _, k) = head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        );
+        assert!(!k);
+        let (_, _, k) = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET);
+        assert!(!k);
+    }
+
+    #[test]
+    fn bad_response_heads_are_protocol_errors() {
+        for text in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_head(text.as_bytes(), &Method::GET),
+                    Err(ExchangeError::Protocol(_))
+                ),
+                "{text:?}"
+            );
+        }
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn heads_carry_our_framing_only() {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::POST;
+        parts.uri = "/upload?x=1".parse().unwrap();
+        parts.headers.insert(header::HOST, "svc".parse().unwrap());
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, "999".parse().unwrap());
+        let mut out = Vec::new();
+        encode_head(&parts, RequestFraming::Chunked, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /upload?x=1 HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+}
