@@ -24,39 +24,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
             })
             .unwrap_or(false)
     });
-    // Names listed in Connection are hop-by-hop too (collect first: we mutate the map).
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names (cheap comparisons, no hashing) finds what to remove; most
+    // requests carry none of these, so usually nothing is removed at all.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) && !doomed.contains(name) {
+            doomed.push(name.clone());
+        }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+    // Names listed in Connection are hop-by-hop too.
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(list) = value.to_str() else { continue };
+        for token in list.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes())
+                && !doomed.contains(&name)
+            {
+                doomed.push(name);
+            }
+        }
     }
-    // Any other Proxy-* header. Collecting only allocates when one is present.
-    let proxy_named: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_named {
+    for name in doomed {
         headers.remove(name);
     }
     wants_trailers
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Adds X-Forwarded-For (appending the client to any existing chain), X-Forwarded-Proto and

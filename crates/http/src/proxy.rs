@@ -49,6 +49,8 @@ pub struct ForwardContext<'a> {
     pub request_id: &'a HeaderValue,
     pub max_body_bytes: u64,
     pub clock: &'a MonotonicClock,
+    /// When the request arrived (one clock read serves every phase).
+    pub started: Instant,
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
@@ -77,7 +79,13 @@ pub async fn forward(
         let all_eligible = |_: usize| true;
         cluster.balancer.pick(&PickRequest {
             hash,
-            now_nanos: ctx.clock.now_nanos(),
+            // Only latency-aware policies read the time; the others skip the clock read.
+            now_nanos: if cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices
+            {
+                ctx.clock.now_nanos()
+            } else {
+                0
+            },
             eligible: &all_eligible,
         })
     };
@@ -93,7 +101,7 @@ pub async fn forward(
     let upstream_request = rewrite_request(route, cluster.protocol, request, ctx)?;
 
     // 4. exchange
-    let started = Instant::now();
+    let started = ctx.started;
     endpoint.stats.begin();
     let in_flight = InFlight {
         stats: Arc::clone(&endpoint.stats),

@@ -278,6 +278,7 @@ pub async fn handle_request(
                 request_id: &request_id,
                 max_body_bytes,
                 clock: &shared.clock,
+                started,
             };
             proxy::forward(route, request, &ctx).await
         }
@@ -351,11 +352,7 @@ fn record(
         })
         .inc();
     if let Some(route) = route {
-        shared
-            .metrics
-            .request_duration
-            .get_or_create(&route.labels)
-            .observe(started.elapsed().as_secs_f64());
+        route.duration.observe(started.elapsed().as_secs_f64());
     }
 }
 

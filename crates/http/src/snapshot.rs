@@ -46,6 +46,8 @@ pub struct RouteRuntime {
     /// Time allowed for the upstream's response head.
     pub timeout: Duration,
     pub labels: RouteLabels,
+    /// This route's latency histogram, resolved once per snapshot (not per request).
+    pub duration: gatehouse_observe::Histogram,
 }
 
 pub struct ClusterRuntime {
@@ -94,12 +96,14 @@ impl Snapshot {
                         .cluster(&r.cluster)
                         .map_or(Duration::from_secs(60), |c| c.timeout)
                 });
+                let labels = RouteLabels {
+                    route: label(&r.name),
+                    cluster: Arc::clone(&cluster.name),
+                };
                 RouteRuntime {
                     name: label(&r.name),
-                    labels: RouteLabels {
-                        route: label(&r.name),
-                        cluster: Arc::clone(&cluster.name),
-                    },
+                    duration: metrics.request_duration.get_or_create(&labels).clone(),
+                    labels,
                     cluster,
                     host_rewrite: r
                         .host_rewrite
