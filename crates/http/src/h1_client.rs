@@ -73,7 +73,7 @@ pub enum RequestFraming {
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy)]
-enum ResponseFraming {
+pub enum ResponseFraming {
     Empty,
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -250,12 +250,12 @@ pub fn request_framing(method: &Method, body: &ProxyBody) -> RequestFraming {
     }
 }
 
-/// Parses a complete response head at the start of `buf`: (parts, framing, keep-alive, head
-/// length), or None while incomplete.
-fn parse_head(
-    buf: &[u8],
-    method: &Method,
-) -> Result<Option<(http::response::Parts, ResponseFraming, bool, usize)>, ExchangeError> {
+/// A parsed response head: parts, body framing, whether the connection may be reused, and the
+/// head's length in bytes.
+pub type ResponseHead = (http::response::Parts, ResponseFraming, bool, usize);
+
+/// Parses a complete response head at the start of `buf`, or None while incomplete.
+pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {

@@ -1,0 +1,34 @@
+//! Upstream response heads and chunked bodies: any bytes give a parsed head, "incomplete", or a
+//! protocol error, never a panic; a parsed head never claims more bytes than it was given, and
+//! the chunked decoder never reports data or consumption outside its input.
+#![no_main]
+
+use gatehouse_http::chunked::ChunkedDecoder;
+use gatehouse_http::h1_client::parse_head;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let method = if data.first().is_some_and(|b| b & 1 == 1) {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    if let Ok(Some((_, _, _, len))) = parse_head(data, &method) {
+        assert!(len <= data.len());
+    }
+    let mut decoder = ChunkedDecoder::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match decoder.decode(rest) {
+            Ok(step) => {
+                assert!(step.consumed <= rest.len());
+                assert!(step.data.end <= step.consumed);
+                if step.done || step.consumed == 0 {
+                    break;
+                }
+                rest = &rest[step.consumed..];
+            }
+            Err(_) => break,
+        }
+    }
+});
