@@ -80,3 +80,50 @@ async fn a_gigabyte_each_way_keeps_rss_flat() {
         "RSS grew {growth_mib} MiB while streaming 2 GiB (before {before} KiB, peak {peak} KiB)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_duplex_upstreams_stream_both_ways_at_once() {
+    // The upstream answers at once and echoes the upload as it arrives. 32 MiB is far more than
+    // the socket buffers hold, so this only finishes if the upload and the response move together.
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &format!(
+            "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
+            endpoints(&[&up])
+        ),
+        &[],
+    )
+    .await;
+    let total: u64 = 32 << 20;
+    let chunk = Bytes::from(vec![9u8; 64 * 1024]);
+    let stream = futures_util::stream::iter(
+        (0..total / chunk.len() as u64)
+            .map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))),
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<StreamBody<_>>();
+    let exchange = async {
+        let response = client
+            .request(
+                Request::post(format!("http://{}/echo-stream", gw.addr("main")))
+                    .body(StreamBody::new(stream))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.unwrap().data_ref() {
+                received += data.len() as u64;
+            }
+        }
+        received
+    };
+    let received = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .expect("full-duplex exchange stalled");
+    assert_eq!(received, total);
+}

@@ -21,12 +21,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Largest response head accepted from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -38,14 +40,22 @@ const READ_RESERVE: usize = 16 * 1024;
 /// A pooled connection keeps at most this much read buffer; bigger ones are replaced.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
 
-/// One keep-alive connection to an upstream.
+/// One keep-alive connection to an upstream. Its halves are owned separately so a request body
+/// can keep streaming up while the response streams down (full duplex).
 pub struct H1Connection {
-    stream: TcpStream,
+    read: OwnedReadHalf,
+    /// Lent to a body upload that outlives the response head; back when the upload ends.
+    write: Option<OwnedWriteHalf>,
     /// Bytes received and not yet consumed.
     read_buf: BytesMut,
     /// When it was last put back into the pool.
     pub(crate) idle_since: Instant,
 }
+
+/// The rest of a request body still being sent after the response head arrived. It gives the
+/// write half back when done (and says whether the whole body went out).
+type Upload =
+    Pin<Box<dyn Future<Output = (OwnedWriteHalf, Result<(), ExchangeError>)> + Send + Sync>>;
 
 /// Why an exchange failed, precisely enough for the pool to decide on a retry and for the proxy
 /// to pick the status.
@@ -82,8 +92,10 @@ pub enum ResponseFraming {
 
 impl H1Connection {
     pub fn new(stream: TcpStream) -> Self {
+        let (read, write) = stream.into_split();
         Self {
-            stream,
+            read,
+            write: Some(write),
             read_buf: BytesMut::new(),
             idle_since: Instant::now(),
         }
@@ -93,62 +105,55 @@ impl H1Connection {
     /// unless the reactor has already seen the socket become readable.
     pub fn is_stale(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
+        let readable = std::pin::pin!(self.read.readable());
+        match readable.poll(&mut cx) {
             Poll::Pending => false,
             Poll::Ready(Err(_)) => true,
             Poll::Ready(Ok(())) => {
                 let mut probe = [0u8; 1];
-                !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                !matches!(self.read.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
         }
     }
 
-    /// Writes the request head and streams the body after it.
+    /// Writes the request head and streams the body after it. An upstream may answer before it
+    /// has read the whole body (an early 413 or 401 and no more reading, or an echo that streams
+    /// back as it reads): then the rest of the upload is returned, to continue alongside the
+    /// response body.
     pub async fn write_request(
         &mut self,
         head: &[u8],
         body: Option<ProxyBody>,
         framing: RequestFraming,
-    ) -> Result<(), ExchangeError> {
-        let Some(mut body) = body.filter(|_| framing != RequestFraming::None) else {
-            return self
-                .stream
-                .write_all(head)
-                .await
-                .map_err(ExchangeError::Write);
+    ) -> Result<Option<Upload>, ExchangeError> {
+        let Some(mut writer) = self.write.take() else {
+            return Err(ExchangeError::Write(io::ErrorKind::BrokenPipe.into()));
         };
-        let mut out = Vec::with_capacity(head.len() + 1024);
-        out.extend_from_slice(head);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(ExchangeError::ClientBody)?;
-            let Ok(data) = frame.into_data() else {
-                continue; // request trailers are not forwarded over HTTP/1.1
-            };
-            if data.is_empty() {
-                continue;
+        let Some(body) = body.filter(|_| framing != RequestFraming::None) else {
+            let written = writer.write_all(head).await;
+            self.write = Some(writer);
+            return written.map(|()| None).map_err(ExchangeError::Write);
+        };
+        let mut upload: Upload = Box::pin(upload(writer, head.to_vec(), body, framing));
+        let H1Connection { read, read_buf, .. } = self;
+        let early_answer = async {
+            loop {
+                read.readable().await?;
+                match read.try_read_buf(read_buf) {
+                    Ok(_) => return Ok::<_, io::Error>(()), // data or end of stream
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
             }
-            if framing == RequestFraming::Chunked {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(&data);
+        };
+        tokio::select! {
+            biased;
+            (writer, sent) = &mut upload => {
+                self.write = Some(writer);
+                sent.map(|()| None)
             }
-            if out.len() >= WRITE_CHUNK {
-                self.stream
-                    .write_all(&out)
-                    .await
-                    .map_err(ExchangeError::Write)?;
-                out.clear();
-            }
+            answered = early_answer => answered.map(|()| Some(upload)).map_err(ExchangeError::Read),
         }
-        if framing == RequestFraming::Chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-        self.stream
-            .write_all(&out)
-            .await
-            .map_err(ExchangeError::Write)
     }
 
     /// Reads the response head (skipping interim 1xx responses).
@@ -179,19 +184,15 @@ impl H1Connection {
             if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
                 self.read_buf.reserve(READ_RESERVE);
             }
-            let n = self
-                .stream
-                .read_buf(&mut self.read_buf)
-                .await
-                .map_err(|e| {
-                    if received_any {
-                        ExchangeError::Read(e)
-                    } else if matches!(e.kind(), io::ErrorKind::ConnectionReset) {
-                        ExchangeError::ClosedBeforeResponse
-                    } else {
-                        ExchangeError::Read(e)
-                    }
-                })?;
+            let n = self.read.read_buf(&mut self.read_buf).await.map_err(|e| {
+                if received_any {
+                    ExchangeError::Read(e)
+                } else if matches!(e.kind(), io::ErrorKind::ConnectionReset) {
+                    ExchangeError::ClosedBeforeResponse
+                } else {
+                    ExchangeError::Read(e)
+                }
+            })?;
             if n == 0 {
                 return Err(if received_any {
                     ExchangeError::Read(io::ErrorKind::UnexpectedEof.into())
@@ -202,6 +203,50 @@ impl H1Connection {
             received_any = true;
         }
     }
+}
+
+/// Writes `head` and then the body in the given framing, in writes of up to `WRITE_CHUNK`;
+/// gives the write half back with the outcome.
+async fn upload(
+    mut writer: OwnedWriteHalf,
+    head: Vec<u8>,
+    body: ProxyBody,
+    framing: RequestFraming,
+) -> (OwnedWriteHalf, Result<(), ExchangeError>) {
+    let result = write_body(&mut writer, head, body, framing).await;
+    (writer, result)
+}
+
+async fn write_body(
+    writer: &mut OwnedWriteHalf,
+    mut out: Vec<u8>,
+    mut body: ProxyBody,
+    framing: RequestFraming,
+) -> Result<(), ExchangeError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ExchangeError::ClientBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // request trailers are not forwarded over HTTP/1.1
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if framing == RequestFraming::Chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if out.len() >= WRITE_CHUNK {
+            writer.write_all(&out).await.map_err(ExchangeError::Write)?;
+            out.clear();
+        }
+    }
+    if framing == RequestFraming::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    writer.write_all(&out).await.map_err(ExchangeError::Write)
 }
 
 /// Serializes a request head for an HTTP/1.1 upstream: request line, every header except
@@ -365,15 +410,17 @@ pub async fn exchange<H: ConnectionHome>(
     method: &Method,
     home: std::sync::Arc<H>,
 ) -> Result<http::Response<ProxyBody>, (ExchangeError, H1Connection)> {
-    if let Err(e) = connection.write_request(head, body, framing).await {
-        return Err((e, connection));
-    }
+    let upload = match connection.write_request(head, body, framing).await {
+        Ok(upload) => upload,
+        Err(e) => return Err((e, connection)),
+    };
     let (parts, framing, keep_alive) = match connection.read_head(method).await {
         Ok(head) => head,
         Err(e) => return Err((e, connection)),
     };
     let body = ResponseBody {
         connection: Some(connection),
+        upload,
         framing,
         keep_alive,
         home,
@@ -384,6 +431,8 @@ pub async fn exchange<H: ConnectionHome>(
 /// A response body read straight from the upstream connection.
 struct ResponseBody<H: ConnectionHome> {
     connection: Option<H1Connection>,
+    /// The request body still going up (full duplex), if the answer came before it was sent.
+    upload: Option<Upload>,
     framing: ResponseFraming,
     keep_alive: bool,
     home: std::sync::Arc<H>,
@@ -402,11 +451,14 @@ impl std::fmt::Display for UpstreamBodyError {
 impl std::error::Error for UpstreamBodyError {}
 
 impl<H: ConnectionHome> ResponseBody<H> {
-    /// The body ended: a reusable connection goes home, any other closes.
+    /// The body ended: a reusable connection goes home, any other closes. A connection whose
+    /// request body did not go out completely is never reused.
     fn finish(&mut self) {
+        self.upload = None;
         if let Some(mut connection) = self.connection.take()
             && self.keep_alive
             && connection.read_buf.is_empty()
+            && connection.write.is_some()
         {
             if connection.read_buf.capacity() > MAX_IDLE_BUFFER {
                 connection.read_buf = BytesMut::new();
@@ -433,6 +485,15 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        // Keep the upload moving while the response is read (its progress wakes us too).
+        if let Some(upload) = this.upload.as_mut()
+            && let Poll::Ready((writer, sent)) = upload.as_mut().poll(cx)
+        {
+            this.upload = None;
+            if let (Ok(()), Some(connection)) = (sent, this.connection.as_mut()) {
+                connection.write = Some(writer);
+            }
+        }
         loop {
             let Some(connection) = this.connection.as_mut() else {
                 return Poll::Ready(None);
@@ -486,7 +547,7 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
                 connection.read_buf.reserve(READ_RESERVE * 4);
             }
             match tokio_util::io::poll_read_buf(
-                Pin::new(&mut connection.stream),
+                Pin::new(&mut connection.read),
                 cx,
                 &mut connection.read_buf,
             ) {
@@ -605,6 +666,60 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    struct Nowhere;
+    impl ConnectionHome for Nowhere {
+        fn put_idle(&self, _: H1Connection) {}
+    }
+
+    /// An endless request body: 64 KiB frames for as long as anyone reads.
+    struct Endless;
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_stops_the_upload_and_is_returned() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = socket.read(&mut head).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nnope")
+                .await
+                .unwrap();
+            // Keeps the connection open without reading: a writer that waits for it would hang.
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        });
+        let connection = H1Connection::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let head = b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+        let exchange = exchange(
+            connection,
+            head,
+            Some(Endless.boxed()),
+            RequestFraming::Chunked,
+            &Method::POST,
+            std::sync::Arc::new(Nowhere),
+        );
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+            .await
+            .expect("the early answer must not wait for the upload")
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "nope");
+        upstream.abort();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `/bytes/N` | N bytes of a repeating pattern, streamed in 64 KiB chunks |
 //! | `/upload` | reads the whole body as it streams and answers its length |
+//! | `/echo-stream` | answers at once and streams the request body back as it arrives (full duplex) |
 //! | `/slow/MS` | waits MS milliseconds, then echoes |
 //! | `/status/N` | status N, echo body |
 //! | `/reset` | closes the connection without answering |
@@ -135,6 +136,12 @@ async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -
     let path = req.uri().path().to_owned();
     let mut response = if let Some(n) = path.strip_prefix("/bytes/") {
         stream_bytes(n.parse().unwrap_or(0))
+    } else if path == "/echo-stream" {
+        let body = req
+            .into_body()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .boxed();
+        Response::new(body)
     } else if path == "/upload" {
         let mut total: u64 = 0;
         let mut body = req.into_body();
