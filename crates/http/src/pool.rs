@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +41,8 @@ pub type OnConnect = Box<dyn Fn() + Send + Sync>;
 pub struct EndpointPool {
     addr: SocketAddr,
     settings: PoolSettings,
-    idle: Mutex<Vec<H1Connection>>,
+    /// Most recently used at the back (taken first), oldest at the front (expired first).
+    idle: Mutex<VecDeque<H1Connection>>,
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Held while an HTTP/2 connection is being established, so concurrent first requests share
     /// one connection instead of each opening their own.
@@ -53,7 +55,7 @@ impl EndpointPool {
         Arc::new(Self {
             addr,
             settings,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             on_connect,
@@ -166,7 +168,7 @@ impl EndpointPool {
 
     fn checkout_idle(&self) -> Option<H1Connection> {
         let mut idle = self.idle.lock();
-        while let Some(connection) = idle.pop() {
+        while let Some(connection) = idle.pop_back() {
             if connection.idle_since.elapsed() < self.settings.idle_timeout
                 && !connection.is_stale()
             {
@@ -261,8 +263,19 @@ impl EndpointPool {
 impl ConnectionHome for EndpointPool {
     fn put_idle(&self, connection: H1Connection) {
         let mut idle = self.idle.lock();
+        // Under steady load the oldest connections are never taken; close them once expired
+        // rather than holding upstream sockets past idle_timeout. (`connection` was stamped
+        // just now, so its stamp stands in for the clock.)
+        while idle.front().is_some_and(|c| {
+            connection
+                .idle_since
+                .saturating_duration_since(c.idle_since)
+                >= self.settings.idle_timeout
+        }) {
+            idle.pop_front();
+        }
         if idle.len() < self.settings.max_idle {
-            idle.push(connection);
+            idle.push_back(connection);
         }
     }
 }
@@ -300,4 +313,42 @@ fn with_causes(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connection(listener: &tokio::net::TcpListener) -> H1Connection {
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        H1Connection::new(stream)
+    }
+
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_when_others_return() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = EndpointPool::new(
+            listener.local_addr().unwrap(),
+            PoolSettings {
+                protocol: UpstreamProtocol::Http1,
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(60),
+                max_idle: 8,
+            },
+            Box::new(|| {}),
+        );
+        let mut old = connection(&listener).await;
+        old.idle_since -= Duration::from_secs(120);
+        pool.put_idle(old);
+        pool.put_idle(connection(&listener).await);
+        pool.put_idle(connection(&listener).await);
+        assert_eq!(
+            pool.idle_count(),
+            2,
+            "the expired one is gone, the fresh ones stay"
+        );
+        assert!(pool.checkout_idle().is_some());
+    }
 }
