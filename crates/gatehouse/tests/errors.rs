@@ -295,3 +295,18 @@ async fn silent_and_slow_clients_are_cut_at_the_header_timeout() {
     assert!(kept.starts_with("HTTP/1.1 200 "), "{kept}");
     assert_eq!(up.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_without_host_reaches_the_upstream_with_one() {
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_with_limits(&up).await;
+    let answer = raw(gw.addr("main"), b"GET /echo HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200 ") || answer.starts_with("HTTP/1.1 200 "),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(&format!("\"host\":\"{}\"", up.addr)),
+        "{answer}"
+    );
+}

@@ -98,7 +98,7 @@ pub async fn forward(
         })?;
 
     // 3. rewrite
-    let upstream_request = rewrite_request(route, cluster.protocol, request, ctx)?;
+    let upstream_request = rewrite_request(route, endpoint, cluster.protocol, request, ctx)?;
 
     // 4. exchange
     let started = ctx.started;
@@ -153,6 +153,7 @@ fn respond(
 
 fn rewrite_request(
     route: &RouteRuntime,
+    endpoint: &EndpointRuntime,
     protocol: UpstreamProtocol,
     request: Request<Incoming>,
     ctx: &ForwardContext<'_>,
@@ -177,7 +178,12 @@ fn rewrite_request(
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 
-    let host = route.host_rewrite.clone().or(original_host);
+    // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams require one, so name the endpoint.
+    let host = route
+        .host_rewrite
+        .clone()
+        .or(original_host)
+        .or_else(|| HeaderValue::from_str(&endpoint.id.addr.to_string()).ok());
     let path_and_query = parts
         .uri
         .path_and_query()
