@@ -64,15 +64,7 @@ fn check_reports_every_error_with_position_and_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let up = TestUpstream::start("up").await;
-    let mut gw = Gatehouse::start(
-        bin(),
-        &config(&format!(
-            "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
-            endpoints(&[&up])
-        )),
-        &[],
-    )
-    .await;
+    let mut gw = gateway_to(&[&up]).await;
     let addr = gw.addr("main");
     let c = h1();
     let in_flight = {
@@ -95,10 +87,7 @@ async fn sigterm_drains_in_flight_requests() {
 }
 
 fn routed_config(cluster_upstream: &TestUpstream, extra: &str) -> String {
-    config(&format!(
-        "{extra}\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
-        endpoints(&[cluster_upstream])
-    ))
+    config(&format!("{extra}\n{}", to_cluster(&[cluster_upstream])))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

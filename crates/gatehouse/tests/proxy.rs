@@ -274,15 +274,7 @@ endpoints = {e}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_connections_to_upstreams_are_reused() {
     let up = TestUpstream::start("up").await;
-    let gw = Gatehouse::start(
-        bin(),
-        &config(&format!(
-            "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
-            endpoints(&[&up])
-        )),
-        &[],
-    )
-    .await;
+    let gw = gateway_to(&[&up]).await;
     let c = h1();
     for _ in 0..50 {
         assert_eq!(

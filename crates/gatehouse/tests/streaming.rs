@@ -16,8 +16,8 @@ async fn a_gigabyte_each_way_keeps_rss_flat() {
     let gw = Gatehouse::start(
         bin(),
         &format!(
-            "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = \"2GiB\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
-            endpoints(&[&up])
+            "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = \"2GiB\"\n{}",
+            to_cluster(&[&up])
         ),
         &[],
     )
@@ -86,15 +86,7 @@ async fn full_duplex_upstreams_stream_both_ways_at_once() {
     // The upstream answers at once and echoes the upload as it arrives. 32 MiB is far more than
     // the socket buffers hold, so this only finishes if the upload and the response move together.
     let up = TestUpstream::start("up").await;
-    let gw = Gatehouse::start(
-        bin(),
-        &format!(
-            "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
-            endpoints(&[&up])
-        ),
-        &[],
-    )
-    .await;
+    let gw = gateway_to(&[&up]).await;
     let total: u64 = 32 << 20;
     let chunk = Bytes::from(vec![9u8; 64 * 1024]);
     let stream = futures_util::stream::iter(

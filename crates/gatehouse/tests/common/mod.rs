@@ -110,6 +110,19 @@ listen = "127.0.0.1:0"
     )
 }
 
+/// Routes every request to one cluster "c" over `upstreams` (append to [`config`]).
+pub fn to_cluster(upstreams: &[&TestUpstream]) -> String {
+    format!(
+        "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
+        endpoints(upstreams)
+    )
+}
+
+/// The real binary with [`config`] routing everything to `upstreams`.
+pub async fn gateway_to(upstreams: &[&TestUpstream]) -> Gatehouse {
+    Gatehouse::start(bin(), &config(&to_cluster(upstreams)), &[]).await
+}
+
 /// `["a:1", "b:2"]` as TOML endpoint strings.
 pub fn endpoints(upstreams: &[&TestUpstream]) -> String {
     let list: Vec<String> = upstreams
