@@ -200,6 +200,34 @@ async fn reload_binds_and_closes_listeners_without_dropping_connections() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_listener_keeps_its_port() {
+    let up = TestUpstream::start("up").await;
+    // A fixed port is what makes a rename interesting (port 0 would just bind a new one).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let with_listener = |name: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n{}",
+            to_cluster(&[&up])
+        )
+    };
+    let gw = Gatehouse::start(bin(), &with_listener("before"), &[]).await;
+    let addr = gw.addr("before");
+    assert_eq!(get(&h1(), addr, "/", &[]).await.status, StatusCode::OK);
+    gw.write_config(&with_listener("after"));
+    let renamed = wait_for_listener(gw.admin.unwrap(), "after", true)
+        .await
+        .unwrap();
+    assert_eq!(renamed, addr);
+    wait_for_listener(gw.admin.unwrap(), "before", false).await;
+    assert_eq!(get(&h1(), addr, "/", &[]).await.status, StatusCode::OK);
+    assert!(!gw.stderr().contains("refused"), "{}", gw.stderr());
+}
+
 /// Polls the admin /config until listener `name` is (or is no longer) bound.
 async fn wait_for_listener(
     admin: std::net::SocketAddr,

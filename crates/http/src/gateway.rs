@@ -39,6 +39,8 @@ struct ListenerHandle {
     bound: SocketAddr,
     stop: CancellationToken,
     connection_limit: Arc<ConnectionLimit>,
+    /// A duplicate of the listening socket, so a reload can hand it to a renamed listener.
+    socket: std::net::TcpListener,
 }
 
 /// The L7 gateway: listeners plus the swappable snapshot they serve from.
@@ -119,10 +121,30 @@ impl Gateway {
         }
         let mut bound = Vec::new();
         for listener in fresh {
-            match self.bind(&listener) {
-                Ok(socket) => bound.push((listener, socket)),
-                Err(error) => return Err(error),
-            }
+            // A listener renamed (or an address handed from one listener to another) keeps the
+            // open socket: binding the address again would fail while the old one still holds it.
+            let inherited = (listener.listen.port() != 0)
+                .then(|| {
+                    let running = self.listeners.lock();
+                    running
+                        .iter()
+                        .find(|(name, h)| {
+                            **name != listener.name && h.configured == listener.listen
+                        })
+                        .and_then(|(_, h)| h.socket.try_clone().ok())
+                })
+                .flatten();
+            let socket = match inherited {
+                Some(socket) => tokio::net::TcpListener::from_std(socket).map_err(|source| {
+                    ApplyError::Bind {
+                        name: listener.name.clone(),
+                        addr: listener.listen,
+                        source,
+                    }
+                })?,
+                None => self.bind(&listener)?,
+            };
+            bound.push((listener, socket));
         }
 
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -152,6 +174,13 @@ impl Gateway {
         for (listener, socket) in bound {
             let stop = CancellationToken::new();
             let addr = socket.local_addr().unwrap_or(listener.listen);
+            let (socket, duplicate) = match duplicate(socket) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::error!(listener = %listener.name, %addr, error = %err, "cannot start listener");
+                    continue;
+                }
+            };
             tracing::info!(listener = %listener.name, %addr, "listening");
             let connection_limit = ConnectionLimit::new(listener.limits.max_connections);
             tokio::spawn(accept_loop(
@@ -168,6 +197,7 @@ impl Gateway {
                     bound: addr,
                     stop,
                     connection_limit,
+                    socket: duplicate,
                 },
             );
         }
@@ -196,4 +226,13 @@ impl Gateway {
             .await
             .is_ok()
     }
+}
+
+/// Splits a listening socket into the one the accept loop uses and a duplicate kept aside.
+fn duplicate(
+    socket: tokio::net::TcpListener,
+) -> std::io::Result<(tokio::net::TcpListener, std::net::TcpListener)> {
+    let socket = socket.into_std()?;
+    let duplicate = socket.try_clone()?;
+    Ok((tokio::net::TcpListener::from_std(socket)?, duplicate))
 }
