@@ -310,3 +310,100 @@ async fn http_1_0_without_host_reaches_the_upstream_with_one() {
         "{answer}"
     );
 }
+
+/// A hand-written upstream that answers every connection with `reply` and then closes.
+async fn scripted_upstream(reply: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let _ = socket.write_all(reply).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_upstream_responses_are_502_or_cut() {
+    let garbage = scripted_upstream(b"SMTP ready\r\n\r\n").await;
+    let truncated =
+        scripted_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &config(&format!(
+            r#"
+[[routes]]
+path_prefix = "/garbage"
+cluster = "garbage"
+[[routes]]
+cluster = "truncated"
+[[clusters]]
+name = "garbage"
+endpoints = ["{garbage}"]
+[[clusters]]
+name = "truncated"
+endpoints = ["{truncated}"]
+"#
+        )),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let answer = get(&h1(), addr, "/garbage", &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.headers["x-gatehouse-error"], "upstream_protocol");
+    assert!(
+        answer.text().contains(&garbage.to_string()),
+        "{}",
+        answer.text()
+    );
+    // The head arrived, the body broke off: the client's connection closes short of the
+    // announced length (or before any byte), never with a complete-looking response.
+    let raw_answer = raw(addr, b"GET /t HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    if let Some((head, body)) = raw_answer.split_once("\r\n\r\n") {
+        assert!(head.starts_with("HTTP/1.1 200 "), "{raw_answer}");
+        assert!(body.len() < 100, "{raw_answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_and_expect_continue_behave() {
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_to(&[&up]).await;
+    let addr = gw.addr("main");
+    let c = h1();
+    let head = send(&c, Method::HEAD, addr, "/bytes/1000", &[], Bytes::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.headers["content-length"], "1000");
+    assert!(head.body.is_empty());
+    // The pooled connection is still usable after a body-less response.
+    assert_eq!(get(&c, addr, "/bytes/10", &[]).await.body.len(), 10);
+
+    // A client that waits for 100 Continue before sending its body gets it.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut interim))
+        .await
+        .expect("no 100 Continue")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&interim[..n]).starts_with("HTTP/1.1 100 Continue"));
+    stream.write_all(b"hello").await.unwrap();
+    let mut rest = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&rest[..n]).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("5"),
+        "{answer}"
+    );
+}
