@@ -1,31 +1,29 @@
-//! The framing guard decides the same way however the bytes are split across reads, never
-//! releases more than it was given, and never panics.
+//! Request heads: the scanner finds the same end (or refusal) however the bytes are split across
+//! reads, never claims more than it was given, and parsing a found head never panics.
 #![no_main]
 
-use gatehouse_http::h1_guard::RequestGuard;
+use gatehouse_http::h1_guard::{HeadScanner, parse_request_head};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split_seed, input)) = data.split_first() else {
         return;
     };
-    // All at once.
-    let whole = RequestGuard::new(4096).scan(input);
-    assert!(whole.released <= input.len());
+    let whole = HeadScanner::new(4096).find_end(input);
 
-    // In pieces: `pending` always starts at the first unreleased byte, as the I/O wrapper does.
-    let mut guard = RequestGuard::new(4096);
+    let mut scanner = HeadScanner::new(4096);
     let step = usize::from(split_seed % 17) + 1;
-    let mut released = 0;
     let mut received = 0;
-    let mut rejection = None;
-    while received < input.len() && rejection.is_none() {
+    let pieces = loop {
         received = (received + step).min(input.len());
-        let scan = guard.scan(&input[released..received]);
-        assert!(scan.released <= received - released);
-        released += scan.released;
-        rejection = scan.rejection;
+        match scanner.find_end(&input[..received]) {
+            Ok(None) if received < input.len() => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(pieces, whole, "split reads decided differently");
+    if let Ok(Some(len)) = whole {
+        assert!(len <= input.len());
+        let _ = parse_request_head(&input[..len]);
     }
-    assert_eq!(released, whole.released, "split reads released a different amount");
-    assert_eq!(rejection, whole.rejection, "split reads decided differently");
 });

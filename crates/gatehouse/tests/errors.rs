@@ -407,3 +407,36 @@ async fn head_requests_and_expect_continue_behave() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_http_1_0_keep_alive_requests_are_answered_in_order() {
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_to(&[&up]).await;
+    let addr = gw.addr("main");
+    let answer = raw(
+        addr,
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let one = answer.find("\"path\":\"/one\"").expect(&answer);
+    let two = answer.find("\"path\":\"/two\"").expect(&answer);
+    assert!(one < two, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200 ").count(), 2, "{answer}");
+
+    // HTTP/1.0 with keep-alive: told so, and the connection carries a second request.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for path in ["/first", "/second"] {
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(text.contains("connection: keep-alive"), "{text}");
+        assert!(text.contains(path), "{text}");
+    }
+}

@@ -13,6 +13,13 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub static X_GATEHOUSE_ERROR: header::HeaderName =
     header::HeaderName::from_static("x-gatehouse-error");
 
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// A small local body.
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {
     Full::new(text.into())

@@ -3,8 +3,8 @@
 //! Request flow (see docs/architecture.md):
 //!
 //! ```text
-//! server (accept, connection limit) -> guarded_io + h1_guard (strict HTTP/1 framing)
-//!   -> hyper (HTTP/1.1 | h2c) -> server::handle_request (load snapshot once, request id)
+//! server (accept, connection limit) -> HTTP/2 preface? hyper h2 : h1_server (strict heads via
+//!   h1_guard, bodies via chunked) -> server::handle_request (load snapshot once, request id)
 //!   -> router (pure) -> proxy::forward (limit, pick, rewrite, exchange, respond)
 //!   -> pool (per-endpoint keep-alive h1 / multiplexed h2) -> upstream
 //! ```
@@ -12,7 +12,9 @@
 //! - [`gateway`]: owns the snapshot and the listeners; applies configs (start and reload).
 //! - [`snapshot`]: the immutable runtime view of one config; pools and stats outlive it.
 //! - [`server`]: accept loops and per-connection serving, graceful drain.
-//! - [`h1_guard`] / [`guarded_io`]: refuse ambiguous HTTP/1 framing before hyper parses it.
+//! - [`h1_server`]: HTTP/1.1 for clients, one task per connection, no intermediate layers;
+//!   [`h1_guard`]: strict head scanning and parsing (what may be smuggled is refused);
+//!   [`rewind`]: replays the bytes read while telling HTTP/2 from HTTP/1.
 //! - [`router`]: host/path/method/header matching, no I/O.
 //! - [`proxy`]: forwarding one request in named phases.
 //! - [`pool`]: upstream connections; [`h1_client`]: HTTP/1.1 to upstreams, driven inline;
@@ -23,13 +25,14 @@
 pub mod body;
 pub mod chunked;
 pub mod gateway;
-pub mod guarded_io;
 pub mod h1_client;
 pub mod h1_guard;
+pub mod h1_server;
 pub mod headers;
 pub mod limits;
 pub mod pool;
 pub mod proxy;
+pub mod rewind;
 pub mod router;
 pub mod server;
 pub mod snapshot;

@@ -22,7 +22,6 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -56,7 +55,7 @@ pub struct ForwardContext<'a> {
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
 pub async fn forward(
     route: &RouteRuntime,
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 1. limit
@@ -155,7 +154,7 @@ fn rewrite_request(
     route: &RouteRuntime,
     endpoint: &EndpointRuntime,
     protocol: UpstreamProtocol,
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();

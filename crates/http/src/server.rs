@@ -1,23 +1,26 @@
 //! Listeners: accepting connections and serving HTTP/1.1 and h2c on them.
 //!
 //! Each listener runs one accept loop. A connection limit (a semaphore) makes excess clients wait
-//! in the kernel backlog instead of exhausting memory. Each connection is served by hyper (auto
-//! detection of HTTP/1.1 vs the HTTP/2 preface) behind the strict framing guard, and every request
-//! goes to [`handle_request`], which loads the current snapshot once and routes.
+//! in the kernel backlog instead of exhausting memory. A connection that starts with the HTTP/2
+//! preface goes to hyper's h2 server; HTTP/1 connections are served by [`crate::h1_server`]
+//! (strict framing, one parse per head). Every request goes to [`handle_request`], which loads
+//! the current snapshot once and routes.
 
-use crate::body::{ProxyBody, error_response};
-use crate::guarded_io::GuardedIo;
+use crate::body::{BoxError, ProxyBody, error_response};
+use crate::h1_server::{self, H1Settings};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::proxy::{self, ConnInfo, ForwardContext, ServedBy};
+use crate::rewind::Rewind;
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
 use gatehouse_observe::{ErrorLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels, label};
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -177,75 +180,122 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
             },
             limits: gatehouse_config::Limits::default(),
         });
-    let builder = connection_builder(&settings);
-
-    let service = {
+    let draining = shared.draining.clone();
+    let h2_service = {
         let conn = Arc::clone(&conn);
         let shared = Arc::clone(&shared);
-        service_fn(move |request| {
+        service_fn(move |request: Request<Incoming>| {
             let conn = Arc::clone(&conn);
             let shared = Arc::clone(&shared);
+            let request = request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
             async move { Ok::<_, Infallible>(handle_request(request, &conn, &shared).await) }
         })
     };
-
-    let max_head = usize::try_from(settings.limits.max_header_bytes).unwrap_or(usize::MAX);
-    let rejects = {
-        let metrics = Arc::clone(&shared.metrics);
-        let listener = Arc::clone(&conn.listener);
-        let client = conn.client;
-        Box::new(move |rejection: crate::h1_guard::Rejection| {
-            tracing::debug!(%client, status = rejection.status, reason = rejection.reason, "request refused");
-            metrics
-                .rejected
-                .get_or_create(&RejectLabels {
-                    listener,
-                    reason: rejection.reason,
-                })
-                .inc();
-        })
-    };
-    let io = TokioIo::new(stream);
-    let draining = shared.draining.clone();
-    if settings.protocols.http1 {
-        let io = GuardedIo::new(io, max_head, settings.limits.header_read_timeout, rejects);
-        drive!(builder.serve_connection(io, service), draining);
-    } else {
-        drive!(builder.serve_connection(io, service), draining);
+    let limits = settings.limits;
+    let protocols = settings.protocols;
+    if !protocols.http1 {
+        let builder = h2_builder(&limits);
+        drive!(
+            builder.serve_connection(TokioIo::new(stream), h2_service),
+            draining
+        );
+        open.dec();
+        return;
     }
+    let h1 = H1Settings {
+        max_head: usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX),
+        header_timeout: limits.header_read_timeout,
+    };
+    let mut stream = stream;
+    let mut prefix = BytesMut::new();
+    if protocols.h2c {
+        match detect_h2_preface(&mut stream, &mut prefix, h1.header_timeout).await {
+            Detected::Http2 => {
+                let builder = h2_builder(&limits);
+                let io = Rewind::new(prefix.freeze(), TokioIo::new(stream));
+                drive!(builder.serve_connection(io, h2_service), draining);
+                open.dec();
+                return;
+            }
+            Detected::Http1 => {}
+            Detected::Closed => {
+                open.dec();
+                return;
+            }
+        }
+    }
+    let metrics = Arc::clone(&shared.metrics);
+    let on_reject = |rejection: crate::h1_guard::Rejection| {
+        tracing::debug!(client = %conn.client, status = rejection.status, reason = rejection.reason, "request refused");
+        metrics
+            .rejected
+            .get_or_create(&RejectLabels {
+                listener: Arc::clone(&conn.listener),
+                reason: rejection.reason,
+            })
+            .inc();
+    };
+    h1_server::serve(stream, prefix, h1, draining, on_reject, |request| {
+        handle_request(request, &conn, &shared)
+    })
+    .await;
     open.dec();
 }
 
-fn connection_builder(settings: &ListenerRuntime) -> auto::Builder<TokioExecutor> {
-    let limits = &settings.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let max_head = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+fn h2_builder(
+    limits: &gatehouse_config::Limits,
+) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Finish the response to a request in flight when the read side ends: clients may
-        // half-close, and a refused pipelined request ends the read side (see guarded_io).
-        .half_close(true)
-        // The framing guard enforces header_read_timeout (it sees heads hyper has not yet been
-        // given); a second timer per request in hyper would only cost time.
-        .header_read_timeout(None)
-        // hyper's own head limit sits above the guard's so the guard answers first (with 431).
-        .max_buf_size(max_head.saturating_add(16 * 1024).max(8192));
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
-    match (settings.protocols.http1, settings.protocols.h2c) {
-        (true, false) => builder.http1_only(),
-        (false, true) => builder.http2_only(),
-        _ => builder,
+    builder
+}
+
+/// The HTTP/2 connection preface (RFC 9113 3.4): h2c with prior knowledge starts with it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+enum Detected {
+    Http1,
+    Http2,
+    Closed,
+}
+
+/// Reads just enough to tell an HTTP/2 preface from an HTTP/1 request (usually one read).
+async fn detect_h2_preface(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: std::time::Duration,
+) -> Detected {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    buf.reserve(16 * 1024);
+    loop {
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] != H2_PREFACE[..n] {
+            return Detected::Http1;
+        }
+        if n == H2_PREFACE.len() {
+            return Detected::Http2;
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                // Closed or silent: a partial request is handled (and refused) by the h1 side.
+                return if buf.is_empty() {
+                    Detected::Closed
+                } else {
+                    Detected::Http1
+                };
+            }
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
 /// Routes and forwards one request, and records it.
 pub async fn handle_request(
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     conn: &ConnInfo,
     shared: &Shared,
 ) -> Response<ProxyBody> {

@@ -1,0 +1,561 @@
+//! HTTP/1.1 for clients, driven inline by one task per connection.
+//!
+//! The mirror image of [`crate::h1_client`]: the connection task reads a head, checks it with the
+//! framing guard's rules ([`HeadScanner`], [`parse_request_head`]: one strict parse, nothing
+//! ambiguous gets through), hands the request to the handler with a body that reads straight
+//! from the socket, and writes the response as its body produces frames: the head together with
+//! the first frame when that is ready at once, later frames as they come (server-sent events
+//! must not wait for a buffer to fill). The request body owns the read half while the handler
+//! runs and gives it back when it ends or is dropped; a body that did not end cleanly means the
+//! connection cannot carry another request, so it closes after the response.
+//!
+//! Requests are answered one at a time in order (pipelined requests wait in the buffer).
+//! Refusals (400/431/501, 408 for a head that is too slow) are written here with
+//! `connection: close`, and the connection ends.
+
+use crate::body::{BoxError, ProxyBody};
+use crate::chunked::ChunkedDecoder;
+use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Response bytes are written once this many are buffered.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Frames at least this large are written directly instead of copied into the buffer.
+const DIRECT_WRITE: usize = 8 * 1024;
+const READ_RESERVE: usize = 16 * 1024;
+
+/// Per-connection settings, from the listener's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct H1Settings {
+    pub max_head: usize,
+    /// Time allowed for a complete head, and for an idle keep-alive connection.
+    pub header_timeout: Duration,
+}
+
+/// Serves one HTTP/1 connection until it closes. `prefix` holds bytes already read from it.
+pub async fn serve<H, F>(
+    stream: TcpStream,
+    prefix: BytesMut,
+    settings: H1Settings,
+    draining: CancellationToken,
+    on_reject: impl Fn(Rejection),
+    handler: H,
+) where
+    H: Fn(Request<ProxyBody>) -> F,
+    F: Future<Output = Response<ProxyBody>>,
+{
+    let (read, mut write) = stream.into_split();
+    // Lent to the request body while a request with a body is handled.
+    let mut read = Some(read);
+    let mut buf = prefix;
+    loop {
+        let Some(reader) = read.as_mut() else { return };
+        let (parts, framing) = match read_head(reader, &mut buf, settings, &draining).await {
+            HeadOutcome::Request(parts, framing) => (parts, framing),
+            HeadOutcome::Closed => return,
+            HeadOutcome::Refused(rejection) => {
+                on_reject(rejection);
+                let _ = write.write_all(&refusal_response(rejection)).await;
+                let _ = write.shutdown().await;
+                return;
+            }
+        };
+        let is_head = parts.method == Method::HEAD;
+        let version = parts.version;
+        let mut keep_alive = wants_keep_alive(version, &parts.headers);
+        let has_body = !matches!(framing, Framing::None | Framing::Length(0));
+        if has_body && expects_continue(&parts.headers) {
+            // Send it at once rather than when the body is first read: simpler, and allowed.
+            if write
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let (body, returned) = if has_body {
+            let (give_back, returned) = oneshot::channel();
+            let body = RequestBody {
+                read: read.take(),
+                buf: std::mem::take(&mut buf),
+                framing: match framing {
+                    Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+                    Framing::Length(n) => BodyFraming::Length(n),
+                    Framing::None => BodyFraming::Length(0),
+                },
+                done: false,
+                give_back: Some(give_back),
+            };
+            (body.boxed(), Some(returned))
+        } else {
+            (crate::body::empty(), None)
+        };
+        let response = handler(Request::from_parts(parts, body)).await;
+        if draining.is_cancelled() || closes(response.headers()) {
+            keep_alive = false;
+        }
+        if !write_response(&mut write, response, is_head, version, &mut keep_alive).await {
+            return;
+        }
+        if let Some(returned) = returned {
+            // The body comes back when the handler is done with it; a client that keeps its
+            // upload open longer than a head may take is not waited for.
+            match tokio::time::timeout(settings.header_timeout, returned).await {
+                Ok(Ok(back)) => {
+                    read = Some(back.read);
+                    buf = back.buf;
+                    keep_alive &= back.complete;
+                }
+                _ => return,
+            }
+        }
+        if !keep_alive {
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+// Returned once per request and matched at once; boxing the parts would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum HeadOutcome {
+    Request(http::request::Parts, Framing),
+    Closed,
+    Refused(Rejection),
+}
+
+/// Reads until `buf` starts with a complete, valid head; refuses bad or late ones.
+async fn read_head(
+    read: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    settings: H1Settings,
+    draining: &CancellationToken,
+) -> HeadOutcome {
+    let mut scanner = HeadScanner::new(settings.max_head);
+    let deadline = tokio::time::Instant::now() + settings.header_timeout;
+    loop {
+        if !buf.is_empty() {
+            match scanner.find_end(buf) {
+                Err(rejection) => return HeadOutcome::Refused(rejection),
+                Ok(Some(len)) => {
+                    return match parse_request_head(&buf[..len]) {
+                        Ok((parts, framing)) => {
+                            buf.advance(len);
+                            HeadOutcome::Request(parts, framing)
+                        }
+                        Err(rejection) => HeadOutcome::Refused(rejection),
+                    };
+                }
+                Ok(None) => {}
+            }
+        }
+        if buf.capacity() - buf.len() < READ_RESERVE {
+            buf.reserve(READ_RESERVE);
+        }
+        let idle = buf.is_empty();
+        tokio::select! {
+            biased;
+            read = read.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return HeadOutcome::Closed,
+                Ok(_) => {}
+            },
+            _ = draining.cancelled(), if idle => return HeadOutcome::Closed,
+            _ = tokio::time::sleep_until(deadline) => {
+                return if idle {
+                    HeadOutcome::Closed // an idle keep-alive connection times out silently
+                } else {
+                    HeadOutcome::Refused(Rejection {
+                        status: 408,
+                        reason: "request head not received in time",
+                    })
+                };
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 only when asked.
+fn wants_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let tokens = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    match version {
+        Version::HTTP_11 => !tokens("close"),
+        _ => tokens("keep-alive"),
+    }
+}
+
+fn closes(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delimit {
+    NoBody,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes a response; returns false when the connection must end (error or close-delimited).
+async fn write_response(
+    write: &mut OwnedWriteHalf,
+    response: Response<ProxyBody>,
+    is_head: bool,
+    request_version: Version,
+    keep_alive: &mut bool,
+) -> bool {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let delimit = if is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Delimit::NoBody
+    } else if let Some(n) = body.size_hint().exact() {
+        Delimit::Length(n)
+    } else if request_version == Version::HTTP_11 {
+        Delimit::Chunked
+    } else {
+        *keep_alive = false;
+        Delimit::Close
+    };
+    let mut out = Vec::with_capacity(512);
+    // HTTP/1.0 clients close unless told the connection stays open.
+    let announce_keep_alive = *keep_alive && request_version == Version::HTTP_10;
+    encode_head(&parts, delimit, *keep_alive, announce_keep_alive, &mut out);
+    if delimit == Delimit::NoBody {
+        return write.write_all(&out).await.is_ok();
+    }
+    loop {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                // Nothing more right now: send what we have, then wait.
+                if !out.is_empty() {
+                    if write.write_all(&out).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let data = match next {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue, // empty data or trailers (not sent over HTTP/1.1)
+            },
+            Some(Err(_)) => {
+                // The body broke (upstream reset): end the connection short of its framing, so
+                // the client cannot mistake the response for complete.
+                let _ = write.write_all(&out).await;
+                return false;
+            }
+        };
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() >= DIRECT_WRITE {
+            if write.write_all(&out).await.is_err() || write.write_all(&data).await.is_err() {
+                return false;
+            }
+            out.clear();
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_CHUNK {
+            if write.write_all(&out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+    }
+    if delimit == Delimit::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    write.write_all(&out).await.is_ok() && delimit != Delimit::Close
+}
+
+/// Status line, headers (framing headers replaced by ours), Date when missing.
+fn encode_head(
+    parts: &http::response::Parts,
+    delimit: Delimit,
+    keep_alive: bool,
+    announce_keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        let framing_header = name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || (name == header::CONTENT_LENGTH && delimit != Delimit::NoBody);
+        if framing_header {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(http_date().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match delimit {
+        Delimit::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Delimit::NoBody | Delimit::Close => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if announce_keep_alive {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The current time as an HTTP date, formatted at most once a second per thread.
+fn http_date() -> String {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != second || cache.1.is_empty() {
+            *cache = (second, httpdate::fmt_http_date(now));
+        }
+        cache.1.clone()
+    })
+}
+
+/// The response sent for a refused request.
+pub fn refusal_response(rejection: Rejection) -> Vec<u8> {
+    let phrase = match rejection.status {
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        _ => "Bad Request",
+    };
+    let body = format!("{} {phrase}: {}\n", rejection.status, rejection.reason);
+    format!(
+        "HTTP/1.1 {} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        rejection.status,
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What a request body gives back to its connection.
+struct Returned {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    /// The body was read to its end: the connection can carry another request.
+    complete: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BodyFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// A request body read straight from the client connection.
+struct RequestBody {
+    read: Option<OwnedReadHalf>,
+    buf: BytesMut,
+    framing: BodyFraming,
+    done: bool,
+    give_back: Option<oneshot::Sender<Returned>>,
+}
+
+/// The client's request body was malformed or cut off.
+#[derive(Debug)]
+pub struct ClientBodyError(pub String);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {}
+
+impl RequestBody {
+    fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = false;
+        self.read = None; // the connection cannot continue
+        Poll::Ready(Some(Err(Box::new(ClientBodyError(reason)))))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if !this.buf.is_empty() {
+                match &mut this.framing {
+                    BodyFraming::Length(remaining) => {
+                        let n = (*remaining).min(this.buf.len() as u64) as usize;
+                        *remaining -= n as u64;
+                        this.done = *remaining == 0;
+                        return Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))));
+                    }
+                    BodyFraming::Chunked(decoder) => {
+                        let step = match decoder.decode(&this.buf) {
+                            Ok(step) => step,
+                            Err(reason) => return this.fail(reason.to_owned()),
+                        };
+                        if !step.data.is_empty() {
+                            this.buf.advance(step.data.start);
+                            let data = this.buf.split_to(step.data.len()).freeze();
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        this.buf.advance(step.consumed);
+                        if step.done {
+                            this.done = true;
+                            return Poll::Ready(None);
+                        }
+                        if !this.buf.is_empty() {
+                            continue;
+                        }
+                    }
+                }
+            } else if let BodyFraming::Length(0) = this.framing {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            let Some(read) = this.read.as_mut() else {
+                return this.fail("connection unusable".into());
+            };
+            if this.buf.capacity() - this.buf.len() < READ_RESERVE {
+                this.buf.reserve(READ_RESERVE * 4);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(read), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    return this
+                        .fail("the client closed the connection before the body ended".into());
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(e.to_string()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || matches!(self.framing, BodyFraming::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            BodyFraming::Length(n) => SizeHint::with_exact(n),
+            BodyFraming::Chunked(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let (Some(give_back), Some(read)) = (self.give_back.take(), self.read.take()) {
+            let _ = give_back.send(Returned {
+                read,
+                buf: std::mem::take(&mut self.buf),
+                complete: self.done || matches!(self.framing, BodyFraming::Length(0)),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_rules() {
+        let mut h = HeaderMap::new();
+        assert!(wants_keep_alive(Version::HTTP_11, &h));
+        assert!(!wants_keep_alive(Version::HTTP_10, &h));
+        h.insert(header::CONNECTION, "Keep-Alive".parse().unwrap());
+        assert!(wants_keep_alive(Version::HTTP_10, &h));
+        h.insert(header::CONNECTION, "close".parse().unwrap());
+        assert!(!wants_keep_alive(Version::HTTP_11, &h));
+    }
+
+    #[test]
+    fn response_heads_use_our_framing() {
+        let mut response = Response::new(());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, "99".parse().unwrap());
+        response
+            .headers_mut()
+            .insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        response.headers_mut().insert(
+            header::DATE,
+            "Sat, 28 Nov 2026 00:00:00 GMT".parse().unwrap(),
+        );
+        let (parts, ()) = response.into_parts();
+        let mut out = Vec::new();
+        encode_head(&parts, Delimit::Length(5), false, false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ndate: Sat, 28 Nov 2026 00:00:00 GMT\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+        );
+    }
+}
