@@ -17,6 +17,7 @@
 use crate::body::{BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -37,6 +38,8 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 const WRITE_CHUNK: usize = 64 * 1024;
 /// Reads ask for at least this much room: large bodies move in few syscalls.
 const READ_RESERVE: usize = 16 * 1024;
+/// How long to look for an answer after an upload failed because the upstream closed.
+const EARLY_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// A pooled connection keeps at most this much read buffer; bigger ones are replaced.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
 
@@ -223,7 +226,20 @@ async fn write_body(
     mut body: ProxyBody,
     framing: RequestFraming,
 ) -> Result<(), ExchangeError> {
-    while let Some(frame) = body.frame().await {
+    loop {
+        // Bytes go out as soon as the client has nothing more ready: the head rides with the
+        // first frame when it is there, but a slow or interactive upload is never held back.
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !out.is_empty() {
+                    writer.write_all(&out).await.map_err(ExchangeError::Write)?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(ExchangeError::ClientBody)?;
         let Ok(data) = frame.into_data() else {
             continue; // request trailers are not forwarded over HTTP/1.1
@@ -410,14 +426,41 @@ pub async fn exchange<H: ConnectionHome>(
     method: &Method,
     home: std::sync::Arc<H>,
 ) -> Result<http::Response<ProxyBody>, (ExchangeError, H1Connection)> {
-    let upload = match connection.write_request(head, body, framing).await {
+    let uploading = body.is_some() && framing != RequestFraming::None;
+    let mut upload = match connection.write_request(head, body, framing).await {
         Ok(upload) => upload,
+        Err(ExchangeError::Write(error)) if uploading => {
+            // The upstream may have answered (413, 401) and closed before taking the whole
+            // body: that answer, if it reached us, is worth more than the write error.
+            return match tokio::time::timeout(EARLY_ANSWER_GRACE, connection.read_head(method))
+                .await
+            {
+                Ok(Ok((parts, framing, _))) => {
+                    Ok(response(parts, connection, None, framing, false, home))
+                }
+                _ => Err((ExchangeError::Write(error), connection)),
+            };
+        }
         Err(e) => return Err((e, connection)),
     };
-    let (parts, framing, keep_alive) = match connection.read_head(method).await {
-        Ok(head) => head,
-        Err(e) => return Err((e, connection)),
-    };
+    let (parts, framing, keep_alive) =
+        match read_head_while_uploading(&mut connection, method, &mut upload).await {
+            Ok(head) => head,
+            Err(e) => return Err((e, connection)),
+        };
+    Ok(response(
+        parts, connection, upload, framing, keep_alive, home,
+    ))
+}
+
+fn response<H: ConnectionHome>(
+    parts: http::response::Parts,
+    connection: H1Connection,
+    upload: Option<Upload>,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    home: std::sync::Arc<H>,
+) -> http::Response<ProxyBody> {
     let body = ResponseBody {
         connection: Some(connection),
         upload,
@@ -425,7 +468,40 @@ pub async fn exchange<H: ConnectionHome>(
         keep_alive,
         home,
     };
-    Ok(http::Response::from_parts(parts, body.boxed()))
+    http::Response::from_parts(parts, body.boxed())
+}
+
+/// Reads the final response head while an early-answered upload keeps going: an interim
+/// `100 Continue` or `103 Early Hints` arrives before the upstream has the whole body, and the
+/// final answer only comes once it has.
+async fn read_head_while_uploading(
+    connection: &mut H1Connection,
+    method: &Method,
+    upload: &mut Option<Upload>,
+) -> Result<(http::response::Parts, ResponseFraming, bool), ExchangeError> {
+    let Some(running) = upload.as_mut() else {
+        return connection.read_head(method).await;
+    };
+    let mut finished = None;
+    let head = {
+        let read = connection.read_head(method);
+        tokio::pin!(read);
+        tokio::select! {
+            biased;
+            head = &mut read => head,
+            done = running => {
+                finished = Some(done);
+                read.await
+            }
+        }
+    };
+    if let Some((writer, sent)) = finished {
+        *upload = None;
+        if sent.is_ok() {
+            connection.write = Some(writer);
+        }
+    }
+    head
 }
 
 /// A response body read straight from the upstream connection.
@@ -720,6 +796,118 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "nope");
         upstream.abort();
+    }
+
+    /// One frame, then nothing more for as long as anyone waits (a slow, interactive client).
+    struct OneThenSilence(bool);
+    impl Body for OneThenSilence {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0 {
+                Poll::Pending
+            } else {
+                self.0 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"ping")))))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_upload_is_not_held_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 1024];
+            // Answer only once the first body bytes have arrived.
+            while !String::from_utf8_lossy(&seen).contains("ping") {
+                let n = socket.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before the first frame arrived");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        });
+        let connection = H1Connection::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let exchange = exchange(
+            connection,
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            Some(OneThenSilence(false).boxed()),
+            RequestFraming::Chunked,
+            &Method::POST,
+            std::sync::Arc::new(Nowhere),
+        );
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+            .await
+            .expect("the first frame must be sent without waiting for more")
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        upstream.abort();
+    }
+
+    #[tokio::test]
+    async fn an_interim_100_does_not_pause_the_upload() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        const SIZE: usize = 4 << 20;
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = socket.read(&mut buf).await.unwrap();
+            let head_end = buf[..n].windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            socket
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .unwrap();
+            // The final answer only once the whole body is in.
+            let mut received = n - head_end;
+            while received < SIZE {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "upload stopped at {received}");
+                received += n;
+            }
+            socket
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{received}",
+                        received.to_string().len()
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+        });
+        let connection = H1Connection::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let body = http_body_util::Full::new(Bytes::from(vec![7u8; SIZE]))
+            .map_err(|never| match never {})
+            .boxed();
+        let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {SIZE}\r\n\r\n");
+        let exchange = exchange(
+            connection,
+            head.as_bytes(),
+            Some(body),
+            RequestFraming::Length(SIZE as u64),
+            &Method::POST,
+            std::sync::Arc::new(Nowhere),
+        );
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+            .await
+            .expect("the upload stalled after 100 Continue")
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, SIZE.to_string());
+        upstream.await.unwrap();
     }
 
     #[test]

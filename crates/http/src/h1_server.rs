@@ -70,7 +70,9 @@ pub async fn serve<H, F>(
             HeadOutcome::Refused(rejection) => {
                 on_reject(rejection);
                 let _ = write.write_all(&refusal_response(rejection)).await;
-                let _ = write.shutdown().await;
+                if let Some(reader) = read.as_mut() {
+                    linger(reader, &mut write).await;
+                }
                 return;
             }
         };
@@ -78,7 +80,7 @@ pub async fn serve<H, F>(
         let version = parts.version;
         let mut keep_alive = wants_keep_alive(version, &parts.headers);
         let has_body = !matches!(framing, Framing::None | Framing::Length(0));
-        if has_body && expects_continue(&parts.headers) {
+        if has_body && version == Version::HTTP_11 && expects_continue(&parts.headers) {
             // Send it at once rather than when the body is first read: simpler, and allowed.
             if write
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -109,6 +111,21 @@ pub async fn serve<H, F>(
         if draining.is_cancelled() || closes(response.headers()) {
             keep_alive = false;
         }
+        // A body the handler already gave back unfinished (a 404 that never read it) means
+        // this response is the connection's last: say so in its head.
+        let mut returned = returned;
+        let mut back = None;
+        if let Some(receiver) = returned.as_mut() {
+            match receiver.try_recv() {
+                Ok(early) => {
+                    keep_alive &= early.complete;
+                    back = Some(early);
+                    returned = None;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => keep_alive = false,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
         if !write_response(&mut write, response, is_head, version, &mut keep_alive).await {
             return;
         }
@@ -116,19 +133,43 @@ pub async fn serve<H, F>(
             // The body comes back when the handler is done with it; a client that keeps its
             // upload open longer than a head may take is not waited for.
             match tokio::time::timeout(settings.header_timeout, returned).await {
-                Ok(Ok(back)) => {
-                    read = Some(back.read);
-                    buf = back.buf;
-                    keep_alive &= back.complete;
-                }
+                Ok(Ok(late)) => back = Some(late),
                 _ => return,
             }
         }
+        if let Some(back) = back {
+            keep_alive &= back.complete;
+            read = Some(back.read);
+            buf = back.buf;
+        }
         if !keep_alive {
-            let _ = write.shutdown().await;
+            if let Some(reader) = read.as_mut() {
+                linger(reader, &mut write).await;
+            }
             return;
         }
     }
+}
+
+/// Ends a connection without losing the last response: closing a socket that still has unread
+/// client bytes sends a reset, which can destroy the response in flight. So: shut down our side,
+/// then read and discard what the client still sends, for a bounded time and amount (as nginx's
+/// lingering close does).
+async fn linger(read: &mut OwnedReadHalf, write: &mut OwnedWriteHalf) {
+    const LINGER_TIME: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 1 << 20;
+    let _ = write.shutdown().await;
+    let mut discard = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while total < LINGER_BYTES {
+            match read.read(&mut discard).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 // Returned once per request and matched at once; boxing the parts would only add an allocation.

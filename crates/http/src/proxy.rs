@@ -176,6 +176,9 @@ fn rewrite_request(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    // gatehouse answered `Expect: 100-continue` itself and streams the body as it comes; the
+    // upstream must not wait to send a 100 of its own.
+    parts.headers.remove(header::EXPECT);
 
     // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams require one, so name the endpoint.
     let host = route
