@@ -328,7 +328,8 @@ async fn write_response(
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         }
         if data.len() >= DIRECT_WRITE {
-            if write.write_all(&out).await.is_err() || write.write_all(&data).await.is_err() {
+            // Large frames are not copied: what is buffered and the frame go out in one writev.
+            if write_both(write, &out, &data).await.is_err() {
                 return false;
             }
             out.clear();
@@ -349,6 +350,30 @@ async fn write_response(
         out.extend_from_slice(b"0\r\n\r\n");
     }
     write.write_all(&out).await.is_ok() && delimit != Delimit::Close
+}
+
+/// Writes `first` then `second`, gathering both into as few system calls as the socket allows.
+async fn write_both(
+    write: &mut OwnedWriteHalf,
+    first: &[u8],
+    second: &[u8],
+) -> std::io::Result<()> {
+    let (mut first, mut second) = (first, second);
+    while !first.is_empty() {
+        let n = write
+            .write_vectored(&[std::io::IoSlice::new(first), std::io::IoSlice::new(second)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n >= first.len() {
+            second = &second[n - first.len()..];
+            first = &[];
+        } else {
+            first = &first[n..];
+        }
+    }
+    write.write_all(second).await
 }
 
 /// Status line, headers (framing headers replaced by ours), Date when missing.
