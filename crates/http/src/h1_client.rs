@@ -17,7 +17,6 @@
 use crate::body::{BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -34,8 +33,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// Largest response head accepted from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Buffered request bytes are written out once they reach this size.
-const WRITE_CHUNK: usize = 64 * 1024;
 /// Reads ask for at least this much room: large bodies move in few syscalls.
 const READ_RESERVE: usize = 16 * 1024;
 /// How long to look for an answer after an upload failed because the upstream closed.
@@ -222,47 +219,16 @@ async fn upload(
 
 async fn write_body(
     writer: &mut OwnedWriteHalf,
-    mut out: Vec<u8>,
-    mut body: ProxyBody,
+    out: Vec<u8>,
+    body: ProxyBody,
     framing: RequestFraming,
 ) -> Result<(), ExchangeError> {
-    loop {
-        // Bytes go out as soon as the client has nothing more ready: the head rides with the
-        // first frame when it is there, but a slow or interactive upload is never held back.
-        let next = match body.frame().now_or_never() {
-            Some(next) => next,
-            None => {
-                if !out.is_empty() {
-                    writer.write_all(&out).await.map_err(ExchangeError::Write)?;
-                    out.clear();
-                }
-                body.frame().await
-            }
-        };
-        let Some(frame) = next else { break };
-        let frame = frame.map_err(ExchangeError::ClientBody)?;
-        let Ok(data) = frame.into_data() else {
-            continue; // request trailers are not forwarded over HTTP/1.1
-        };
-        if data.is_empty() {
-            continue;
-        }
-        if framing == RequestFraming::Chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(&data);
-            out.extend_from_slice(b"\r\n");
-        } else {
-            out.extend_from_slice(&data);
-        }
-        if out.len() >= WRITE_CHUNK {
-            writer.write_all(&out).await.map_err(ExchangeError::Write)?;
-            out.clear();
-        }
-    }
-    if framing == RequestFraming::Chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    writer.write_all(&out).await.map_err(ExchangeError::Write)
+    crate::wire::write_message(writer, out, body, framing == RequestFraming::Chunked)
+        .await
+        .map_err(|error| match error {
+            crate::wire::WriteError::Body(e) => ExchangeError::ClientBody(e),
+            crate::wire::WriteError::Io(e) => ExchangeError::Write(e),
+        })
 }
 
 /// Serializes a request head for an HTTP/1.1 upstream: request line, every header except

@@ -17,7 +17,6 @@ use crate::body::{BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::FutureExt;
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -32,10 +31,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-/// Response bytes are written once this many are buffered.
-const WRITE_CHUNK: usize = 64 * 1024;
-/// Frames at least this large are written directly instead of copied into the buffer.
-const DIRECT_WRITE: usize = 8 * 1024;
 const READ_RESERVE: usize = 16 * 1024;
 
 /// Per-connection settings, from the listener's limits.
@@ -274,7 +269,7 @@ async fn write_response(
     request_version: Version,
     keep_alive: &mut bool,
 ) -> bool {
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let status = parts.status;
     let delimit = if is_head
         || status.is_informational()
@@ -297,83 +292,12 @@ async fn write_response(
     if delimit == Delimit::NoBody {
         return write.write_all(&out).await.is_ok();
     }
-    loop {
-        let next = match body.frame().now_or_never() {
-            Some(next) => next,
-            None => {
-                // Nothing more right now: send what we have, then wait.
-                if !out.is_empty() {
-                    if write.write_all(&out).await.is_err() {
-                        return false;
-                    }
-                    out.clear();
-                }
-                body.frame().await
-            }
-        };
-        let data = match next {
-            None => break,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => data,
-                _ => continue, // empty data or trailers (not sent over HTTP/1.1)
-            },
-            Some(Err(_)) => {
-                // The body broke (upstream reset): end the connection short of its framing, so
-                // the client cannot mistake the response for complete.
-                let _ = write.write_all(&out).await;
-                return false;
-            }
-        };
-        if delimit == Delimit::Chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        }
-        if data.len() >= DIRECT_WRITE {
-            // Large frames are not copied: what is buffered and the frame go out in one writev.
-            if write_both(write, &out, &data).await.is_err() {
-                return false;
-            }
-            out.clear();
-        } else {
-            out.extend_from_slice(&data);
-        }
-        if delimit == Delimit::Chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-        if out.len() >= WRITE_CHUNK {
-            if write.write_all(&out).await.is_err() {
-                return false;
-            }
-            out.clear();
-        }
-    }
-    if delimit == Delimit::Chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    write.write_all(&out).await.is_ok() && delimit != Delimit::Close
-}
-
-/// Writes `first` then `second`, gathering both into as few system calls as the socket allows.
-async fn write_both(
-    write: &mut OwnedWriteHalf,
-    first: &[u8],
-    second: &[u8],
-) -> std::io::Result<()> {
-    let (mut first, mut second) = (first, second);
-    while !first.is_empty() {
-        let n = write
-            .write_vectored(&[std::io::IoSlice::new(first), std::io::IoSlice::new(second)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        if n >= first.len() {
-            second = &second[n - first.len()..];
-            first = &[];
-        } else {
-            first = &first[n..];
-        }
-    }
-    write.write_all(second).await
+    // A body that breaks (upstream reset) ends the connection short of its framing, so the
+    // client cannot mistake the response for complete.
+    crate::wire::write_message(write, out, body, delimit == Delimit::Chunked)
+        .await
+        .is_ok()
+        && delimit != Delimit::Close
 }
 
 /// Status line, headers (framing headers replaced by ours), Date when missing.

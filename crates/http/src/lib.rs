@@ -14,7 +14,8 @@
 //! - [`server`]: accept loops and per-connection serving, graceful drain.
 //! - [`h1_server`]: HTTP/1.1 for clients, one task per connection, no intermediate layers;
 //!   [`h1_guard`]: strict head scanning and parsing (what may be smuggled is refused);
-//!   [`rewind`]: replays the bytes read while telling HTTP/2 from HTTP/1.
+//!   [`rewind`]: replays the bytes read while telling HTTP/2 from HTTP/1;
+//!   [`wire`]: writing HTTP/1.1 bodies (shared by server and client).
 //! - [`router`]: host/path/method/header matching, no I/O.
 //! - [`proxy`]: forwarding one request in named phases.
 //! - [`pool`]: upstream connections; [`h1_client`]: HTTP/1.1 to upstreams, driven inline;
@@ -36,5 +37,6 @@ pub mod rewind;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod wire;
 
 pub use gateway::{ApplyError, Gateway};

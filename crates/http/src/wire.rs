@@ -1,0 +1,134 @@
+//! Writing an HTTP/1.1 message body to a socket, shared by the server (responses) and the
+//! upstream client (requests).
+//!
+//! Bytes go out as soon as the body has nothing more ready: the head rides in one write with the
+//! first frame when that frame is already there, but nothing is held back waiting for more (an
+//! event stream or an interactive upload must flow). Large frames are not copied: they go out
+//! together with what is buffered in one writev.
+
+use crate::body::{BoxError, ProxyBody};
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
+use std::io::{self, IoSlice};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Buffered bytes are written once they reach this size.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Frames at least this large are written directly instead of copied into the buffer.
+const DIRECT_WRITE: usize = 8 * 1024;
+
+/// Why writing a message stopped.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The body being forwarded failed (client upload cut, upstream response broken).
+    Body(BoxError),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// Writes `out` (an encoded head, or nothing) and then `body`, chunked or as-is.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut out: Vec<u8>,
+    mut body: ProxyBody,
+    chunked: bool,
+) -> Result<(), WriteError> {
+    loop {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !out.is_empty() {
+                    writer.write_all(&out).await.map_err(WriteError::Io)?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let Some(frame) = next else { break };
+        let Ok(data) = frame.map_err(WriteError::Body)?.into_data() else {
+            continue; // trailers are not sent over HTTP/1.1
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() >= DIRECT_WRITE {
+            write_both(writer, &out, &data)
+                .await
+                .map_err(WriteError::Io)?;
+            out.clear();
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_CHUNK {
+            writer.write_all(&out).await.map_err(WriteError::Io)?;
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    writer.write_all(&out).await.map_err(WriteError::Io)
+}
+
+/// Writes `first` then `second`, gathering both into as few system calls as the socket allows.
+async fn write_both<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    first: &[u8],
+    second: &[u8],
+) -> io::Result<()> {
+    let (mut first, mut second) = (first, second);
+    while !first.is_empty() {
+        let n = writer
+            .write_vectored(&[IoSlice::new(first), IoSlice::new(second)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n >= first.len() {
+            second = &second[n - first.len()..];
+            first = &[];
+        } else {
+            first = &first[n..];
+        }
+    }
+    writer.write_all(second).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    fn body(bytes: &'static [u8]) -> ProxyBody {
+        Full::new(Bytes::from_static(bytes))
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    #[tokio::test]
+    async fn writes_heads_and_bodies_in_either_framing() {
+        let mut out = Vec::new();
+        write_message(&mut out, b"HEAD\r\n\r\n".to_vec(), body(b"hello"), true)
+            .await
+            .unwrap();
+        assert_eq!(out, b"HEAD\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        let mut out = Vec::new();
+        write_message(&mut out, Vec::new(), body(b"hello"), false)
+            .await
+            .unwrap();
+        assert_eq!(out, b"hello");
+        let big = vec![b'x'; 20_000].leak();
+        let mut out = Vec::new();
+        write_message(&mut out, b"H".to_vec(), body(big), true)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 1 + 6 + 20_000 + 2 + 5);
+    }
+}
