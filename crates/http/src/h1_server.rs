@@ -41,10 +41,12 @@ pub struct H1Settings {
     pub header_timeout: Duration,
 }
 
-/// Serves one HTTP/1 connection until it closes. `prefix` holds bytes already read from it.
+/// Serves one HTTP/1 connection until it closes. `prefix` holds bytes already read from it, and
+/// `first_deadline` is when its first head must be complete (reading the prefix counts).
 pub async fn serve<H, F>(
     stream: TcpStream,
     prefix: BytesMut,
+    first_deadline: tokio::time::Instant,
     settings: H1Settings,
     draining: CancellationToken,
     on_reject: impl Fn(Rejection),
@@ -57,9 +59,11 @@ pub async fn serve<H, F>(
     // Lent to the request body while a request with a body is handled.
     let mut read = Some(read);
     let mut buf = prefix;
+    let mut deadline = first_deadline;
     loop {
         let Some(reader) = read.as_mut() else { return };
-        let (parts, framing) = match read_head(reader, &mut buf, settings, &draining).await {
+        let head = read_head(reader, &mut buf, settings, deadline, &draining).await;
+        let (parts, framing) = match head {
             HeadOutcome::Request(parts, framing) => (parts, framing),
             HeadOutcome::Closed => return,
             HeadOutcome::Refused(rejection) => {
@@ -143,6 +147,7 @@ pub async fn serve<H, F>(
             }
             return;
         }
+        deadline = tokio::time::Instant::now() + settings.header_timeout;
     }
 }
 
@@ -180,10 +185,10 @@ async fn read_head(
     read: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     settings: H1Settings,
+    deadline: tokio::time::Instant,
     draining: &CancellationToken,
 ) -> HeadOutcome {
     let mut scanner = HeadScanner::new(settings.max_head);
-    let deadline = tokio::time::Instant::now() + settings.header_timeout;
     loop {
         if !buf.is_empty() {
             match scanner.find_end(buf) {

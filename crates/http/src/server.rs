@@ -208,8 +208,10 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
     };
     let mut stream = stream;
     let mut prefix = BytesMut::new();
+    // One deadline for the first head, whether or not detection read part of it.
+    let first_deadline = tokio::time::Instant::now() + h1.header_timeout;
     if protocols.h2c {
-        match detect_h2_preface(&mut stream, &mut prefix, h1.header_timeout).await {
+        match detect_h2_preface(&mut stream, &mut prefix, first_deadline).await {
             Detected::Http2 => {
                 let builder = h2_builder(&limits);
                 let io = Rewind::new(prefix.freeze(), TokioIo::new(stream));
@@ -235,9 +237,15 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
             })
             .inc();
     };
-    h1_server::serve(stream, prefix, h1, draining, on_reject, |request| {
-        handle_request(request, &conn, &shared)
-    })
+    h1_server::serve(
+        stream,
+        prefix,
+        first_deadline,
+        h1,
+        draining,
+        on_reject,
+        |request| handle_request(request, &conn, &shared),
+    )
     .await;
     open.dec();
 }
@@ -266,10 +274,9 @@ enum Detected {
 async fn detect_h2_preface(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    timeout: std::time::Duration,
+    deadline: tokio::time::Instant,
 ) -> Detected {
     use tokio::io::AsyncReadExt;
-    let deadline = tokio::time::Instant::now() + timeout;
     buf.reserve(16 * 1024);
     loop {
         let n = buf.len().min(H2_PREFACE.len());
