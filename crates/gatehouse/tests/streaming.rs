@@ -44,6 +44,7 @@ async fn a_gigabyte_each_way_keeps_rss_flat() {
     let mut body = response.into_body();
     let mut received = 0u64;
     let mut peak = before;
+    // Counted frame by frame (not collected) so RSS can be sampled while the bytes flow.
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame.unwrap().data_ref() {
             received += data.len() as u64;
@@ -105,17 +106,21 @@ async fn full_duplex_upstreams_stream_both_ways_at_once() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let mut body = response.into_body();
-        let mut received = 0u64;
-        while let Some(frame) = body.frame().await {
-            if let Some(data) = frame.unwrap().data_ref() {
-                received += data.len() as u64;
-            }
-        }
-        received
+        count_bytes(response.into_body()).await
     };
     let received = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
         .await
         .expect("full-duplex exchange stalled");
     assert_eq!(received, total);
+}
+
+/// Reads a body to its end, counting bytes without keeping them.
+async fn count_bytes(mut body: hyper::body::Incoming) -> u64 {
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            received += data.len() as u64;
+        }
+    }
+    received
 }

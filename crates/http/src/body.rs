@@ -20,6 +20,42 @@ pub fn empty() -> ProxyBody {
         .boxed()
 }
 
+/// A body broke off or was malformed on the wire, on either side of the proxy.
+#[derive(Debug)]
+pub struct BodyError {
+    /// Downstream: the client's request body; upstream: the upstream's response body.
+    pub side: gatehouse_core::Side,
+    pub reason: String,
+}
+
+impl BodyError {
+    pub fn client(reason: String) -> Self {
+        Self {
+            side: gatehouse_core::Side::Downstream,
+            reason,
+        }
+    }
+
+    pub fn upstream(reason: String) -> Self {
+        Self {
+            side: gatehouse_core::Side::Upstream,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let which = match self.side {
+            gatehouse_core::Side::Upstream => "upstream response body",
+            _ => "request body",
+        };
+        write!(f, "{which}: {}", self.reason)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
 /// A small local body.
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {
     Full::new(text.into())

@@ -14,7 +14,7 @@
 //! last; then Content-Length is ignored and the connection not reused), Content-Length (one
 //! value), or the end of the connection.
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -480,18 +480,6 @@ struct ResponseBody<H: ConnectionHome> {
     home: std::sync::Arc<H>,
 }
 
-/// The upstream broke off or garbled a response body.
-#[derive(Debug)]
-pub struct UpstreamBodyError(pub String);
-
-impl std::fmt::Display for UpstreamBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "upstream response body: {}", self.0)
-    }
-}
-
-impl std::error::Error for UpstreamBodyError {}
-
 impl<H: ConnectionHome> ResponseBody<H> {
     /// The body ended: a reusable connection goes home, any other closes. A connection whose
     /// request body did not go out completely is never reused.
@@ -514,7 +502,7 @@ impl<H: ConnectionHome> ResponseBody<H> {
     fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.connection = None; // closes it
         self.framing = ResponseFraming::Empty;
-        Poll::Ready(Some(Err(Box::new(UpstreamBodyError(reason)))))
+        Poll::Ready(Some(Err(Box::new(BodyError::upstream(reason)))))
     }
 }
 

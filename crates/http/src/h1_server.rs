@@ -13,7 +13,7 @@
 //! Refusals (400/431/501, 408 for a head that is too slow) are written here with
 //! `connection: close`, and the connection ends.
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
 use bytes::{Buf, Bytes, BytesMut};
@@ -410,23 +410,11 @@ struct RequestBody {
     give_back: Option<oneshot::Sender<Returned>>,
 }
 
-/// The client's request body was malformed or cut off.
-#[derive(Debug)]
-pub struct ClientBodyError(pub String);
-
-impl std::fmt::Display for ClientBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "request body: {}", self.0)
-    }
-}
-
-impl std::error::Error for ClientBodyError {}
-
 impl RequestBody {
     fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = false;
         self.read = None; // the connection cannot continue
-        Poll::Ready(Some(Err(Box::new(ClientBodyError(reason)))))
+        Poll::Ready(Some(Err(Box::new(BodyError::client(reason)))))
     }
 }
 
