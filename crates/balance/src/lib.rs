@@ -23,6 +23,21 @@
 //!   without an affinity key.
 //! - `eligibility`: memoised eligibility checks for the hash policies' slow
 //!   paths.
+//!
+//! Endpoint state machines that decide eligibility and weight (DESIGN.md puts
+//! health and outlier state here, beside the balancer that consumes it; the
+//! I/O that feeds them lives in the proxy and the health checker):
+//! - [`OutlierDetector`] (`outlier`): passive outlier detection per cluster:
+//!   consecutive 5xx / gateway failures and latency outliers eject endpoints
+//!   for a growing time, within a cap on the share of the cluster ejected.
+//! - [`HealthState`] (`health`): active health-check state per endpoint:
+//!   rise/fall hysteresis, slow-start weight ramp, jittered check schedule.
+//!
+//! Building blocks, public because gatehouse-resilience uses them too:
+//! - [`SlidingWindow`] (`window`): a ring of time slices, the O(1) way to
+//!   count "the last N seconds" without timers.
+//! - [`LatencyWindow`] (`latency`): log-scale latency histogram over a
+//!   sliding window, answering p99 queries.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -33,19 +48,28 @@
 
 mod eligibility;
 mod hash;
+pub mod health;
+mod latency;
 mod least_request;
 mod maglev;
+pub mod outlier;
 mod p2c;
 mod random;
 mod ring_hash;
 mod round_robin;
 mod stats;
+mod time;
 mod weighted;
+mod window;
 
 use std::sync::Arc;
 
 pub use hash::hash_key;
+pub use health::{Health, HealthConfig, HealthState};
+pub use latency::LatencyWindow;
+pub use outlier::{LatencyOutlierConfig, OutlierConfig, OutlierDetector};
 pub use stats::EndpointStats;
+pub use window::SlidingWindow;
 
 use least_request::LeastRequest;
 use maglev::Maglev;
