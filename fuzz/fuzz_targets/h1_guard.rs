@@ -24,6 +24,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(pieces, whole, "split reads decided differently");
     if let Ok(Some(len)) = whole {
         assert!(len <= input.len());
-        let _ = parse_request_head(&input[..len]);
+        let _ = parse_request_head(bytes::Bytes::copy_from_slice(&input[..len]));
     }
 });

@@ -33,6 +33,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// Largest response head accepted from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
+/// Header fields the proxy adds to a response (Via, X-Request-Id), reserved up front.
+const ADDED_BY_PROXY: usize = 2;
 /// Reads ask for at least this much room: large bodies move in few syscalls.
 const READ_RESERVE: usize = 16 * 1024;
 /// How long to look for an answer after an upload failed because the upstream closed.
@@ -164,9 +166,7 @@ impl H1Connection {
         let mut received_any = !self.read_buf.is_empty();
         loop {
             if !self.read_buf.is_empty() {
-                if let Some((parts, framing, keep_alive, len)) = parse_head(&self.read_buf, method)?
-                {
-                    self.read_buf.advance(len);
+                if let Some((parts, framing, keep_alive)) = parse_head(&mut self.read_buf, method)? {
                     if parts.status.is_informational() {
                         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                             return Err(ExchangeError::Protocol(
@@ -209,17 +209,17 @@ impl H1Connection {
 /// gives the write half back with the outcome.
 async fn upload(
     mut writer: OwnedWriteHalf,
-    head: Vec<u8>,
+    mut head: Vec<u8>,
     body: ProxyBody,
     framing: RequestFraming,
 ) -> (OwnedWriteHalf, Result<(), ExchangeError>) {
-    let result = write_body(&mut writer, head, body, framing).await;
+    let result = write_body(&mut writer, &mut head, body, framing).await;
     (writer, result)
 }
 
 async fn write_body(
     writer: &mut OwnedWriteHalf,
-    out: Vec<u8>,
+    out: &mut Vec<u8>,
     body: ProxyBody,
     framing: RequestFraming,
 ) -> Result<(), ExchangeError> {
@@ -252,7 +252,7 @@ pub fn encode_head(parts: &http::request::Parts, framing: RequestFraming, out: &
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -277,44 +277,73 @@ pub fn request_framing(method: &Method, body: &ProxyBody) -> RequestFraming {
     }
 }
 
-/// A parsed response head: parts, body framing, whether the connection may be reused, and the
-/// head's length in bytes.
-pub type ResponseHead = (http::response::Parts, ResponseFraming, bool, usize);
+/// A parsed response head: parts, body framing, and whether the connection may be reused.
+pub type ResponseHead = (http::response::Parts, ResponseFraming, bool);
 
-/// Parses a complete response head at the start of `buf`, or None while incomplete.
-pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(err) => {
-            return Err(ExchangeError::Protocol(format!(
-                "invalid response head: {err}"
-            )));
+/// Where one header field lies in the head: name and value as byte ranges.
+#[derive(Clone, Copy, Default)]
+struct FieldSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses a complete response head at the start of `buf` and takes it out of `buf`; None (and
+/// `buf` untouched) while incomplete. Header values are slices of the head's bytes, not copies.
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
+    let mut spans = [FieldSpan::default(); MAX_RESPONSE_HEADERS];
+    let (len, code, version, count) = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(err) => {
+                return Err(ExchangeError::Protocol(format!(
+                    "invalid response head: {err}"
+                )));
+            }
+        };
+        // httparse borrows `buf`; remember where each field is so the head can be split off.
+        let base = buf.as_ptr() as usize;
+        let range = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            (start, start + s.len())
+        };
+        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+            *span = FieldSpan {
+                name: range(h.name.as_bytes()),
+                value: range(h.value),
+            };
         }
+        (len, response.code, response.version, response.headers.len())
     };
-    let status = response
-        .code
+    let head = buf.split_to(len).freeze();
+    let status = code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| ExchangeError::Protocol("invalid status code".into()))?;
-    let version = if response.version == Some(0) {
+    let version = if version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let mut map = HeaderMap::with_capacity(response.headers.len());
+    let mut map = HeaderMap::with_capacity(count + ADDED_BY_PROXY);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = version == Version::HTTP_10;
-    for h in response.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ExchangeError::Protocol(format!("invalid header name {:?}", h.name)))?;
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| ExchangeError::Protocol(format!("invalid value for header {}", h.name)))?;
+    for span in &spans[..count] {
+        let name_bytes = &head[span.name.0..span.name.1];
+        let raw = &head[span.value.0..span.value.1];
+        let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
+            ExchangeError::Protocol(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name_bytes)
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| ExchangeError::Protocol(format!("invalid value for header {name}")))?;
         if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
+            let n = std::str::from_utf8(raw)
                 .ok()
                 .map(str::trim)
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
@@ -329,18 +358,18 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, E
         } else if name == header::TRANSFER_ENCODING {
             transfer_encoding = true;
             // Only the last coding decides whether the body is chunked.
-            chunked = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            chunked = raw
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
-            let v = h.value.to_ascii_lowercase();
-            if v.split(|&b| b == b',').any(|t| t.trim_ascii() == b"close") {
+            let has = |token: &[u8]| {
+                raw.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+            };
+            if has(b"close") {
                 close = true;
-            } else if version == Version::HTTP_10
-                && v.split(|&b| b == b',')
-                    .any(|t| t.trim_ascii() == b"keep-alive")
-            {
+            } else if version == Version::HTTP_10 && has(b"keep-alive") {
                 close = false;
             }
         }
@@ -374,7 +403,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, E
     parts.status = status;
     parts.version = version;
     parts.headers = map;
-    Ok(Some((parts, framing, !close, len)))
+    Ok(Some((parts, framing, !close)))
 }
 
 /// Where a finished connection goes.
@@ -631,10 +660,11 @@ mod tests {
     use super::*;
 
     fn head(text: &str, method: Method) -> (http::response::Parts, ResponseFraming, bool) {
-        let (parts, framing, keep_alive, len) = parse_head(text.as_bytes(), &method)
+        let mut buf = BytesMut::from(format!("{text}rest").as_bytes());
+        let (parts, framing, keep_alive) = parse_head(&mut buf, &method)
             .unwrap()
             .expect("complete");
-        assert_eq!(len, text.len());
+        assert_eq!(&buf[..], b"rest", "the head, and only the head, is taken");
         (parts, framing, keep_alive)
     }
 
@@ -685,17 +715,15 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_head(text.as_bytes(), &Method::GET),
+                    parse_head(&mut BytesMut::from(text.as_bytes()), &Method::GET),
                     Err(ExchangeError::Protocol(_))
                 ),
                 "{text:?}"
             );
         }
-        assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET)
-                .unwrap()
-                .is_none()
-        );
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_head(&mut partial, &Method::GET).unwrap().is_none());
+        assert_eq!(partial.len(), 27, "an incomplete head stays in the buffer");
     }
 
     struct Nowhere;

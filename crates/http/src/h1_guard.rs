@@ -15,8 +15,12 @@
 //! once into request parts plus its body [`Framing`]. Chunked bodies are checked as they are read
 //! by [`crate::chunked`]. [`crate::h1_server`] applies all three to each connection.
 
+use bytes::Bytes;
+
 /// Header lines per request; more is refused with 431.
 const MAX_HEADERS: usize = 128;
+/// Header fields the proxy adds to a forwarded request.
+const ADDED_BY_PROXY: usize = 6;
 
 /// Why a request was refused: the status to answer and a reason for the body and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,29 +117,33 @@ pub enum Framing {
 
 /// Parses a complete head strictly into request parts and its body framing (for a server that
 /// owns the connection: one parse, the same rules as the guard).
-pub fn parse_request_head(head: &[u8]) -> Result<(http::request::Parts, Framing), Rejection> {
+pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing), Rejection> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    parse_strict(&mut request, head)?;
+    parse_strict(&mut request, &head)?;
     let framing = validate(&request)?;
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = http::Method::from_bytes(request.method.unwrap_or("").as_bytes())
         .map_err(|_| Rejection::bad("invalid method or token"))?;
-    parts.uri = request
-        .path
-        .unwrap_or("/")
-        .parse()
-        .map_err(|_| Rejection::bad("invalid request target"))?;
+    // The target and the values are slices of `head`, not copies (hyper does the same): no
+    // allocation per field. Whoever keeps one for long (a cache) should copy it, or it pins
+    // the connection's read buffer.
+    parts.uri = match request.path {
+        Some(path) => http::Uri::from_maybe_shared(head.slice_ref(path.as_bytes()))
+            .map_err(|_| Rejection::bad("invalid request target"))?,
+        None => http::Uri::from_static("/"),
+    };
     parts.version = if request.version == Some(0) {
         http::Version::HTTP_10
     } else {
         http::Version::HTTP_11
     };
-    parts.headers.reserve(request.headers.len());
+    // Room for what the proxy adds (X-Forwarded-*, Via, X-Request-Id, TE) without regrowing.
+    parts.headers.reserve(request.headers.len() + ADDED_BY_PROXY);
     for header in request.headers.iter() {
         let name = http::HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| Rejection::bad("invalid header name (whitespace before colon?)"))?;
-        let value = http::HeaderValue::from_bytes(header.value)
+        let value = http::HeaderValue::from_maybe_shared(head.slice_ref(header.value))
             .map_err(|_| Rejection::bad("invalid header value (control character or obs-fold?)"))?;
         parts.headers.append(name, value);
     }
@@ -275,7 +283,7 @@ mod tests {
     fn refused(input: &str) -> Rejection {
         let head = match HeadScanner::new(8192).find_end(input.as_bytes()) {
             Err(r) => return r,
-            Ok(Some(len)) => &input.as_bytes()[..len],
+            Ok(Some(len)) => Bytes::copy_from_slice(&input.as_bytes()[..len]),
             Ok(None) => panic!("incomplete: {input:?}"),
         };
         parse_request_head(head).expect_err(input)
@@ -301,7 +309,7 @@ mod tests {
     fn blank_lines_before_a_request_are_skipped_in_linear_time() {
         let req = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(HeadScanner::new(8192).find_end(req), Ok(Some(req.len())));
-        let (parts, _) = parse_request_head(req).unwrap();
+        let (parts, _) = parse_request_head(Bytes::from_static(req)).unwrap();
         assert_eq!(parts.uri, "/");
         // 32 Ki empty lines: each CRLF looked at once (a quadratic rescan would take minutes).
         let blank = "\r\n".repeat(32 * 1024);
@@ -330,14 +338,14 @@ mod tests {
         );
         let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
         let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert_eq!(parse_request_head(head.as_bytes()).unwrap_err().status, 431);
+        assert_eq!(parse_request_head(Bytes::from(head)).unwrap_err().status, 431);
     }
 
     #[test]
     fn valid_heads_parse_once_with_their_framing() {
-        let (parts, framing) = parse_request_head(
+        let (parts, framing) = parse_request_head(Bytes::from_static(
             b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
-        )
+        ))
         .unwrap();
         assert_eq!(parts.method, http::Method::POST);
         assert_eq!(parts.uri, "/a?b=1");
@@ -345,10 +353,12 @@ mod tests {
         assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(framing, Framing::Length(5));
         let (_, framing) =
-            parse_request_head(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
-                .unwrap();
+            parse_request_head(Bytes::from_static(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            ))
+            .unwrap();
         assert_eq!(framing, Framing::Chunked);
-        let (parts, framing) = parse_request_head(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let (parts, framing) = parse_request_head(Bytes::from_static(b"GET / HTTP/1.0\r\n\r\n")).unwrap();
         assert_eq!(
             (parts.version, framing),
             (http::Version::HTTP_10, Framing::None)

@@ -59,6 +59,8 @@ pub async fn serve<H, F>(
     // Lent to the request body while a request with a body is handled.
     let mut read = Some(read);
     let mut buf = prefix;
+    // Response heads are encoded here, one buffer for the connection's life.
+    let mut out = Vec::with_capacity(512);
     let mut deadline = first_deadline;
     loop {
         let Some(reader) = read.as_mut() else { return };
@@ -125,7 +127,7 @@ pub async fn serve<H, F>(
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
         }
-        if !write_response(&mut write, response, is_head, version, &mut keep_alive).await {
+        if !write_response(&mut write, &mut out, response, is_head, version, &mut keep_alive).await {
             return;
         }
         if let Some(returned) = returned {
@@ -194,11 +196,8 @@ async fn read_head(
             match scanner.find_end(buf) {
                 Err(rejection) => return HeadOutcome::Refused(rejection),
                 Ok(Some(len)) => {
-                    return match parse_request_head(&buf[..len]) {
-                        Ok((parts, framing)) => {
-                            buf.advance(len);
-                            HeadOutcome::Request(parts, framing)
-                        }
+                    return match parse_request_head(buf.split_to(len).freeze()) {
+                        Ok((parts, framing)) => HeadOutcome::Request(parts, framing),
                         Err(rejection) => HeadOutcome::Refused(rejection),
                     };
                 }
@@ -269,6 +268,7 @@ enum Delimit {
 /// Writes a response; returns false when the connection must end (error or close-delimited).
 async fn write_response(
     write: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
     response: Response<ProxyBody>,
     is_head: bool,
     request_version: Version,
@@ -290,12 +290,13 @@ async fn write_response(
         *keep_alive = false;
         Delimit::Close
     };
-    let mut out = Vec::with_capacity(512);
     // HTTP/1.0 clients close unless told the connection stays open.
     let announce_keep_alive = *keep_alive && request_version == Version::HTTP_10;
-    encode_head(&parts, delimit, *keep_alive, announce_keep_alive, &mut out);
+    encode_head(&parts, delimit, *keep_alive, announce_keep_alive, out);
     if delimit == Delimit::NoBody {
-        return write.write_all(&out).await.is_ok();
+        let written = write.write_all(out).await.is_ok();
+        out.clear();
+        return written;
     }
     // A body that breaks (upstream reset) ends the connection short of its framing, so the
     // client cannot mistake the response for complete.
@@ -332,13 +333,13 @@ fn encode_head(
     }
     if !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(http_date().as_bytes());
+        push_http_date(out);
         out.extend_from_slice(b"\r\n");
     }
     match delimit {
         Delimit::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -352,8 +353,8 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The current time as an HTTP date, formatted at most once a second per thread.
-fn http_date() -> String {
+/// Appends the current time as an HTTP date, formatted at most once a second per thread.
+fn push_http_date(out: &mut Vec<u8>) {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
@@ -366,8 +367,8 @@ fn http_date() -> String {
         if cache.0 != second || cache.1.is_empty() {
             *cache = (second, httpdate::fmt_http_date(now));
         }
-        cache.1.clone()
-    })
+        out.extend_from_slice(cache.1.as_bytes());
+    });
 }
 
 /// The response sent for a refused request.

@@ -9,75 +9,82 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `TE`,
 /// `Transfer-Encoding`, `Upgrade` and all `Proxy-*` headers. `Trailer` stays: it is end-to-end
 /// (RFC 9110 6.6.2) and hyper's HTTP/1 encoder only sends the trailers it lists. Returns whether the
 /// client asked for trailers (`TE: trailers`), which the caller re-adds upstream: gRPC needs it.
+///
+/// Runs twice per request, so it allocates nothing: removals are by name, and the values of
+/// `Connection` are moved out of the map rather than copied.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .map(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-            .unwrap_or(false)
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
     });
-    // One pass over the names (cheap comparisons, no hashing) finds what to remove; most
-    // requests carry none of these, so usually nothing is removed at all.
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        if is_hop_by_hop(name) && !doomed.contains(name) {
-            doomed.push(name.clone());
-        }
-    }
     // Names listed in Connection are hop-by-hop too.
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(list) = value.to_str() else { continue };
-        for token in list.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes())
-                && !doomed.contains(&name)
-            {
-                doomed.push(name);
+    if let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+        let (_, mut lines) = entry.remove_entry_mult();
+        let first = lines.next();
+        // Almost always one line; only further lines need a list (Vec::new does not allocate).
+        let more: Vec<HeaderValue> = lines.collect();
+        for value in first.iter().chain(&more) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                // The usual tokens name no header; skip the lookup.
+                if !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && !token.eq_ignore_ascii_case(b"keep-alive")
+                    && let Ok(name) = std::str::from_utf8(token)
+                {
+                    headers.remove(name);
+                }
             }
         }
     }
-    for name in doomed {
+    for name in [&header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE, &KEEP_ALIVE] {
+        headers.remove(name);
+    }
+    // Proxy-* names are rare: look for one only while there is one.
+    while let Some(name) = headers
+        .keys()
+        .find(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+    {
         headers.remove(name);
     }
     wants_trailers
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name.as_str().starts_with("proxy-")
-}
-
-/// Adds X-Forwarded-For (appending the client to any existing chain), X-Forwarded-Proto and
-/// X-Forwarded-Host (the Host the client asked for, before any rewrite).
+/// X-Forwarded-For (appending the client to any existing chain), X-Forwarded-Proto and
+/// X-Forwarded-Host (the Host the client asked for, before any rewrite). `client` is the
+/// client's address, formatted once per connection.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     original_host: Option<HeaderValue>,
 ) {
-    let client = client.to_string();
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(existing) => format!("{existing}, {client}"),
-        None => client,
+        Some(existing) => {
+            HeaderValue::from_str(&format!("{existing}, {}", client.to_str().unwrap_or("")))
+                .ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = original_host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
+}
+
+/// An address as a header value (for X-Forwarded-For).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Appends this hop to `Via` (RFC 9110 7.6.3), e.g. "1.1 gatehouse".
@@ -125,7 +132,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
-/// 128 random bits as 32 hex digits (written by hand: this runs for most requests).
+/// 128 random bits as 32 hex digits (written by hand: this runs for most requests). The value
+/// is shared, not copied, by the request and the response that both carry it.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = fastrand::u128(..);
@@ -133,7 +141,8 @@ pub fn new_request_id() -> HeaderValue {
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -177,7 +186,7 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "203.0.113.7")]);
         add_forwarded(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &ip_value("10.0.0.1".parse().unwrap()),
             "http",
             Some("a.com".parse().unwrap()),
         );
@@ -185,7 +194,7 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.com");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::1".parse().unwrap(), "https", None);
+        add_forwarded(&mut h, &ip_value("::1".parse().unwrap()), "https", None);
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(!h.contains_key("x-forwarded-host"));
     }
@@ -196,7 +205,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.1"),
             ("x-forwarded-for", "198.51.100.2"),
         ]);
-        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http", None);
+        add_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), "http", None);
         assert_eq!(h["x-forwarded-for"], "203.0.113.1, 198.51.100.2, 10.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
     }

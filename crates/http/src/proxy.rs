@@ -36,11 +36,27 @@ pub struct ConnInfo {
     pub listener: Label,
     /// "http" or "https", for X-Forwarded-Proto.
     pub scheme: &'static str,
+    /// The client's address as a header value, formatted once for all its requests.
+    pub client_ip: HeaderValue,
 }
 
-/// The endpoint that served a response (set as a response extension, read by metrics).
-#[derive(Debug, Clone)]
-pub struct ServedBy(pub Label);
+impl ConnInfo {
+    pub fn new(client: SocketAddr, local: SocketAddr, listener: Label, scheme: &'static str) -> Self {
+        Self {
+            client,
+            local,
+            listener,
+            scheme,
+            client_ip: headers::ip_value(client.ip()),
+        }
+    }
+}
+
+/// An upstream's response on its way to the client, and the endpoint that served it.
+pub struct Forwarded {
+    pub response: Response<ProxyBody>,
+    pub endpoint: Label,
+}
 
 /// Per-request inputs the forwarder needs besides the request.
 pub struct ForwardContext<'a> {
@@ -57,7 +73,7 @@ pub async fn forward(
     route: &RouteRuntime,
     request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     // 1. limit
     if let Some(declared) = declared_length(&request)
         && declared > ctx.max_body_bytes
@@ -120,13 +136,15 @@ pub async fn forward(
         };
 
     // 5. respond
-    Ok(respond(response, endpoint, in_flight, started.elapsed()))
+    Ok(Forwarded {
+        response: respond(response, in_flight, started.elapsed()),
+        endpoint: Arc::clone(&endpoint.label),
+    })
 }
 
 /// Turns the upstream's response into the client's.
 fn respond(
     response: Response<ProxyBody>,
-    endpoint: &EndpointRuntime,
     mut in_flight: InFlight,
     head_latency: Duration,
 ) -> Response<ProxyBody> {
@@ -140,9 +158,6 @@ fn respond(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;
-    parts
-        .extensions
-        .insert(ServedBy(Arc::clone(&endpoint.label)));
     let body = TrackedBody {
         inner: body,
         _in_flight: in_flight,
@@ -168,7 +183,7 @@ fn rewrite_request(
     }
     headers::add_forwarded(
         &mut parts.headers,
-        ctx.conn.client.ip(),
+        &ctx.conn.client_ip,
         ctx.conn.scheme,
         original_host.clone(),
     );
@@ -186,15 +201,17 @@ fn rewrite_request(
         .clone()
         .or(original_host)
         .or_else(|| HeaderValue::from_str(&endpoint.id.addr.to_string()).ok());
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
     match protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
-            parts.uri = Uri::try_from(path_and_query).map_err(bad_request)?;
+            // HTTP/1.1 upstreams get origin-form; an absolute-form or HTTP/2 target is cut
+            // down to its path and query (a shared slice, not a copy).
+            if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+                parts.uri = parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+            }
             if let Some(host) = host {
                 parts.headers.insert(header::HOST, host);
             }
@@ -208,6 +225,11 @@ fn rewrite_request(
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("localhost")
                 .to_owned();
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned();
             parts.uri = Uri::builder()
                 .scheme("http")
                 .authority(authority)
@@ -216,7 +238,12 @@ fn rewrite_request(
                 .map_err(bad_request)?;
         }
     }
-    let body = LimitedBody::new(body, ctx.max_body_bytes).boxed();
+    // A body that is already over needs no limit (and no second box).
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        LimitedBody::new(body, ctx.max_body_bytes).boxed()
+    };
     Ok(Request::from_parts(parts, body))
 }
 

@@ -9,13 +9,15 @@
 use crate::body::{BoxError, ProxyBody, error_response};
 use crate::h1_server::{self, H1Settings};
 use crate::headers::{self, X_REQUEST_ID};
-use crate::proxy::{self, ConnInfo, ForwardContext, ServedBy};
+use crate::proxy::{self, ConnInfo, ForwardContext, Forwarded};
 use crate::rewind::Rewind;
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
-use gatehouse_observe::{ErrorLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels, label};
+use gatehouse_observe::{
+    ErrorLabels, Label, ListenerLabels, Metrics, RejectLabels, RequestLabels, label,
+};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -135,12 +137,12 @@ pub async fn accept_loop(
             },
         };
         let local = stream.local_addr().unwrap_or(client);
-        let conn = Arc::new(ConnInfo {
+        let conn = Arc::new(ConnInfo::new(
             client,
             local,
-            listener: Arc::clone(&listener_label),
-            scheme: "http",
-        });
+            Arc::clone(&listener_label),
+            "http",
+        ));
         let shared_for_conn = Arc::clone(&shared);
         shared.connections.spawn(async move {
             let _permit = permit;
@@ -340,8 +342,8 @@ pub async fn handle_request(
             proxy::forward(route, request, &ctx).await
         }
     };
-    let mut response = match result {
-        Ok(response) => response,
+    let (mut response, endpoint) = match result {
+        Ok(Forwarded { response, endpoint }) => (response, Some(endpoint)),
         Err(error) => {
             tracing::debug!(%error, client = %conn.client, "proxy error");
             if let Some(route) = route {
@@ -364,13 +366,13 @@ pub async fn handle_request(
                     http::HeaderValue::from_static("close"),
                 );
             }
-            response
+            (response, None)
         }
     };
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id);
-    record(shared, conn, route, &response, started);
+    record(shared, conn, route, endpoint, response.status(), started);
     response
 }
 
@@ -385,14 +387,11 @@ fn record(
     shared: &Shared,
     conn: &ConnInfo,
     route: Option<&crate::snapshot::RouteRuntime>,
-    response: &Response<ProxyBody>,
+    endpoint: Option<Label>,
+    status: http::StatusCode,
     started: Instant,
 ) {
     let none = || label("-");
-    let endpoint = response
-        .extensions()
-        .get::<ServedBy>()
-        .map_or_else(none, |s| Arc::clone(&s.0));
     let (route_label, cluster_label) = match route {
         Some(r) => (Arc::clone(&r.name), Arc::clone(&r.cluster.name)),
         None => (none(), none()),
@@ -404,8 +403,8 @@ fn record(
             listener: Arc::clone(&conn.listener),
             route: route_label,
             cluster: cluster_label,
-            endpoint,
-            status: response.status().as_u16(),
+            endpoint: endpoint.unwrap_or_else(none),
+            status: status.as_u16(),
         })
         .inc();
     if let Some(route) = route {

@@ -26,10 +26,11 @@ pub enum WriteError {
     Io(io::Error),
 }
 
-/// Writes `out` (an encoded head, or nothing) and then `body`, chunked or as-is.
+/// Writes `out` (an encoded head, or nothing) and then `body`, chunked or as-is. `out` is the
+/// caller's reusable buffer: it comes back empty (its capacity kept) when all went out.
 pub async fn write_message<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    mut out: Vec<u8>,
+    out: &mut Vec<u8>,
     mut body: ProxyBody,
     chunked: bool,
 ) -> Result<(), WriteError> {
@@ -38,7 +39,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
             Some(next) => next,
             None => {
                 if !out.is_empty() {
-                    writer.write_all(&out).await.map_err(WriteError::Io)?;
+                    writer.write_all(out).await.map_err(WriteError::Io)?;
                     out.clear();
                 }
                 body.frame().await
@@ -52,10 +53,10 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
             continue;
         }
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            push_chunk_size(out, data.len());
         }
         if data.len() >= DIRECT_WRITE {
-            write_both(writer, &out, &data)
+            write_both(writer, out, &data)
                 .await
                 .map_err(WriteError::Io)?;
             out.clear();
@@ -66,14 +67,26 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= WRITE_CHUNK {
-            writer.write_all(&out).await.map_err(WriteError::Io)?;
+            writer.write_all(out).await.map_err(WriteError::Io)?;
             out.clear();
         }
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    writer.write_all(&out).await.map_err(WriteError::Io)
+    writer.write_all(out).await.map_err(WriteError::Io)?;
+    out.clear();
+    Ok(())
+}
+
+/// A chunk-size line: the length in hex, then CRLF.
+fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(len >> (4 * i)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes `first` then `second`, gathering both into as few system calls as the socket allows.
@@ -115,20 +128,29 @@ mod tests {
     #[tokio::test]
     async fn writes_heads_and_bodies_in_either_framing() {
         let mut out = Vec::new();
-        write_message(&mut out, b"HEAD\r\n\r\n".to_vec(), body(b"hello"), true)
+        write_message(&mut out, &mut b"HEAD\r\n\r\n".to_vec(), body(b"hello"), true)
             .await
             .unwrap();
         assert_eq!(out, b"HEAD\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
         let mut out = Vec::new();
-        write_message(&mut out, Vec::new(), body(b"hello"), false)
+        write_message(&mut out, &mut Vec::new(), body(b"hello"), false)
             .await
             .unwrap();
         assert_eq!(out, b"hello");
         let big = vec![b'x'; 20_000].leak();
         let mut out = Vec::new();
-        write_message(&mut out, b"H".to_vec(), body(big), true)
+        write_message(&mut out, &mut b"H".to_vec(), body(big), true)
             .await
             .unwrap();
         assert_eq!(out.len(), 1 + 6 + 20_000 + 2 + 5);
+    }
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex() {
+        for n in [0usize, 1, 9, 10, 15, 16, 255, 4096, 20_000, usize::MAX] {
+            let mut out = Vec::new();
+            push_chunk_size(&mut out, n);
+            assert_eq!(out, format!("{n:x}\r\n").into_bytes(), "{n}");
+        }
     }
 }
