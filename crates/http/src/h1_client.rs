@@ -166,7 +166,8 @@ impl H1Connection {
         let mut received_any = !self.read_buf.is_empty();
         loop {
             if !self.read_buf.is_empty() {
-                if let Some((parts, framing, keep_alive)) = parse_head(&mut self.read_buf, method)? {
+                if let Some((parts, framing, keep_alive)) = parse_head(&mut self.read_buf, method)?
+                {
                     if parts.status.is_informational() {
                         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                             return Err(ExchangeError::Protocol(
@@ -289,7 +290,10 @@ struct FieldSpan {
 
 /// Parses a complete response head at the start of `buf` and takes it out of `buf`; None (and
 /// `buf` untouched) while incomplete. Header values are slices of the head's bytes, not copies.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, ExchangeError> {
     let mut spans = [FieldSpan::default(); MAX_RESPONSE_HEADERS];
     let (len, code, version, count) = {
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -661,9 +665,8 @@ mod tests {
 
     fn head(text: &str, method: Method) -> (http::response::Parts, ResponseFraming, bool) {
         let mut buf = BytesMut::from(format!("{text}rest").as_bytes());
-        let (parts, framing, keep_alive) = parse_head(&mut buf, &method)
-            .unwrap()
-            .expect("complete");
+        let (parts, framing, keep_alive) =
+            parse_head(&mut buf, &method).unwrap().expect("complete");
         assert_eq!(&buf[..], b"rest", "the head, and only the head, is taken");
         (parts, framing, keep_alive)
     }

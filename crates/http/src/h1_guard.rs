@@ -139,7 +139,9 @@ pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing)
         http::Version::HTTP_11
     };
     // Room for what the proxy adds (X-Forwarded-*, Via, X-Request-Id, TE) without regrowing.
-    parts.headers.reserve(request.headers.len() + ADDED_BY_PROXY);
+    parts
+        .headers
+        .reserve(request.headers.len() + ADDED_BY_PROXY);
     for header in request.headers.iter() {
         let name = http::HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| Rejection::bad("invalid header name (whitespace before colon?)"))?;
@@ -338,7 +340,10 @@ mod tests {
         );
         let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
         let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert_eq!(parse_request_head(Bytes::from(head)).unwrap_err().status, 431);
+        assert_eq!(
+            parse_request_head(Bytes::from(head)).unwrap_err().status,
+            431
+        );
     }
 
     #[test]
@@ -352,13 +357,13 @@ mod tests {
         assert_eq!(parts.version, http::Version::HTTP_11);
         assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(framing, Framing::Length(5));
-        let (_, framing) =
-            parse_request_head(Bytes::from_static(
-                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n",
-            ))
-            .unwrap();
+        let (_, framing) = parse_request_head(Bytes::from_static(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        ))
+        .unwrap();
         assert_eq!(framing, Framing::Chunked);
-        let (parts, framing) = parse_request_head(Bytes::from_static(b"GET / HTTP/1.0\r\n\r\n")).unwrap();
+        let (parts, framing) =
+            parse_request_head(Bytes::from_static(b"GET / HTTP/1.0\r\n\r\n")).unwrap();
         assert_eq!(
             (parts.version, framing),
             (http::Version::HTTP_10, Framing::None)

@@ -62,9 +62,20 @@ pub async fn serve<H, F>(
     // Response heads are encoded here, one buffer for the connection's life.
     let mut out = Vec::with_capacity(512);
     let mut deadline = first_deadline;
+    // One timer for the connection's life, re-armed only when it fires early: moving a deadline
+    // forward costs a clock read, not a timer-wheel update, per request.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(first_deadline));
     loop {
         let Some(reader) = read.as_mut() else { return };
-        let head = read_head(reader, &mut buf, settings, deadline, &draining).await;
+        let head = read_head(
+            reader,
+            &mut buf,
+            settings,
+            deadline,
+            timer.as_mut(),
+            &draining,
+        )
+        .await;
         let (parts, framing) = match head {
             HeadOutcome::Request(parts, framing) => (parts, framing),
             HeadOutcome::Closed => return,
@@ -127,7 +138,16 @@ pub async fn serve<H, F>(
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
         }
-        if !write_response(&mut write, &mut out, response, is_head, version, &mut keep_alive).await {
+        if !write_response(
+            &mut write,
+            &mut out,
+            response,
+            is_head,
+            version,
+            &mut keep_alive,
+        )
+        .await
+        {
             return;
         }
         if let Some(returned) = returned {
@@ -188,6 +208,7 @@ async fn read_head(
     buf: &mut BytesMut,
     settings: H1Settings,
     deadline: tokio::time::Instant,
+    mut timer: Pin<&mut tokio::time::Sleep>,
     draining: &CancellationToken,
 ) -> HeadOutcome {
     let mut scanner = HeadScanner::new(settings.max_head);
@@ -215,7 +236,12 @@ async fn read_head(
                 Ok(_) => {}
             },
             _ = draining.cancelled(), if idle => return HeadOutcome::Closed,
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = timer.as_mut() => {
+                if tokio::time::Instant::now() < deadline {
+                    // Armed for an earlier head; this one still has time.
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
                 return if idle {
                     HeadOutcome::Closed // an idle keep-alive connection times out silently
                 } else {

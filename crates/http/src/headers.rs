@@ -18,11 +18,29 @@ pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Runs twice per request, so it allocates nothing: removals are by name, and the values of
 /// `Connection` are moved out of the map rather than copied.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-    });
+    // One pass of cheap name comparisons (no hashing) decides whether there is work at all:
+    // most requests carry no hop-by-hop header.
+    let (mut any, mut te) = (false, false);
+    for name in headers.keys() {
+        if name == header::TE {
+            te = true;
+        }
+        any |= name == header::CONNECTION
+            || name == header::TE
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == KEEP_ALIVE
+            || name.as_str().starts_with("proxy-");
+    }
+    if !any {
+        return false;
+    }
+    let wants_trailers = te
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        });
     // Names listed in Connection are hop-by-hop too.
     if let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
         let (_, mut lines) = entry.remove_entry_mult();
@@ -43,7 +61,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
             }
         }
     }
-    for name in [&header::TE, &header::TRANSFER_ENCODING, &header::UPGRADE, &KEEP_ALIVE] {
+    for name in [
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+    ] {
         headers.remove(name);
     }
     // Proxy-* names are rare: look for one only while there is one.
@@ -68,8 +91,7 @@ pub fn add_forwarded(
 ) {
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
         Some(existing) => {
-            HeaderValue::from_str(&format!("{existing}, {}", client.to_str().unwrap_or("")))
-                .ok()
+            HeaderValue::from_str(&format!("{existing}, {}", client.to_str().unwrap_or(""))).ok()
         }
         None => Some(client.clone()),
     };

@@ -41,7 +41,12 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(client: SocketAddr, local: SocketAddr, listener: Label, scheme: &'static str) -> Self {
+    pub fn new(
+        client: SocketAddr,
+        local: SocketAddr,
+        listener: Label,
+        scheme: &'static str,
+    ) -> Self {
         Self {
             client,
             local,

@@ -192,7 +192,9 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
             let request = request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
             // Boxed once here: hyper moves each stream's future several times on its way into a
             // spawned task, and the unboxed one is kilobytes large.
-            Box::pin(async move { Ok::<_, Infallible>(handle_request(request, &conn, &shared).await) })
+            Box::pin(
+                async move { Ok::<_, Infallible>(handle_request(request, &conn, &shared).await) },
+            )
         })
     };
     let limits = settings.limits;

@@ -128,9 +128,14 @@ mod tests {
     #[tokio::test]
     async fn writes_heads_and_bodies_in_either_framing() {
         let mut out = Vec::new();
-        write_message(&mut out, &mut b"HEAD\r\n\r\n".to_vec(), body(b"hello"), true)
-            .await
-            .unwrap();
+        write_message(
+            &mut out,
+            &mut b"HEAD\r\n\r\n".to_vec(),
+            body(b"hello"),
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(out, b"HEAD\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
         let mut out = Vec::new();
         write_message(&mut out, &mut Vec::new(), body(b"hello"), false)
