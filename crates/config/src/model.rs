@@ -30,6 +30,9 @@ pub struct Server {
     /// How long SIGTERM waits for in-flight requests before closing connections.
     #[serde(with = "millis")]
     pub drain_timeout: Duration,
+    /// Request header carrying the client's remaining time budget (e.g. "1500ms"); it is
+    /// forwarded upstream with what is left. None disables deadline propagation.
+    pub deadline_header: Option<String>,
 }
 
 /// The admin listener (health, metrics, config).
@@ -182,6 +185,95 @@ pub struct Cluster {
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: u32,
     pub endpoints: Vec<EndpointConfig>,
+    /// Time allowed for one try's response head; None: the request's whole timeout.
+    #[serde(with = "opt_millis")]
+    pub try_timeout: Option<Duration>,
+    /// Active health checks; None: every endpoint counts as healthy.
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier detection; None: disabled.
+    pub outlier: Option<Outlier>,
+    pub retry: RetrySettings,
+}
+
+/// How an endpoint is probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HealthProbe {
+    /// The endpoint accepts a TCP connection.
+    Tcp,
+    /// An HTTP/1.1 GET of `path` answers with a status in `expect` (inclusive range).
+    Http {
+        path: String,
+        host: Option<String>,
+        expect: (u16, u16),
+    },
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub probe: HealthProbe,
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    /// Each interval is moved by up to this much either way, so checks do not align.
+    #[serde(with = "millis")]
+    pub jitter: Duration,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy endpoint healthy.
+    pub rise: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    pub fall: u32,
+    /// A recovered endpoint's share of traffic ramps up over this window.
+    #[serde(with = "millis")]
+    pub slow_start: Duration,
+}
+
+/// Passive outlier detection (ejection on consecutive failures).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outlier {
+    /// 0 disables the rule.
+    pub consecutive_5xx: u32,
+    /// 0 disables the rule.
+    pub consecutive_gateway_failures: u32,
+    #[serde(with = "millis")]
+    pub base_ejection: Duration,
+    #[serde(with = "millis")]
+    pub max_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// When and how often a failed try is sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetrySettings {
+    /// Tries in total, the first included; 1 disables retries.
+    pub attempts: u32,
+    /// Upstream statuses that count as a failed try (idempotent requests only).
+    pub on_status: Vec<u16>,
+    #[serde(with = "millis")]
+    pub backoff_base: Duration,
+    #[serde(with = "millis")]
+    pub backoff_max: Duration,
+    /// Retries may add at most this share of the cluster's recent requests, in percent...
+    pub budget_percent: u32,
+    /// ...plus this many per second, so a quiet cluster can still retry.
+    pub budget_min_per_second: u32,
+    /// Request bodies up to this size are kept for a retry; larger ones are not retried.
+    pub max_replay_body: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on_status: vec![502, 503, 504],
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget_percent: 20,
+            budget_min_per_second: 10,
+            max_replay_body: 64 * 1024,
+        }
+    }
 }
 
 mod millis {

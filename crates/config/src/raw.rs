@@ -27,6 +27,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub drain_timeout: Option<Spanned<String>>,
+    /// A header name, or "" to disable deadline propagation.
+    pub deadline_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +80,50 @@ pub struct RawCluster {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<u32>>,
     pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    pub try_timeout: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub outlier: Option<Spanned<RawOutlier>>,
+    pub retry: Option<Spanned<RawRetry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// "http" (default) or "tcp".
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    /// "200-399" or "200".
+    pub expect_status: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+    pub slow_start: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub enabled: Option<bool>,
+    pub consecutive_5xx: Option<Spanned<u32>>,
+    pub consecutive_gateway_failures: Option<Spanned<u32>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejection_percent: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<Spanned<u32>>,
+    pub on_status: Option<Vec<Spanned<u16>>>,
+    pub backoff_base: Option<Spanned<String>>,
+    pub backoff_max: Option<Spanned<String>>,
+    pub budget_percent: Option<Spanned<u32>>,
+    pub budget_min_per_second: Option<Spanned<u32>>,
+    pub max_replay_body: Option<Spanned<SizeValue>>,
 }
 
 /// An endpoint: `"10.0.0.1:80"` or `{ address = "10.0.0.1:80", weight = 3 }`.

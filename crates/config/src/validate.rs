@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
 
+mod resilience;
+
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -18,6 +20,7 @@ const DEFAULT_VNODES: u32 = 160;
 const DEFAULT_MAGLEV_TABLE: u32 = 65_537;
 const MAX_WEIGHT: i64 = 10_000;
 const MAX_HEADER_BYTES: u64 = 1 << 20;
+const DEFAULT_DEADLINE_HEADER: &str = "x-gatehouse-timeout";
 
 /// Validates a parsed raw config. Returns every error found.
 pub fn validate(raw: &RawConfig, source: &str, origin: &str) -> Result<Config, ConfigErrors> {
@@ -68,6 +71,8 @@ impl Validator<'_> {
                 "server.drain_timeout",
                 DEFAULT_DRAIN_TIMEOUT,
             ),
+            deadline_header: self
+                .deadline_header(raw.server.as_ref().and_then(|s| s.deadline_header.as_ref())),
         };
         let admin = raw.admin.as_ref().and_then(|a| self.admin(a));
         let listeners: Vec<Listener> = raw
@@ -225,6 +230,25 @@ impl Validator<'_> {
                 default
             }
         }
+    }
+
+    /// The default name is documented in docs/resilience.md; "" turns propagation off.
+    fn deadline_header(&mut self, raw: Option<&Spanned<String>>) -> Option<String> {
+        let Some(spanned) = raw else {
+            return Some(DEFAULT_DEADLINE_HEADER.to_owned());
+        };
+        let name = spanned.get_ref();
+        if name.is_empty() {
+            return None;
+        }
+        if !name.bytes().all(is_token_byte) {
+            self.error(
+                spanned,
+                "server.deadline_header",
+                format!("{name:?} is not a valid header name"),
+            );
+        }
+        Some(name.to_ascii_lowercase())
     }
 
     fn admin(&mut self, raw: &RawAdmin) -> Option<Admin> {
@@ -679,7 +703,22 @@ impl Validator<'_> {
             }
         }
 
+        let try_timeout = raw
+            .try_timeout
+            .as_ref()
+            .map(|t| self.positive_duration(Some(t), &format!("{field}.try_timeout"), timeout));
+        let health_check = raw
+            .health_check
+            .as_ref()
+            .map(|h| self.health_check(h, &format!("{field}.health_check")));
+        let outlier = self.outlier(raw.outlier.as_ref(), &format!("{field}.outlier"));
+        let retry = self.retry(raw.retry.as_ref(), &format!("{field}.retry"));
+
         Some(Cluster {
+            try_timeout,
+            health_check,
+            outlier,
+            retry,
             name,
             balance,
             hash_on,

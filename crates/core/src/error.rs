@@ -67,6 +67,9 @@ pub enum ErrorKind {
     BodyTooLarge { limit: u64 },
     /// The client's body stream failed (client went away mid-upload).
     ClientBody { reason: String },
+    /// The request's deadline (the client's time budget, or the route's timeout across all
+    /// tries) passed before an upstream answered.
+    DeadlineExceeded { budget: Duration },
 }
 
 /// A failure while proxying one request.
@@ -82,7 +85,9 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match &self.kind {
-            ErrorKind::NoRoute | ErrorKind::NoHealthyEndpoint { .. } => Side::Internal,
+            ErrorKind::NoRoute
+            | ErrorKind::NoHealthyEndpoint { .. }
+            | ErrorKind::DeadlineExceeded { .. } => Side::Internal,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
@@ -109,7 +114,8 @@ impl ProxyError {
             ErrorKind::NoRoute
             | ErrorKind::BadRequest { .. }
             | ErrorKind::BodyTooLarge { .. }
-            | ErrorKind::ClientBody { .. } => Retry::Never,
+            | ErrorKind::ClientBody { .. }
+            | ErrorKind::DeadlineExceeded { .. } => Retry::Never,
         }
     }
 
@@ -122,7 +128,9 @@ impl ProxyError {
             | ErrorKind::ConnectFailed { .. }
             | ErrorKind::UpstreamReset { .. }
             | ErrorKind::UpstreamProtocol { .. } => 502,
-            ErrorKind::ConnectTimeout { .. } | ErrorKind::UpstreamTimeout { .. } => 504,
+            ErrorKind::ConnectTimeout { .. }
+            | ErrorKind::UpstreamTimeout { .. }
+            | ErrorKind::DeadlineExceeded { .. } => 504,
             ErrorKind::BadRequest { .. } | ErrorKind::ClientBody { .. } => 400,
             ErrorKind::BodyTooLarge { .. } => 413,
         }
@@ -182,6 +190,11 @@ impl fmt::Display for ProxyError {
             ErrorKind::ClientBody { reason } => {
                 write!(f, "reading the request body failed: {reason}")
             }
+            ErrorKind::DeadlineExceeded { budget } => write!(
+                f,
+                "the request's time budget of {} ms ran out before an upstream answered",
+                budget.as_millis()
+            ),
         }
     }
 }

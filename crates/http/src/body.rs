@@ -108,5 +108,6 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         BadRequest { .. } => "bad_request",
         BodyTooLarge { .. } => "body_too_large",
         ClientBody { .. } => "client_body",
+        DeadlineExceeded { .. } => "deadline_exceeded",
     }
 }

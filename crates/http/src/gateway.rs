@@ -6,6 +6,7 @@
 //! stop the ones the config removed. Open connections are never cut by a reload; connections of
 //! a removed listener finish on their own.
 
+use crate::health::HealthCheckers;
 use crate::server::{ConnectionLimit, Shared, accept_loop};
 use crate::snapshot::{EndpointStore, Snapshot};
 use arc_swap::ArcSwap;
@@ -48,6 +49,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Mutex<HashMap<String, ListenerHandle>>,
     store: EndpointStore,
+    health_checkers: HealthCheckers,
     generation: AtomicU64,
     /// Serialises reloads (SIGHUP and file watch may race).
     apply_lock: tokio::sync::Mutex<()>,
@@ -59,6 +61,7 @@ impl Gateway {
         let empty = Config {
             server: gatehouse_config::Server {
                 drain_timeout: Duration::from_secs(30),
+                deadline_header: None,
             },
             admin: None,
             listeners: vec![],
@@ -77,6 +80,7 @@ impl Gateway {
             }),
             listeners: Mutex::new(HashMap::new()),
             store,
+            health_checkers: HealthCheckers::default(),
             generation: AtomicU64::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
         })
@@ -156,6 +160,13 @@ impl Gateway {
             .iter()
             .map(|l| (l.name.clone(), (l.listen, l.limits.max_connections)))
             .collect();
+        let (checked, unchecked) = snapshot.health_check_targets();
+        self.health_checkers.reconcile(
+            checked,
+            &unchecked,
+            &self.shared.metrics,
+            self.shared.clock,
+        );
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.metrics.config_generation.set(generation as i64);
 
@@ -220,6 +231,7 @@ impl Gateway {
         for (_, handle) in self.listeners.lock().drain() {
             handle.stop.cancel();
         }
+        self.health_checkers.stop_all();
         self.shared.draining.cancel();
         self.shared.connections.close();
         tokio::time::timeout(drain_timeout, self.shared.connections.wait())

@@ -21,6 +21,8 @@
 //! - [`pool`]: upstream connections; [`h1_client`]: HTTP/1.1 to upstreams, driven inline;
 //!   [`chunked`]: the chunked coding decoder both directions share.
 //! - [`headers`]: hop-by-hop removal, X-Forwarded-*, Via, request ids.
+//! - [`health`]: endpoint health (active checks, ejections) as lock-free flags;
+//!   [`resilience`]: a cluster's retry policy and budget and its outlier detector.
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
 
 pub mod body;
@@ -30,9 +32,11 @@ pub mod h1_client;
 pub mod h1_guard;
 pub mod h1_server;
 pub mod headers;
+pub mod health;
 pub mod limits;
 pub mod pool;
 pub mod proxy;
+pub mod resilience;
 pub mod rewind;
 pub mod router;
 pub mod server;

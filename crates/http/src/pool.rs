@@ -76,13 +76,16 @@ impl EndpointPool {
     }
 
     /// Sends a request and returns the response head; its body streams from the connection.
+    /// The head is borrowed, so a failed try leaves it for the next one.
     pub async fn send(
         self: &Arc<Self>,
-        request: http::Request<ProxyBody>,
+        parts: &http::request::Parts,
+        body: ProxyBody,
     ) -> Result<http::Response<ProxyBody>, ProxyError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(request).await,
+            UpstreamProtocol::Http1 => self.send_h1(parts, body).await,
             UpstreamProtocol::H2 => {
+                let request = http::Request::from_parts(parts.clone(), body);
                 let response = self.send_h2(request).await?;
                 Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
             }
@@ -91,12 +94,12 @@ impl EndpointPool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        request: http::Request<ProxyBody>,
+        parts: &http::request::Parts,
+        body: ProxyBody,
     ) -> Result<http::Response<ProxyBody>, ProxyError> {
-        let (parts, body) = request.into_parts();
         let framing = h1_client::request_framing(&parts.method, &body);
         let mut head = Vec::with_capacity(512);
-        h1_client::encode_head(&parts, framing, &mut head);
+        h1_client::encode_head(parts, framing, &mut head);
         // With no body to stream, the head bytes can be sent again on another connection.
         let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
         let mut body = Some(body);

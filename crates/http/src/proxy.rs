@@ -1,27 +1,39 @@
 //! Forwarding one routed request to its cluster, in named phases:
 //!
 //! 1. **limit**: refuse a declared body above the listener's limit (413) before any upstream work;
-//! 2. **pick**: the cluster's balancer chooses an endpoint (503 when none is eligible);
-//! 3. **rewrite**: hop-by-hop headers out, X-Forwarded-*, Via and X-Request-Id in, Host kept or
-//!    rewritten, URI in the form the upstream protocol wants;
-//! 4. **exchange**: the endpoint's pool sends it; the response head must arrive within the route's
-//!    timeout (504), connect and transport failures become 502 naming the endpoint;
-//! 5. **respond**: hop-by-hop headers out of the response, Via in; the body streams back while the
+//!    work out the request's deadline (the route's timeout, shortened by the client's own budget
+//!    header) and answer 504 at once when it is already gone;
+//! 2. **rewrite** (once for all tries): hop-by-hop headers out, X-Forwarded-*, Via and
+//!    X-Request-Id in, Host kept or rewritten, URI in the form the upstream protocol wants; a
+//!    small body is buffered so a failed try can be sent again;
+//! 3. **try**, as many times as the retry policy and budget allow:
+//!    - **pick**: the balancer chooses among endpoints in rotation (healthy, not ejected) that
+//!      this request has not tried yet (503 when none is in rotation);
+//!    - **exchange**: the endpoint's pool sends it; the response head must arrive within the
+//!      per-try timeout (504), connect and transport failures become 502 naming the endpoint;
+//!      the outcome feeds outlier detection;
+//!    - **retry?**: a failure (or a retryable status) is sent again, after a jittered backoff, to
+//!      another endpoint when [`gatehouse_resilience::RetryPolicy::decide`] and the cluster's
+//!      budget agree;
+//! 4. **respond**: hop-by-hop headers out of the response, Via in; the body streams back while the
 //!    endpoint's in-flight count stays raised until the body ends.
 
 use crate::body::{BoxError, ProxyBody};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::limits::LimitedBody;
-use crate::snapshot::{EndpointRuntime, RouteRuntime};
+use crate::resilience::{RecordTarget, TryOutcome};
+use crate::snapshot::{ClusterRuntime, EndpointRuntime, RouteRuntime};
 use bytes::Bytes;
 use gatehouse_balance::{EndpointStats, PickRequest, hash_key};
 use gatehouse_config::{HashOn, UpstreamProtocol};
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
-use gatehouse_observe::Label;
-use http::header::{self, HeaderValue};
+use gatehouse_observe::{Label, Metrics, RetryLabels};
+use gatehouse_resilience::retry::{Decision, FailedTry, RequestBody, Stop};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,6 +83,9 @@ pub struct ForwardContext<'a> {
     pub clock: &'a MonotonicClock,
     /// When the request arrived (one clock read serves every phase).
     pub started: Instant,
+    /// The header carrying the client's time budget, when deadline propagation is on.
+    pub deadline_header: Option<&'a HeaderName>,
+    pub metrics: &'a Metrics,
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
@@ -80,79 +95,378 @@ pub async fn forward(
     ctx: &ForwardContext<'_>,
 ) -> Result<Forwarded, ProxyError> {
     // 1. limit
-    if let Some(declared) = declared_length(&request)
+    let declared = declared_length(&request);
+    if let Some(declared) = declared
         && declared > ctx.max_body_bytes
     {
         return Err(ProxyError::new(ErrorKind::BodyTooLarge {
             limit: ctx.max_body_bytes,
         }));
     }
+    let (budget, propagate) = time_budget(route.timeout, &request, ctx.deadline_header);
+    let deadline = tokio::time::Instant::from_std(ctx.started + budget);
+    if budget.is_zero() {
+        return Err(ProxyError::new(ErrorKind::DeadlineExceeded { budget }));
+    }
 
-    // 2. pick
+    // 2. rewrite
     let cluster = &route.cluster;
+    let policy = &cluster.resilience.retry;
     let hash = cluster
         .hash_on
         .as_ref()
         .and_then(|on| affinity_hash(on, &request, ctx.conn));
-    let picked = {
-        // Health-aware eligibility arrives with active health checks; until then all may serve.
-        let all_eligible = |_: usize| true;
-        cluster.balancer.pick(&PickRequest {
-            hash,
-            // Only latency-aware policies read the time; the others skip the clock read.
-            now_nanos: if cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices
-            {
-                ctx.clock.now_nanos()
-            } else {
-                0
+    let has_idempotency_key = request.headers().contains_key(&IDEMPOTENCY_KEY);
+    let (mut parts, body) = rewrite_request(route, cluster.protocol, request, ctx)?.into_parts();
+    let mut body =
+        ReplayBody::new(body, declared, policy.max_attempts, policy.max_replay_body).await?;
+    let now = ctx.clock.now_nanos();
+    if policy.max_attempts > 1 {
+        cluster.resilience.budget.deposit(now);
+    }
+
+    // 3. try
+    let mut tried = Tried::default();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let index = pick(cluster, hash, ctx.clock, &tried)?;
+        tried.insert(index);
+        let endpoint = &cluster.endpoints[index];
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(ProxyError::new(ErrorKind::DeadlineExceeded { budget }));
+        }
+        if let (Some(name), true) = (ctx.deadline_header, propagate) {
+            // The upstream gets what is left of the budget, so a chain of hops shrinks it.
+            parts.headers.insert(
+                name.clone(),
+                gatehouse_resilience::deadline::format_millis(remaining),
+            );
+        }
+        if parts.version != Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams require one.
+            if let Ok(host) = HeaderValue::from_str(&endpoint.id.addr.to_string()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        let try_timeout = cluster
+            .resilience
+            .try_timeout
+            .map_or(remaining, |t| t.min(remaining));
+        let Some(try_body) = body.for_try() else {
+            return Err(ProxyError::new(ErrorKind::ClientBody {
+                reason: "the request body was already sent".into(),
+            }));
+        };
+        endpoint.stats.begin();
+        let in_flight = InFlight {
+            stats: Arc::clone(&endpoint.stats),
+            clock: *ctx.clock,
+            head_latency: None,
+        };
+        let sent = tokio::time::timeout(try_timeout, endpoint.pool.send(&parts, try_body)).await;
+        let failure = match sent {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                record(cluster, index, endpoint, ctx, TryOutcome::Status(status));
+                if !policy.retry_on_status.contains(&status) || attempts >= policy.max_attempts {
+                    return Ok(respond(
+                        response,
+                        endpoint,
+                        in_flight,
+                        ctx.started.elapsed(),
+                    ));
+                }
+                Failure::Status(response, in_flight, status)
+            }
+            Ok(Err(error)) => {
+                if error.side() == gatehouse_core::Side::Upstream {
+                    record(cluster, index, endpoint, ctx, TryOutcome::GatewayFailure);
+                }
+                Failure::Error(error)
+            }
+            Err(_) => {
+                record(cluster, index, endpoint, ctx, TryOutcome::GatewayFailure);
+                // Named after the endpoint either way (it is the one that did not answer);
+                // the retry policy sees from the deadline whether time is left for another.
+                Failure::Error(ProxyError::new(ErrorKind::UpstreamTimeout {
+                    endpoint: endpoint.id.addr,
+                    // Report the configured limit that ran out, not a rounded remainder.
+                    after: if try_timeout < remaining {
+                        try_timeout
+                    } else {
+                        budget
+                    },
+                }))
+            }
+        };
+
+        // retry?
+        let (retry, reason) = match &failure {
+            Failure::Status(_, _, status) => {
+                (policy.classify_status(*status), status_reason(*status))
+            }
+            Failure::Error(error) => (error.retry(), crate::body::error_kind(error)),
+        };
+        let decision = policy.decide(
+            &FailedTry {
+                method: &parts.method,
+                has_idempotency_key,
+                response_started: false,
+                retry,
+                attempts,
+                body: body.state(),
+                remaining: Some(deadline.saturating_duration_since(tokio::time::Instant::now())),
             },
-            eligible: &all_eligible,
-        })
+            fastrand::u64(..),
+        );
+        let labels = |reason| RetryLabels {
+            cluster: Arc::clone(&cluster.name),
+            reason,
+        };
+        let refused = match decision {
+            Decision::Retry { backoff } => {
+                if cluster
+                    .resilience
+                    .budget
+                    .try_withdraw(ctx.clock.now_nanos())
+                {
+                    ctx.metrics.retries.get_or_create(&labels(reason)).inc();
+                    tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.id.addr, reason, attempts, "retrying");
+                    drop(failure);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                Some("budget")
+            }
+            Decision::Stop(stop) => stop_reason(stop),
+        };
+        if let Some(refused) = refused {
+            ctx.metrics
+                .retries_refused
+                .get_or_create(&labels(refused))
+                .inc();
+        }
+        return match failure {
+            Failure::Status(response, in_flight, _) => Ok(respond(
+                response,
+                endpoint,
+                in_flight,
+                ctx.started.elapsed(),
+            )),
+            Failure::Error(error) => Err(error),
+        };
+    }
+}
+
+/// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): a client's promise that a
+/// repeat of this request is the same operation, which makes a retry safe.
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// A try that did not produce the final answer.
+enum Failure {
+    /// The upstream answered with a retryable status; kept in case no retry happens.
+    Status(Response<ProxyBody>, InFlight, u16),
+    Error(ProxyError),
+}
+
+/// The request's time budget: the route's timeout, or less when the client says so. The bool
+/// says whether the client sent a budget (only then is one passed upstream).
+fn time_budget(
+    route_timeout: Duration,
+    request: &Request<ProxyBody>,
+    header: Option<&HeaderName>,
+) -> (Duration, bool) {
+    let Some(value) = header.and_then(|name| request.headers().get(name)) else {
+        return (route_timeout, false);
     };
-    let endpoint = picked
-        .and_then(|i| cluster.endpoints.get(i))
+    match gatehouse_resilience::parse_timeout(value.as_bytes()) {
+        Ok(client) => (client.min(route_timeout), true),
+        Err(error) => {
+            tracing::debug!(%error, "ignoring an unreadable deadline header");
+            (route_timeout, false)
+        }
+    }
+}
+
+/// Picks an endpoint in rotation, preferring ones this request has not tried.
+fn pick(
+    cluster: &ClusterRuntime,
+    hash: Option<u64>,
+    clock: &MonotonicClock,
+    tried: &Tried,
+) -> Result<usize, ProxyError> {
+    // Read the clock once, and only if some endpoint's ejection needs it.
+    let now = Cell::new(None);
+    let now = || {
+        let t = now.get().unwrap_or_else(|| clock.now_nanos());
+        now.set(Some(t));
+        t
+    };
+    let in_rotation = |i: usize| {
+        cluster
+            .endpoints
+            .get(i)
+            .is_some_and(|e| e.health.in_rotation(now))
+    };
+    let untried = |i: usize| !tried.contains(i) && in_rotation(i);
+    let latency_aware = cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices;
+    let now_nanos = if latency_aware { now() } else { 0 };
+    cluster
+        .balancer
+        .pick(&PickRequest {
+            hash,
+            now_nanos,
+            eligible: &untried,
+        })
+        .or_else(|| {
+            // Every endpoint in rotation was tried: the retry goes to one of them again.
+            (!tried.is_empty())
+                .then(|| {
+                    cluster.balancer.pick(&PickRequest {
+                        hash,
+                        now_nanos,
+                        eligible: &in_rotation,
+                    })
+                })
+                .flatten()
+        })
+        .filter(|&i| i < cluster.endpoints.len())
         .ok_or_else(|| {
             ProxyError::new(ErrorKind::NoHealthyEndpoint {
                 cluster: cluster.name.to_string(),
             })
-        })?;
+        })
+}
 
-    // 3. rewrite
-    let upstream_request = rewrite_request(route, endpoint, cluster.protocol, request, ctx)?;
+fn record(
+    cluster: &ClusterRuntime,
+    index: usize,
+    endpoint: &EndpointRuntime,
+    ctx: &ForwardContext<'_>,
+    outcome: TryOutcome,
+) {
+    cluster.resilience.record(
+        RecordTarget {
+            index,
+            health: &endpoint.health,
+            labels: &endpoint.labels,
+            clock: ctx.clock,
+            metrics: ctx.metrics,
+        },
+        outcome,
+    );
+}
 
-    // 4. exchange
-    let started = ctx.started;
-    endpoint.stats.begin();
-    let in_flight = InFlight {
-        stats: Arc::clone(&endpoint.stats),
-        clock: *ctx.clock,
-        head_latency: None,
-    };
-    let response =
-        match tokio::time::timeout(route.timeout, endpoint.pool.send(upstream_request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(ProxyError::new(ErrorKind::UpstreamTimeout {
-                    endpoint: endpoint.id.addr,
-                    after: route.timeout,
-                }));
-            }
-        };
+fn status_reason(status: u16) -> &'static str {
+    match status {
+        429 => "status_429",
+        500 => "status_500",
+        502 => "status_502",
+        503 => "status_503",
+        504 => "status_504",
+        _ => "status_5xx",
+    }
+}
 
-    // 5. respond
-    Ok(Forwarded {
-        response: respond(response, in_flight, started.elapsed()),
-        endpoint: Arc::clone(&endpoint.label),
+/// Why a retryable failure was not retried, for the metric; None when it was not retryable.
+fn stop_reason(stop: Stop) -> Option<&'static str> {
+    match stop {
+        Stop::ResponseStarted | Stop::NotRetryable => None,
+        Stop::AttemptsExhausted => Some("attempts"),
+        Stop::NotIdempotent => Some("not_idempotent"),
+        Stop::BodyNotReplayable => Some("body_not_replayable"),
+        Stop::DeadlineTooClose => Some("deadline"),
+    }
+}
+
+/// Endpoints a request has tried (the first 64 indices; beyond that a retry may repeat one).
+#[derive(Default)]
+struct Tried(u64);
+
+impl Tried {
+    fn insert(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+    fn contains(&self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+    fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// The request body, kept whole when small enough to send again.
+enum ReplayBody {
+    /// No body: every try sends none.
+    Empty,
+    /// The whole body, buffered: every try sends a copy.
+    Buffered(Bytes),
+    /// Streamed to the first try; None once sent.
+    Streaming(Option<ProxyBody>),
+}
+
+impl ReplayBody {
+    /// Buffers the body when retries are possible and its declared length fits the replay
+    /// limit; streams it otherwise (such a request is not retried once its body was sent).
+    async fn new(
+        body: ProxyBody,
+        declared: Option<u64>,
+        max_attempts: u32,
+        max_replay: u64,
+    ) -> Result<Self, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(Self::Empty);
+        }
+        let small = declared.is_some_and(|n| n <= max_replay);
+        if max_attempts <= 1 || !small {
+            return Ok(Self::Streaming(Some(body)));
+        }
+        match body.collect().await {
+            Ok(collected) => Ok(Self::Buffered(collected.to_bytes())),
+            Err(error) => Err(client_body_error(&error)),
+        }
+    }
+
+    fn for_try(&mut self) -> Option<ProxyBody> {
+        match self {
+            Self::Empty => Some(crate::body::empty()),
+            Self::Buffered(bytes) => Some(crate::body::full(bytes.clone())),
+            Self::Streaming(body) => body.take(),
+        }
+    }
+
+    fn state(&self) -> RequestBody {
+        match self {
+            Self::Empty => RequestBody::Buffered { len: 0 },
+            Self::Buffered(bytes) => RequestBody::Buffered {
+                len: bytes.len() as u64,
+            },
+            Self::Streaming(_) => RequestBody::Consumed,
+        }
+    }
+}
+
+/// A client body that failed while being buffered: too large, or the client went away.
+fn client_body_error(error: &BoxError) -> ProxyError {
+    ProxyError::new(match error.downcast_ref::<crate::limits::BodyTooLarge>() {
+        Some(limit) => ErrorKind::BodyTooLarge { limit: limit.limit },
+        None => ErrorKind::ClientBody {
+            reason: error.to_string(),
+        },
     })
 }
 
 /// Turns the upstream's response into the client's.
 fn respond(
     response: Response<ProxyBody>,
+    endpoint: &EndpointRuntime,
     mut in_flight: InFlight,
     head_latency: Duration,
-) -> Response<ProxyBody> {
+) -> Forwarded {
     in_flight.head_latency = Some(head_latency);
     let (mut parts, body) = response.into_parts();
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
@@ -167,12 +481,14 @@ fn respond(
         inner: body,
         _in_flight: in_flight,
     };
-    Response::from_parts(parts, body.boxed())
+    Forwarded {
+        response: Response::from_parts(parts, body.boxed()),
+        endpoint: Arc::clone(&endpoint.label),
+    }
 }
 
 fn rewrite_request(
     route: &RouteRuntime,
-    endpoint: &EndpointRuntime,
     protocol: UpstreamProtocol,
     request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
@@ -200,12 +516,8 @@ fn rewrite_request(
     // upstream must not wait to send a 100 of its own.
     parts.headers.remove(header::EXPECT);
 
-    // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams require one, so name the endpoint.
-    let host = route
-        .host_rewrite
-        .clone()
-        .or(original_host)
-        .or_else(|| HeaderValue::from_str(&endpoint.id.addr.to_string()).ok());
+    // Without any host (an HTTP/1.0 client), each try names its endpoint.
+    let host = route.host_rewrite.clone().or(original_host);
     match protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;

@@ -342,6 +342,8 @@ pub async fn handle_request(
                 max_body_bytes,
                 clock: &shared.clock,
                 started,
+                deadline_header: snapshot.deadline_header.as_ref(),
+                metrics: &shared.metrics,
             };
             proxy::forward(route, request, &ctx).await
         }

@@ -3,9 +3,12 @@
 //! A [`Snapshot`] is immutable. A reload builds a new one and swaps it in atomically; a request
 //! loads one `Arc<Snapshot>` at its start and uses it to the end, so it never sees half of two
 //! configurations. Per-endpoint state that must outlive a snapshot (connection pools, in-flight
-//! counts, latency estimates) lives in the [`EndpointStore`] and is picked up by identity.
+//! counts, latency estimates, health and ejections) lives in the [`EndpointStore`] and is
+//! picked up by identity.
 
+use crate::health::{CheckTarget, EndpointHealth};
 use crate::pool::{EndpointPool, PoolSettings};
+use crate::resilience::ClusterResilience;
 use crate::router::Router;
 use gatehouse_balance::{Balancer, Endpoint, EndpointStats, Policy, hash_key};
 use gatehouse_config::{
@@ -23,6 +26,8 @@ use std::time::Duration;
 /// One configuration, ready to serve.
 pub struct Snapshot {
     pub generation: u64,
+    /// The header carrying a client's time budget (None: propagation off).
+    pub deadline_header: Option<http::HeaderName>,
     pub config: Arc<Config>,
     pub routes: Vec<RouteRuntime>,
     pub clusters: Vec<Arc<ClusterRuntime>>,
@@ -56,6 +61,7 @@ pub struct ClusterRuntime {
     pub endpoints: Vec<EndpointRuntime>,
     pub hash_on: Option<HashOn>,
     pub protocol: UpstreamProtocol,
+    pub resilience: ClusterResilience,
 }
 
 pub struct EndpointRuntime {
@@ -63,6 +69,7 @@ pub struct EndpointRuntime {
     pub label: Label,
     pub pool: Arc<EndpointPool>,
     pub stats: Arc<EndpointStats>,
+    pub health: Arc<EndpointHealth>,
     pub labels: EndpointLabels,
 }
 
@@ -134,6 +141,11 @@ impl Snapshot {
             .collect();
         Self {
             generation,
+            deadline_header: config
+                .server
+                .deadline_header
+                .as_deref()
+                .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
             config: Arc::new(config),
             routes,
             clusters,
@@ -150,6 +162,28 @@ impl Snapshot {
 
     pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
         self.listeners.get(name)
+    }
+
+    /// The endpoints whose clusters ask for active health checks, and the health of the rest.
+    pub fn health_check_targets(&self) -> (Vec<CheckTarget>, Vec<Arc<EndpointHealth>>) {
+        let mut checked = Vec::new();
+        let mut unchecked = Vec::new();
+        for cluster in &self.config.clusters {
+            let Some(runtime) = self.clusters.iter().find(|c| *c.name == cluster.name) else {
+                continue;
+            };
+            for endpoint in &runtime.endpoints {
+                match &cluster.health_check {
+                    Some(check) => checked.push(CheckTarget {
+                        id: endpoint.id.clone(),
+                        health: Arc::clone(&endpoint.health),
+                        config: check.clone(),
+                    }),
+                    None => unchecked.push(Arc::clone(&endpoint.health)),
+                }
+            }
+        }
+        (checked, unchecked)
     }
 
     /// Every endpoint identity in this snapshot (for pruning the store).
@@ -170,6 +204,7 @@ impl ClusterRuntime {
             endpoints: Vec::new(),
             hash_on: None,
             protocol: UpstreamProtocol::Http1,
+            resilience: ClusterResilience::none(),
         }
     }
 
@@ -186,7 +221,7 @@ impl ClusterRuntime {
             .iter()
             .map(|e| {
                 let id = EndpointId::new(cluster.name.as_str(), e.address);
-                let (pool, stats) = store.get_or_create(&id, &settings, metrics);
+                let (pool, stats, health) = store.get_or_create(&id, &settings, metrics);
                 let endpoint_label = label(&e.address.to_string());
                 EndpointRuntime {
                     labels: EndpointLabels {
@@ -197,6 +232,7 @@ impl ClusterRuntime {
                     label: endpoint_label,
                     pool,
                     stats,
+                    health,
                 }
             })
             .collect();
@@ -216,6 +252,7 @@ impl ClusterRuntime {
             endpoints,
             hash_on: cluster.hash_on.clone(),
             protocol: cluster.protocol,
+            resilience: ClusterResilience::new(cluster),
         }
     }
 }
@@ -243,6 +280,7 @@ pub struct EndpointStore {
 struct StoreEntry {
     pool: Arc<EndpointPool>,
     stats: Arc<EndpointStats>,
+    health: Arc<EndpointHealth>,
 }
 
 impl EndpointStore {
@@ -253,16 +291,21 @@ impl EndpointStore {
         id: &EndpointId,
         settings: &PoolSettings,
         metrics: &Arc<Metrics>,
-    ) -> (Arc<EndpointPool>, Arc<EndpointStats>) {
+    ) -> (Arc<EndpointPool>, Arc<EndpointStats>, Arc<EndpointHealth>) {
         let mut entries = self.entries.lock();
         let entry = entries.entry(id.clone()).or_insert_with(|| StoreEntry {
             pool: new_pool(id, settings, metrics),
             stats: Arc::new(EndpointStats::new()),
+            health: Arc::new(EndpointHealth::default()),
         });
         if entry.pool.settings() != settings {
             entry.pool = new_pool(id, settings, metrics);
         }
-        (Arc::clone(&entry.pool), Arc::clone(&entry.stats))
+        (
+            Arc::clone(&entry.pool),
+            Arc::clone(&entry.stats),
+            Arc::clone(&entry.health),
+        )
     }
 
     /// Forgets endpoints that are no longer configured.

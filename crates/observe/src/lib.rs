@@ -67,6 +67,30 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthCheckLabels {
+    pub cluster: Label,
+    pub endpoint: Label,
+    /// "pass" or "fail".
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EjectionLabels {
+    pub cluster: Label,
+    pub endpoint: Label,
+    /// "consecutive_5xx", "consecutive_gateway_failure" or "latency".
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub cluster: Label,
+    /// For retries: the failure retried ("connect_refused", "status_503", ...). For refused
+    /// retries: why ("budget", "not_idempotent", "body_not_replayable", "deadline", ...).
+    pub reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -96,6 +120,16 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Generation number of the config snapshot being served.
     pub config_generation: Gauge,
+    /// 1 while an endpoint passes its active health checks (and is not ejected), else 0.
+    pub endpoint_healthy: Family<EndpointLabels, Gauge>,
+    /// Active health check results.
+    pub health_checks: Family<HealthCheckLabels, Counter>,
+    /// Outlier ejections (enforced ones only).
+    pub outlier_ejections: Family<EjectionLabels, Counter>,
+    /// Tries sent again, by cluster and the failure that caused them.
+    pub retries: Family<RetryLabels, Counter>,
+    /// Failed tries not sent again although the failure was retryable, by reason.
+    pub retries_refused: Family<RetryLabels, Counter>,
 }
 
 impl Metrics {
@@ -113,6 +147,32 @@ impl Metrics {
         let upstream_connects = Family::default();
         let reloads = Family::default();
         let config_generation = Gauge::default();
+        let endpoint_healthy = Family::default();
+        let health_checks = Family::default();
+        let outlier_ejections = Family::default();
+        let retries = Family::default();
+        let retries_refused = Family::default();
+        registry.register(
+            "endpoint_healthy",
+            "1 while an endpoint is in rotation (healthy and not ejected)",
+            endpoint_healthy.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Active health check results",
+            health_checks.clone(),
+        );
+        registry.register(
+            "outlier_ejections",
+            "Endpoints ejected by passive outlier detection",
+            outlier_ejections.clone(),
+        );
+        registry.register("retries", "Tries sent again", retries.clone());
+        registry.register(
+            "retries_refused",
+            "Retryable failures not retried (budget spent, unsafe method, body gone, deadline)",
+            retries_refused.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -163,6 +223,11 @@ impl Metrics {
             upstream_connects,
             reloads,
             config_generation,
+            endpoint_healthy,
+            health_checks,
+            outlier_ejections,
+            retries,
+            retries_refused,
         }
     }
 

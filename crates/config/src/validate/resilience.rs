@@ -1,0 +1,397 @@
+//! Validation of a cluster's resilience settings: health checks, outlier detection, retries.
+//!
+//! Defaults and their reasons are in docs/resilience.md.
+
+use super::Validator;
+use crate::model::{HealthCheck, HealthProbe, Outlier, RetrySettings};
+use crate::raw::{RawHealthCheck, RawOutlier, RawRetry};
+use std::time::Duration;
+use toml::Spanned;
+
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_SLOW_START: Duration = Duration::from_secs(30);
+const MAX_ATTEMPTS: u32 = 10;
+
+impl Validator<'_> {
+    pub(super) fn health_check(
+        &mut self,
+        spanned: &Spanned<RawHealthCheck>,
+        field: &str,
+    ) -> HealthCheck {
+        let raw = spanned.get_ref();
+        let kind = raw.kind.as_ref().map_or("http", |k| k.get_ref().as_str());
+        let probe = match kind {
+            "tcp" => {
+                for (value, name) in [(&raw.path, "path"), (&raw.host, "host")] {
+                    if let Some(v) = value {
+                        self.error(
+                            v,
+                            &format!("{field}.{name}"),
+                            format!("{name} only applies to kind = \"http\""),
+                        );
+                    }
+                }
+                HealthProbe::Tcp
+            }
+            other => {
+                if other != "http"
+                    && let Some(k) = &raw.kind
+                {
+                    self.error(
+                        k,
+                        &format!("{field}.kind"),
+                        format!("unknown health check kind {other:?}; use \"http\" or \"tcp\""),
+                    );
+                }
+                let path = raw.path.as_ref().map_or("/", |p| p.get_ref().as_str());
+                if (!path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f))
+                    && let Some(p) = &raw.path
+                {
+                    self.error(
+                        p,
+                        &format!("{field}.path"),
+                        "the health check path must start with '/' and contain no spaces or control characters",
+                    );
+                }
+                let host = raw.host.as_ref().map(|h| h.get_ref().clone());
+                if let Some(h) = &raw.host
+                    && (h.get_ref().is_empty() || h.get_ref().bytes().any(|b| b <= b' '))
+                {
+                    self.error(h, &format!("{field}.host"), "not a valid Host value");
+                }
+                let expect = match &raw.expect_status {
+                    None => (200, 399),
+                    Some(e) => parse_status_range(e.get_ref()).unwrap_or_else(|message| {
+                        self.error(e, &format!("{field}.expect_status"), message);
+                        (200, 399)
+                    }),
+                };
+                HealthProbe::Http {
+                    path: path.to_owned(),
+                    host,
+                    expect,
+                }
+            }
+        };
+        let interval = self.positive_duration(
+            raw.interval.as_ref(),
+            &format!("{field}.interval"),
+            DEFAULT_HEALTH_INTERVAL,
+        );
+        let timeout = self.positive_duration(
+            raw.timeout.as_ref(),
+            &format!("{field}.timeout"),
+            DEFAULT_HEALTH_TIMEOUT.min(interval),
+        );
+        let jitter = self.duration_or(
+            raw.jitter.as_ref(),
+            &format!("{field}.jitter"),
+            interval / 10,
+        );
+        if jitter > interval / 2
+            && let Some(j) = &raw.jitter
+        {
+            self.error(
+                j,
+                &format!("{field}.jitter"),
+                "jitter must be at most half the interval",
+            );
+        }
+        let slow_start = self.duration_or(
+            raw.slow_start.as_ref(),
+            &format!("{field}.slow_start"),
+            DEFAULT_SLOW_START,
+        );
+        HealthCheck {
+            probe,
+            interval,
+            jitter,
+            timeout,
+            rise: self.count_in(raw.rise.as_ref(), &format!("{field}.rise"), 2, 1..=100),
+            fall: self.count_in(raw.fall.as_ref(), &format!("{field}.fall"), 3, 1..=100),
+            slow_start,
+        }
+    }
+
+    /// None when `enabled = false`.
+    pub(super) fn outlier(
+        &mut self,
+        raw: Option<&Spanned<RawOutlier>>,
+        field: &str,
+    ) -> Option<Outlier> {
+        let Some(spanned) = raw else {
+            return Some(default_outlier());
+        };
+        let raw = spanned.get_ref();
+        if raw.enabled == Some(false) {
+            return None;
+        }
+        let defaults = default_outlier();
+        let base_ejection = self.positive_duration(
+            raw.base_ejection.as_ref(),
+            &format!("{field}.base_ejection"),
+            defaults.base_ejection,
+        );
+        let max_ejection = self.positive_duration(
+            raw.max_ejection.as_ref(),
+            &format!("{field}.max_ejection"),
+            defaults.max_ejection.max(base_ejection),
+        );
+        if max_ejection < base_ejection
+            && let Some(m) = &raw.max_ejection
+        {
+            self.error(
+                m,
+                &format!("{field}.max_ejection"),
+                "max_ejection must not be shorter than base_ejection",
+            );
+        }
+        Some(Outlier {
+            consecutive_5xx: self.count_in(
+                raw.consecutive_5xx.as_ref(),
+                &format!("{field}.consecutive_5xx"),
+                defaults.consecutive_5xx,
+                0..=1000,
+            ),
+            consecutive_gateway_failures: self.count_in(
+                raw.consecutive_gateway_failures.as_ref(),
+                &format!("{field}.consecutive_gateway_failures"),
+                defaults.consecutive_gateway_failures,
+                0..=1000,
+            ),
+            base_ejection,
+            max_ejection,
+            max_ejection_percent: self.count_in(
+                raw.max_ejection_percent.as_ref(),
+                &format!("{field}.max_ejection_percent"),
+                defaults.max_ejection_percent,
+                0..=100,
+            ),
+        })
+    }
+
+    pub(super) fn retry(&mut self, raw: Option<&Spanned<RawRetry>>, field: &str) -> RetrySettings {
+        let defaults = RetrySettings::default();
+        let Some(spanned) = raw else { return defaults };
+        let raw = spanned.get_ref();
+        let mut on_status = Vec::new();
+        match &raw.on_status {
+            None => on_status = defaults.on_status.clone(),
+            Some(list) => {
+                for s in list {
+                    if (500..=599).contains(s.get_ref()) || *s.get_ref() == 429 {
+                        on_status.push(*s.get_ref());
+                    } else {
+                        self.error(
+                            s,
+                            &format!("{field}.on_status"),
+                            "only 5xx statuses and 429 can count as a failed try",
+                        );
+                    }
+                }
+            }
+        }
+        let backoff_base = self.positive_duration(
+            raw.backoff_base.as_ref(),
+            &format!("{field}.backoff_base"),
+            defaults.backoff_base,
+        );
+        let backoff_max = self.positive_duration(
+            raw.backoff_max.as_ref(),
+            &format!("{field}.backoff_max"),
+            defaults.backoff_max.max(backoff_base),
+        );
+        if backoff_max < backoff_base
+            && let Some(m) = &raw.backoff_max
+        {
+            self.error(
+                m,
+                &format!("{field}.backoff_max"),
+                "backoff_max must not be shorter than backoff_base",
+            );
+        }
+        RetrySettings {
+            attempts: self.count_in(
+                raw.attempts.as_ref(),
+                &format!("{field}.attempts"),
+                defaults.attempts,
+                1..=MAX_ATTEMPTS,
+            ),
+            on_status,
+            backoff_base,
+            backoff_max,
+            budget_percent: self.count_in(
+                raw.budget_percent.as_ref(),
+                &format!("{field}.budget_percent"),
+                defaults.budget_percent,
+                0..=100,
+            ),
+            budget_min_per_second: self.count_in(
+                raw.budget_min_per_second.as_ref(),
+                &format!("{field}.budget_min_per_second"),
+                defaults.budget_min_per_second,
+                0..=100_000,
+            ),
+            max_replay_body: self.size_or(
+                raw.max_replay_body.as_ref(),
+                &format!("{field}.max_replay_body"),
+                defaults.max_replay_body,
+            ),
+        }
+    }
+
+    /// A duration that must not be zero.
+    pub(super) fn positive_duration(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration_or(value, field, default);
+        if d.is_zero() {
+            if let Some(v) = value {
+                self.error(v, field, "must be longer than 0");
+            }
+            return default;
+        }
+        d
+    }
+
+    fn count_in(
+        &mut self,
+        value: Option<&Spanned<u32>>,
+        field: &str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> u32 {
+        let Some(v) = value else { return default };
+        if range.contains(v.get_ref()) {
+            *v.get_ref()
+        } else {
+            self.error(
+                v,
+                field,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+            default
+        }
+    }
+}
+
+/// Ejection after 5 consecutive gateway failures (no answer, or 502/503/504) is on by default:
+/// it only reacts to endpoints that are failing outright. Ejection on any 5xx is opt-in, since
+/// an application's own 500s say nothing about the endpoint's health.
+fn default_outlier() -> Outlier {
+    Outlier {
+        consecutive_5xx: 0,
+        consecutive_gateway_failures: 5,
+        base_ejection: Duration::from_secs(30),
+        max_ejection: Duration::from_secs(300),
+        max_ejection_percent: 50,
+    }
+}
+
+/// "200", "200-399".
+fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
+    let parse = |s: &str| -> Result<u16, String> {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+            .ok_or_else(|| format!("{s:?} is not an HTTP status (100-599)"))
+    };
+    let (low, high) = match text.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let n = parse(text)?;
+            (n, n)
+        }
+    };
+    if low > high {
+        return Err(format!("{text:?}: the range is empty (write low-high)"));
+    }
+    Ok((low, high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_status_range;
+    use crate::HealthProbe;
+
+    const BASE: &str = "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn defaults_are_safe_retries_and_gateway_failure_ejection() {
+        let config = crate::parse(BASE, "t.toml").unwrap();
+        let c = &config.clusters[0];
+        assert!(c.health_check.is_none());
+        assert_eq!(c.retry.attempts, 2);
+        assert_eq!(c.retry.budget_percent, 20);
+        let outlier = c.outlier.as_ref().unwrap();
+        assert_eq!(
+            (
+                outlier.consecutive_5xx,
+                outlier.consecutive_gateway_failures
+            ),
+            (0, 5)
+        );
+        assert_eq!(
+            config.server.deadline_header.as_deref(),
+            Some("x-gatehouse-timeout")
+        );
+    }
+
+    #[test]
+    fn resilience_sections_parse() {
+        let text = format!(
+            "{BASE}try_timeout = \"2s\"\n[clusters.health_check]\npath = \"/healthz\"\nexpect_status = \"200-299\"\ninterval = \"2s\"\n[clusters.outlier]\nenabled = false\n[clusters.retry]\nattempts = 3\non_status = [503]\n"
+        );
+        let config = crate::parse(&text, "t.toml").unwrap();
+        let c = &config.clusters[0];
+        let check = c.health_check.as_ref().unwrap();
+        assert_eq!(
+            check.probe,
+            HealthProbe::Http {
+                path: "/healthz".into(),
+                host: None,
+                expect: (200, 299)
+            }
+        );
+        assert_eq!(check.jitter, std::time::Duration::from_millis(200));
+        assert!(c.outlier.is_none());
+        assert_eq!(
+            (c.retry.attempts, c.retry.on_status.clone()),
+            (3, vec![503])
+        );
+        assert_eq!(c.try_timeout, Some(std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn every_bad_resilience_value_is_reported_with_its_field() {
+        let text = format!(
+            "{BASE}[clusters.health_check]\nkind = \"icmp\"\nexpect_status = \"2xx\"\ninterval = \"1s\"\njitter = \"900ms\"\nrise = 0\n[clusters.retry]\nattempts = 0\non_status = [404]\nbackoff_base = \"1s\"\nbackoff_max = \"10ms\"\n"
+        );
+        let errors = crate::parse(&text, "t.toml").unwrap_err().to_string();
+        for field in [
+            "clusters[0].health_check.kind",
+            "clusters[0].health_check.expect_status",
+            "clusters[0].health_check.jitter",
+            "clusters[0].health_check.rise",
+            "clusters[0].retry.attempts",
+            "clusters[0].retry.on_status",
+            "clusters[0].retry.backoff_max",
+        ] {
+            assert!(errors.contains(field), "{field} missing in:\n{errors}");
+        }
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200"), Ok((200, 200)));
+        assert_eq!(parse_status_range("200-399"), Ok((200, 399)));
+        assert!(parse_status_range("399-200").is_err());
+        assert!(parse_status_range("2xx").is_err());
+        assert!(parse_status_range("600").is_err());
+    }
+}

@@ -1,0 +1,344 @@
+//! Resilience end to end: real upstreams that die, refuse, reset and fail on purpose, behind the
+//! real binary. Health checks, outlier ejection, safe retries under a budget, deadlines.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use gatehouse_test_support::{Gatehouse, TestUpstream};
+use http::{Method, StatusCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A cluster "c" over `endpoints` (TOML list) with extra cluster settings appended.
+fn cluster(endpoints: &str, settings: &str) -> String {
+    config(&format!(
+        "[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {endpoints}\n{settings}\n"
+    ))
+}
+
+/// An address nothing listens on.
+fn closed_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `within`.
+async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_dead_endpoints_out_and_bring_them_back() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let b_addr = b.addr;
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &endpoints(&[&a, &b]),
+            r#"[clusters.health_check]
+path = "/status/200"
+interval = "100ms"
+jitter = "10ms"
+timeout = "200ms"
+rise = 1
+fall = 1
+[clusters.retry]
+attempts = 1
+[clusters.outlier]
+enabled = false"#,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+
+    b.stop();
+    // Once a check has failed, every request goes to a, with no retry needed.
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            let mut answers = Vec::new();
+            for _ in 0..10 {
+                answers.push(get(&c, addr, "/", &[]).await);
+            }
+            answers
+                .iter()
+                .all(|x| x.status == StatusCode::OK && x.upstream() == "a")
+        })
+        .await,
+        "b stayed in rotation"
+    );
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains(&format!(
+            "gatehouse_endpoint_healthy{{cluster=\"c\",endpoint=\"{b_addr}\"}} 0"
+        )),
+        "{metrics}"
+    );
+
+    a.stop();
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            get(&c, addr, "/", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "no 503 with every endpoint down"
+    );
+    let answer = get(&c, addr, "/", &[]).await;
+    assert!(
+        answer.text().contains("no healthy endpoint"),
+        "{}",
+        answer.text()
+    );
+
+    // b comes back on its old address: the checks put it back in rotation.
+    let listener = tokio::net::TcpListener::bind(b_addr).await.unwrap();
+    let _b_again = TestUpstream::serve("b-again", listener);
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            let x = get(&c, addr, "/", &[]).await;
+            x.status == StatusCode::OK && x.upstream() == "b-again"
+        })
+        .await,
+        "b did not come back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_upstreams_under_load_loses_no_get() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let doomed = TestUpstream::start("doomed").await;
+    // Default settings: two tries, the retry budget, outlier detection.
+    let gw = gateway_to(&[&a, &b, &doomed]).await;
+    let addr = gw.addr("main");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let c = h1();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 20_000 {
+                n += 1;
+                let answer = get(&c, addr, "/", &[]).await;
+                if answer.status == StatusCode::OK {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = doomed.requests();
+    doomed.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert!(before > 10, "the doomed upstream took traffic first");
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "GETs were lost");
+    assert!(ok.load(Ordering::SeqCst) > 200, "the load actually ran");
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("gatehouse_retries_total{cluster=\"c\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gatehouse_outlier_ejections_total{{cluster=\"c\",endpoint=\"{}\",reason=\"consecutive_gateway_failure\"}} 1",
+            doomed.addr
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_retried_only_with_an_idempotency_key() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(&endpoints(&[&up]), "[clusters.outlier]\nenabled = false"),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    let post = |headers: &'static [(&'static str, &'static str)]| {
+        send(
+            &c,
+            Method::POST,
+            addr,
+            "/reset",
+            headers,
+            Bytes::from_static(b"order"),
+        )
+    };
+
+    assert_eq!(post(&[]).await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(up.requests(), 1, "a POST without a key is never sent twice");
+
+    assert_eq!(
+        post(&[("idempotency-key", "order-17")]).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(up.requests(), 3, "a keyed POST is retried (body replayed)");
+
+    assert_eq!(
+        get(&c, addr, "/reset", &[]).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(up.requests(), 5, "a GET is retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_bounds_load_when_every_endpoint_fails() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &endpoints(&[&a, &b]),
+            r#"[clusters.retry]
+attempts = 5
+budget_percent = 20
+budget_min_per_second = 0
+backoff_base = "1ms"
+backoff_max = "2ms"
+[clusters.outlier]
+enabled = false"#,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    const REQUESTS: u64 = 300;
+    for _ in 0..REQUESTS {
+        let answer = get(&c, addr, "/status/503", &[]).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let upstream = a.requests() + b.requests();
+    // Without a budget 5 tries each would make 1500.
+    assert!(upstream > REQUESTS, "some retries ran: {upstream}");
+    assert!(
+        upstream <= REQUESTS + REQUESTS / 5 + 1,
+        "retries exceeded 20% of requests: {upstream}"
+    );
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("gatehouse_retries_refused_total{cluster=\"c\",reason=\"budget\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
+    let good = TestUpstream::start("good").await;
+    let bad = closed_addr();
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &format!("[\"{}\", \"{bad}\"]", good.addr),
+            r#"[clusters.retry]
+attempts = 1
+[clusters.outlier]
+consecutive_gateway_failures = 3
+base_ejection = "1s"
+max_ejection_percent = 50"#,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    let mut failures = 0;
+    for _ in 0..30 {
+        if get(&c, addr, "/", &[]).await.status != StatusCode::OK {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3, "ejected after exactly 3 consecutive failures");
+
+    // The endpoint comes alive; once its ejection is over it takes traffic again.
+    let listener = tokio::net::TcpListener::bind(bad).await.unwrap();
+    let revived = TestUpstream::serve("revived", listener);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let seen: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(get(&c, addr, "/", &[]).await.upstream());
+        }
+        v
+    };
+    assert!(seen.iter().any(|u| u == "revived"), "{seen:?}");
+    assert!(revived.requests() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_shrink_hop_by_hop_and_expired_ones_never_reach_upstream() {
+    let up = TestUpstream::start("up").await;
+    let inner = gateway_to(&[&up]).await;
+    let outer = Gatehouse::start(
+        bin(),
+        &cluster(&format!("[\"{}\"]", inner.addr("main")), ""),
+        &[],
+    )
+    .await;
+    let c = h1();
+
+    let answer = get(
+        &c,
+        outer.addr("main"),
+        "/",
+        &[("x-gatehouse-timeout", "5s")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen: u64 = answer.json()["headers"]["x-gatehouse-timeout"]
+        .as_str()
+        .expect("the budget reached the upstream")
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=4998).contains(&seen),
+        "two hops each pass on less than they got: {seen}"
+    );
+
+    // Spent before it arrives: 504 at once, the upstream never sees it.
+    let before = up.requests();
+    let gone = get(&c, outer.addr("main"), "/", &[("x-gatehouse-timeout", "0")]).await;
+    assert_eq!(gone.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(up.requests(), before);
+
+    // A budget shorter than the upstream's answer: 504 after the budget, not the route timeout.
+    let started = Instant::now();
+    let slow = get(
+        &c,
+        outer.addr("main"),
+        "/slow/3000",
+        &[("x-gatehouse-timeout", "300ms")],
+    )
+    .await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,149 @@
+//! A cluster's resilience state on the data path: retry policy and budget, per-try timeout,
+//! and the passive outlier detector, glued to the pure state machines of
+//! `gatehouse-resilience` and `gatehouse-balance`.
+//!
+//! Healthy traffic stays lock-free: a success only reaches the outlier detector (under its
+//! mutex) when it ends a run of failures on that endpoint.
+
+use crate::health::EndpointHealth;
+use gatehouse_balance::OutlierConfig;
+use gatehouse_balance::outlier::{Outcome, OutlierDetector, Reason};
+use gatehouse_config::{Cluster, Outlier};
+use gatehouse_core::MonotonicClock;
+use gatehouse_observe::{EjectionLabels, EndpointLabels, Metrics};
+use gatehouse_resilience::{Backoff, RetryBudgetConfig, RetryPolicy, SharedRetryBudget};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a try ended, as resilience sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryOutcome {
+    /// The endpoint answered with this status.
+    Status(u16),
+    /// No usable answer: connect failed, reset, timed out or garbage before a head.
+    GatewayFailure,
+}
+
+pub struct ClusterResilience {
+    pub retry: RetryPolicy,
+    pub budget: SharedRetryBudget,
+    /// Time allowed for one try's response head (None: the request's remaining time).
+    pub try_timeout: Option<Duration>,
+    outlier: Option<Mutex<OutlierDetector>>,
+}
+
+impl ClusterResilience {
+    pub fn new(cluster: &Cluster) -> Self {
+        let r = &cluster.retry;
+        Self {
+            retry: RetryPolicy {
+                max_attempts: r.attempts,
+                max_replay_body: r.max_replay_body,
+                backoff: Backoff {
+                    base: r.backoff_base,
+                    cap: r.backoff_max,
+                },
+                retry_on_status: r.on_status.clone(),
+            },
+            budget: SharedRetryBudget::new(RetryBudgetConfig {
+                ratio: f64::from(r.budget_percent) / 100.0,
+                min_retries_per_second: r.budget_min_per_second,
+                ttl: Duration::from_secs(10),
+            }),
+            try_timeout: cluster.try_timeout,
+            outlier: cluster.outlier.as_ref().map(|o| {
+                Mutex::new(OutlierDetector::new(
+                    outlier_config(o),
+                    cluster.endpoints.len(),
+                ))
+            }),
+        }
+    }
+
+    /// No retries, no outlier detection (a cluster that does not exist).
+    pub fn none() -> Self {
+        Self {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            budget: SharedRetryBudget::new(RetryBudgetConfig::default()),
+            try_timeout: None,
+            outlier: None,
+        }
+    }
+
+    /// Feeds a try's outcome to outlier detection; ejects the endpoint when it crosses a
+    /// threshold.
+    pub fn record(&self, target: RecordTarget<'_>, outcome: TryOutcome) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let failed = match outcome {
+            TryOutcome::GatewayFailure => true,
+            TryOutcome::Status(status) => status >= 500,
+        };
+        if failed {
+            target.health.mark_failing();
+        } else if !target.health.mark_succeeding() {
+            return; // the usual case: a success after a success changes nothing
+        }
+        let now = target.clock.now_nanos();
+        let ejection = detector.lock().record(
+            now,
+            target.index,
+            match outcome {
+                TryOutcome::Status(status) => Outcome::Status(status),
+                TryOutcome::GatewayFailure => Outcome::GatewayFailure,
+            },
+        );
+        let Some(ejection) = ejection else { return };
+        let reason = match ejection.reason {
+            Reason::Consecutive5xx => "consecutive_5xx",
+            Reason::ConsecutiveGatewayFailure => "consecutive_gateway_failure",
+            Reason::Latency { .. } => "latency",
+        };
+        if !ejection.enforced {
+            tracing::info!(cluster = %target.labels.cluster, endpoint = %target.labels.endpoint, reason, "outlier not ejected: too many of the cluster are out already");
+            return;
+        }
+        target.health.eject_until(ejection.until_nanos.max(1));
+        tracing::warn!(
+            cluster = %target.labels.cluster,
+            endpoint = %target.labels.endpoint,
+            reason,
+            for_ms = ejection.until_nanos.saturating_sub(now) / 1_000_000,
+            "endpoint ejected"
+        );
+        target
+            .metrics
+            .outlier_ejections
+            .get_or_create(&EjectionLabels {
+                cluster: Arc::clone(&target.labels.cluster),
+                endpoint: Arc::clone(&target.labels.endpoint),
+                reason,
+            })
+            .inc();
+    }
+}
+
+/// The endpoint a try went to.
+pub struct RecordTarget<'a> {
+    pub index: usize,
+    pub health: &'a EndpointHealth,
+    pub labels: &'a EndpointLabels,
+    pub clock: &'a MonotonicClock,
+    pub metrics: &'a Metrics,
+}
+
+fn outlier_config(o: &Outlier) -> OutlierConfig {
+    OutlierConfig {
+        consecutive_5xx: o.consecutive_5xx,
+        consecutive_gateway_failures: o.consecutive_gateway_failures,
+        base_ejection: o.base_ejection,
+        max_ejection: o.max_ejection,
+        max_ejection_percent: o.max_ejection_percent,
+        latency: None,
+    }
+}
