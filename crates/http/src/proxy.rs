@@ -133,15 +133,20 @@ pub async fn forward(
         let index = pick(cluster, hash, ctx.clock, &tried)?;
         tried.insert(index);
         let endpoint = &cluster.endpoints[index];
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
+        // The clock is read here only when something needs the time left: a retry, a per-try
+        // timeout or a budget to pass on. A first try without them just waits for the deadline.
+        let needs_now = attempts > 1 || propagate || cluster.resilience.try_timeout.is_some();
+        let now = needs_now.then(tokio::time::Instant::now);
+        if let Some(now) = now
+            && now >= deadline
+        {
             return Err(ProxyError::new(ErrorKind::DeadlineExceeded { budget }));
         }
-        if let (Some(name), true) = (ctx.deadline_header, propagate) {
+        if let (Some(name), true, Some(now)) = (ctx.deadline_header, propagate, now) {
             // The upstream gets what is left of the budget, so a chain of hops shrinks it.
             parts.headers.insert(
                 name.clone(),
-                gatehouse_resilience::deadline::format_millis(remaining),
+                gatehouse_resilience::deadline::format_millis(deadline - now),
             );
         }
         if parts.version != Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
@@ -150,10 +155,11 @@ pub async fn forward(
                 parts.headers.insert(header::HOST, host);
             }
         }
-        let try_timeout = cluster
-            .resilience
-            .try_timeout
-            .map_or(remaining, |t| t.min(remaining));
+        // This try ends at the per-try timeout or the request's deadline, whichever is first.
+        let (try_deadline, try_limited) = match (cluster.resilience.try_timeout, now) {
+            (Some(limit), Some(now)) if now + limit < deadline => (now + limit, Some(limit)),
+            _ => (deadline, None),
+        };
         let Some(try_body) = body.for_try() else {
             return Err(ProxyError::new(ErrorKind::ClientBody {
                 reason: "the request body was already sent".into(),
@@ -165,7 +171,8 @@ pub async fn forward(
             clock: *ctx.clock,
             head_latency: None,
         };
-        let sent = tokio::time::timeout(try_timeout, endpoint.pool.send(&parts, try_body)).await;
+        let sent =
+            tokio::time::timeout_at(try_deadline, endpoint.pool.send(&parts, try_body)).await;
         let failure = match sent {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
@@ -193,11 +200,7 @@ pub async fn forward(
                 Failure::Error(ProxyError::new(ErrorKind::UpstreamTimeout {
                     endpoint: endpoint.id.addr,
                     // Report the configured limit that ran out, not a rounded remainder.
-                    after: if try_timeout < remaining {
-                        try_timeout
-                    } else {
-                        budget
-                    },
+                    after: try_limited.unwrap_or(budget),
                 }))
             }
         };
