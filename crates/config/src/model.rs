@@ -193,6 +193,30 @@ pub struct Cluster {
     /// Passive outlier detection; None: disabled.
     pub outlier: Option<Outlier>,
     pub retry: RetrySettings,
+    /// Circuit breakers for the cluster and each of its endpoints; None: none.
+    pub breaker: Option<BreakerSettings>,
+}
+
+/// When a circuit breaker opens, and how it closes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerSettings {
+    /// Failures in a row that open it; 0 = rule off.
+    pub consecutive_failures: u32,
+    /// Failure share over the window that opens it, in percent; 0 = rule off.
+    pub failure_percent: u32,
+    /// Requests the window must hold before the share counts.
+    pub min_requests: u32,
+    #[serde(with = "millis")]
+    pub window: Duration,
+    /// How long it stays open the first time (doubling, up to `open_max`, while probes fail).
+    #[serde(with = "millis")]
+    pub open: Duration,
+    #[serde(with = "millis")]
+    pub open_max: Duration,
+    /// Requests let through at once while half-open.
+    pub half_open_probes: u32,
+    /// Probe successes that close it.
+    pub half_open_successes: u32,
 }
 
 /// How an endpoint is probed.

@@ -84,6 +84,20 @@ pub struct RawCluster {
     pub health_check: Option<Spanned<RawHealthCheck>>,
     pub outlier: Option<Spanned<RawOutlier>>,
     pub retry: Option<Spanned<RawRetry>>,
+    pub breaker: Option<Spanned<RawBreaker>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<Spanned<u32>>,
+    pub failure_percent: Option<Spanned<u32>>,
+    pub min_requests: Option<Spanned<u32>>,
+    pub window: Option<Spanned<String>>,
+    pub open: Option<Spanned<String>>,
+    pub open_max: Option<Spanned<String>>,
+    pub half_open_probes: Option<Spanned<u32>>,
+    pub half_open_successes: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

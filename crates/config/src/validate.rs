@@ -713,8 +713,13 @@ impl Validator<'_> {
             .map(|h| self.health_check(h, &format!("{field}.health_check")));
         let outlier = self.outlier(raw.outlier.as_ref(), &format!("{field}.outlier"));
         let retry = self.retry(raw.retry.as_ref(), &format!("{field}.retry"));
+        let breaker = raw
+            .breaker
+            .as_ref()
+            .map(|b| self.breaker(b, &format!("{field}.breaker")));
 
         Some(Cluster {
+            breaker,
             try_timeout,
             health_check,
             outlier,

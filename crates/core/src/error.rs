@@ -70,6 +70,12 @@ pub enum ErrorKind {
     /// The request's deadline (the client's time budget, or the route's timeout across all
     /// tries) passed before an upstream answered.
     DeadlineExceeded { budget: Duration },
+    /// A circuit breaker (the cluster's, or every eligible endpoint's) is open: the upstream
+    /// has been failing, so gatehouse answers at once instead of adding load.
+    CircuitOpen {
+        cluster: String,
+        retry_after: Duration,
+    },
 }
 
 /// A failure while proxying one request.
@@ -87,7 +93,8 @@ impl ProxyError {
         match &self.kind {
             ErrorKind::NoRoute
             | ErrorKind::NoHealthyEndpoint { .. }
-            | ErrorKind::DeadlineExceeded { .. } => Side::Internal,
+            | ErrorKind::DeadlineExceeded { .. }
+            | ErrorKind::CircuitOpen { .. } => Side::Internal,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
@@ -115,7 +122,8 @@ impl ProxyError {
             | ErrorKind::BadRequest { .. }
             | ErrorKind::BodyTooLarge { .. }
             | ErrorKind::ClientBody { .. }
-            | ErrorKind::DeadlineExceeded { .. } => Retry::Never,
+            | ErrorKind::DeadlineExceeded { .. }
+            | ErrorKind::CircuitOpen { .. } => Retry::Never,
         }
     }
 
@@ -123,7 +131,7 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match &self.kind {
             ErrorKind::NoRoute => 404,
-            ErrorKind::NoHealthyEndpoint { .. } => 503,
+            ErrorKind::NoHealthyEndpoint { .. } | ErrorKind::CircuitOpen { .. } => 503,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectFailed { .. }
             | ErrorKind::UpstreamReset { .. }
@@ -190,6 +198,14 @@ impl fmt::Display for ProxyError {
             ErrorKind::ClientBody { reason } => {
                 write!(f, "reading the request body failed: {reason}")
             }
+            ErrorKind::CircuitOpen {
+                cluster,
+                retry_after,
+            } => write!(
+                f,
+                "the circuit breaker of cluster {cluster:?} is open after repeated failures; retry after {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
             ErrorKind::DeadlineExceeded { budget } => write!(
                 f,
                 "the request's time budget of {} ms ran out before an upstream answered",

@@ -342,3 +342,60 @@ async fn deadlines_shrink_hop_by_hop_and_expired_ones_never_reach_upstream() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_answers_fast_half_opens_and_closes() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &endpoints(&[&up]),
+            r#"[clusters.breaker]
+consecutive_failures = 3
+open = "1s"
+half_open_successes = 1
+[clusters.outlier]
+enabled = false"#,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&c, addr, "/status/500", &[]).await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    // Open: answered at once, without the upstream.
+    let before = up.requests();
+    let started = Instant::now();
+    let open = get(&c, addr, "/", &[]).await;
+    assert_eq!(open.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(open.headers["x-gatehouse-error"], "circuit_open");
+    assert_eq!(open.headers["retry-after"], "1");
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(
+        up.requests(),
+        before,
+        "an open breaker sends nothing upstream"
+    );
+
+    // After the open time one probe goes through; its success closes the breaker.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+    for _ in 0..5 {
+        assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+    }
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    for state in ["open", "half_open", "closed"] {
+        assert!(
+            metrics.contains(&format!(
+                "gatehouse_breaker_transitions_total{{cluster=\"c\",endpoint=\"*\",state=\"{state}\"}} 1"
+            )),
+            "{state}: {metrics}"
+        );
+    }
+    assert!(gw.stderr().contains("circuit breaker open"));
+}

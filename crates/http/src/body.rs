@@ -90,6 +90,13 @@ pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         X_GATEHOUSE_ERROR.clone(),
         HeaderValue::from_static(error_kind(error)),
     );
+    if let gatehouse_core::ErrorKind::CircuitOpen { retry_after, .. } = &error.kind {
+        // Whole seconds, rounded up: a client that waits this long finds the breaker probing.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
     response
 }
 
@@ -109,5 +116,6 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         BodyTooLarge { .. } => "body_too_large",
         ClientBody { .. } => "client_body",
         DeadlineExceeded { .. } => "deadline_exceeded",
+        CircuitOpen { .. } => "circuit_open",
     }
 }

@@ -21,13 +21,16 @@
 use crate::body::{BoxError, ProxyBody};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::limits::LimitedBody;
-use crate::resilience::{RecordTarget, TryOutcome};
+use crate::resilience::{
+    BreakerScope, RecordTarget, TryOutcome, breaker_outcome, report_transition, settle,
+};
 use crate::snapshot::{ClusterRuntime, EndpointRuntime, RouteRuntime};
 use bytes::Bytes;
 use gatehouse_balance::{EndpointStats, PickRequest, hash_key};
 use gatehouse_config::{HashOn, UpstreamProtocol};
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
 use gatehouse_observe::{Label, Metrics, RetryLabels};
+use gatehouse_resilience::breaker::Permit;
 use gatehouse_resilience::retry::{Decision, FailedTry, RequestBody, Stop};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -89,7 +92,43 @@ pub struct ForwardContext<'a> {
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
+/// A cluster with a circuit breaker is asked first: while it is open, the answer is an
+/// immediate 503 with Retry-After, and no upstream sees the request.
 pub async fn forward(
+    route: &RouteRuntime,
+    request: Request<ProxyBody>,
+    ctx: &ForwardContext<'_>,
+) -> Result<Forwarded, ProxyError> {
+    let cluster = &route.cluster;
+    let Some(breaker) = &cluster.resilience.breaker else {
+        return forward_tries(route, request, ctx).await;
+    };
+    let scope = BreakerScope {
+        cluster: &cluster.name,
+        endpoint: None,
+        metrics: ctx.metrics,
+    };
+    let permit = match breaker.try_acquire(ctx.clock.now_nanos()) {
+        Ok(admission) => {
+            if let Some(transition) = admission.transition {
+                report_transition(transition, scope);
+            }
+            admission.permit
+        }
+        Err(rejected) => {
+            return Err(ProxyError::new(ErrorKind::CircuitOpen {
+                cluster: cluster.name.to_string(),
+                retry_after: rejected.retry_after,
+            }));
+        }
+    };
+    let result = forward_tries(route, request, ctx).await;
+    let outcome = breaker_outcome(result.as_ref().map(|f| f.response.status().as_u16()));
+    settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
+    result
+}
+
+async fn forward_tries(
     route: &RouteRuntime,
     request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
@@ -130,7 +169,7 @@ pub async fn forward(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let index = pick(cluster, hash, ctx.clock, &tried)?;
+        let (index, endpoint_permit) = pick_admitted(cluster, hash, ctx, &tried)?;
         tried.insert(index);
         let endpoint = &cluster.endpoints[index];
         // The clock is read here only when something needs the time left: a retry, a per-try
@@ -173,6 +212,19 @@ pub async fn forward(
         };
         let sent =
             tokio::time::timeout_at(try_deadline, endpoint.pool.send(&parts, try_body)).await;
+        if let (Some(breaker), Some(permit)) = (&endpoint.breaker, endpoint_permit) {
+            let outcome = match &sent {
+                Ok(Ok(response)) => breaker_outcome(Ok(response.status().as_u16())),
+                Ok(Err(error)) => breaker_outcome(Err(error)),
+                Err(_) => gatehouse_resilience::breaker::Outcome::Failure,
+            };
+            let scope = BreakerScope {
+                cluster: &cluster.name,
+                endpoint: Some(&endpoint.label),
+                metrics: ctx.metrics,
+            };
+            settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
+        }
         let failure = match sent {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
@@ -293,12 +345,68 @@ fn time_budget(
     }
 }
 
-/// Picks an endpoint in rotation, preferring ones this request has not tried.
+/// Picks an endpoint whose circuit breaker (if any) admits the request; an endpoint whose
+/// breaker refuses is skipped. With every candidate refused the answer is 503 Retry-After.
+fn pick_admitted(
+    cluster: &ClusterRuntime,
+    hash: Option<u64>,
+    ctx: &ForwardContext<'_>,
+    tried: &Tried,
+) -> Result<(usize, Option<Permit>), ProxyError> {
+    let mut refused = Tried::default();
+    let mut retry_after: Option<Duration> = None;
+    // Each round refuses one more endpoint, so this ends; the bound covers indices past 64.
+    for _ in 0..=cluster.endpoints.len() {
+        let index = match pick(cluster, hash, ctx.clock, tried, &refused) {
+            Ok(index) => index,
+            Err(error) => {
+                return Err(match retry_after {
+                    Some(retry_after) => ProxyError::new(ErrorKind::CircuitOpen {
+                        cluster: cluster.name.to_string(),
+                        retry_after,
+                    }),
+                    None => error,
+                });
+            }
+        };
+        let endpoint = &cluster.endpoints[index];
+        let Some(breaker) = &endpoint.breaker else {
+            return Ok((index, None));
+        };
+        match breaker.try_acquire(ctx.clock.now_nanos()) {
+            Ok(admission) => {
+                if let Some(transition) = admission.transition {
+                    report_transition(
+                        transition,
+                        BreakerScope {
+                            cluster: &cluster.name,
+                            endpoint: Some(&endpoint.label),
+                            metrics: ctx.metrics,
+                        },
+                    );
+                }
+                return Ok((index, Some(admission.permit)));
+            }
+            Err(rejected) => {
+                refused.insert(index);
+                retry_after =
+                    Some(retry_after.map_or(rejected.retry_after, |r| r.min(rejected.retry_after)));
+            }
+        }
+    }
+    Err(ProxyError::new(ErrorKind::CircuitOpen {
+        cluster: cluster.name.to_string(),
+        retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+    }))
+}
+
+/// Picks an endpoint in rotation and not `refused`, preferring ones this request has not tried.
 fn pick(
     cluster: &ClusterRuntime,
     hash: Option<u64>,
     clock: &MonotonicClock,
     tried: &Tried,
+    refused: &Tried,
 ) -> Result<usize, ProxyError> {
     // Read the clock once, and only if some endpoint's ejection needs it.
     let now = Cell::new(None);
@@ -308,10 +416,11 @@ fn pick(
         t
     };
     let in_rotation = |i: usize| {
-        cluster
-            .endpoints
-            .get(i)
-            .is_some_and(|e| e.health.in_rotation(now))
+        !refused.contains(i)
+            && cluster
+                .endpoints
+                .get(i)
+                .is_some_and(|e| e.health.in_rotation(now))
     };
     let untried = |i: usize| !tried.contains(i) && in_rotation(i);
     let latency_aware = cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices;

@@ -8,10 +8,13 @@
 use crate::health::EndpointHealth;
 use gatehouse_balance::OutlierConfig;
 use gatehouse_balance::outlier::{Outcome, OutlierDetector, Reason};
-use gatehouse_config::{Cluster, Outlier};
+use gatehouse_config::{BreakerSettings, Cluster, Outlier};
 use gatehouse_core::MonotonicClock;
-use gatehouse_observe::{EjectionLabels, EndpointLabels, Metrics};
-use gatehouse_resilience::{Backoff, RetryBudgetConfig, RetryPolicy, SharedRetryBudget};
+use gatehouse_observe::{BreakerLabels, EjectionLabels, EndpointLabels, Label, Metrics, label};
+use gatehouse_resilience::breaker::{Outcome as BreakerOutcome, Permit, State, Transition};
+use gatehouse_resilience::{
+    Backoff, BreakerConfig, RetryBudgetConfig, RetryPolicy, SharedBreaker, SharedRetryBudget,
+};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,8 @@ pub struct ClusterResilience {
     pub budget: SharedRetryBudget,
     /// Time allowed for one try's response head (None: the request's remaining time).
     pub try_timeout: Option<Duration>,
+    /// The cluster's own breaker (None when the cluster has no `[clusters.breaker]`).
+    pub breaker: Option<SharedBreaker>,
     outlier: Option<Mutex<OutlierDetector>>,
 }
 
@@ -52,6 +57,10 @@ impl ClusterResilience {
                 ttl: Duration::from_secs(10),
             }),
             try_timeout: cluster.try_timeout,
+            breaker: cluster
+                .breaker
+                .as_ref()
+                .map(|b| SharedBreaker::new(breaker_config(b))),
             outlier: cluster.outlier.as_ref().map(|o| {
                 Mutex::new(OutlierDetector::new(
                     outlier_config(o),
@@ -70,6 +79,7 @@ impl ClusterResilience {
             },
             budget: SharedRetryBudget::new(RetryBudgetConfig::default()),
             try_timeout: None,
+            breaker: None,
             outlier: None,
         }
     }
@@ -135,6 +145,75 @@ pub struct RecordTarget<'a> {
     pub labels: &'a EndpointLabels,
     pub clock: &'a MonotonicClock,
     pub metrics: &'a Metrics,
+}
+
+pub fn breaker_config(b: &BreakerSettings) -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: b.consecutive_failures,
+        failure_ratio: f64::from(b.failure_percent) / 100.0,
+        min_requests: b.min_requests,
+        window: b.window,
+        buckets: 10,
+        open_base: b.open,
+        open_max: b.open_max,
+        half_open_probes: b.half_open_probes,
+        half_open_successes: b.half_open_successes,
+        probe_timeout: Duration::from_secs(30),
+    }
+}
+
+/// A breaker verdict on how a request (or try) ended: upstream failures count, answers below
+/// 500 succeed, and what the client caused (a bad body, its own deadline) says nothing.
+pub fn breaker_outcome(result: Result<u16, &gatehouse_core::ProxyError>) -> BreakerOutcome {
+    match result {
+        Ok(status) if status >= 500 => BreakerOutcome::Failure,
+        Ok(_) => BreakerOutcome::Success,
+        Err(error) if error.side() == gatehouse_core::Side::Upstream => BreakerOutcome::Failure,
+        Err(_) => BreakerOutcome::Ignored,
+    }
+}
+
+/// Returns a permit to its breaker, logging and counting a state change.
+pub fn settle(
+    breaker: &SharedBreaker,
+    permit: Permit,
+    outcome: BreakerOutcome,
+    now_nanos: u64,
+    scope: BreakerScope<'_>,
+) {
+    if let Some(transition) = breaker.record(now_nanos, permit, outcome) {
+        report_transition(transition, scope);
+    }
+}
+
+/// Which breaker: the cluster's, or one endpoint's.
+#[derive(Clone, Copy)]
+pub struct BreakerScope<'a> {
+    pub cluster: &'a Label,
+    pub endpoint: Option<&'a Label>,
+    pub metrics: &'a Metrics,
+}
+
+pub fn report_transition(transition: Transition, scope: BreakerScope<'_>) {
+    let state = match transition.to {
+        State::Open => "open",
+        State::HalfOpen => "half_open",
+        State::Closed => "closed",
+    };
+    let endpoint = scope.endpoint.map_or("*", |e| e.as_str());
+    match transition.to {
+        State::Open => tracing::warn!(cluster = %scope.cluster, endpoint, "circuit breaker open"),
+        _ => tracing::info!(cluster = %scope.cluster, endpoint, state, "circuit breaker"),
+    }
+    scope
+        .metrics
+        .breaker_transitions
+        .get_or_create(&BreakerLabels {
+            cluster: Arc::clone(scope.cluster),
+            endpoint: scope.endpoint.map_or_else(|| label("*"), Arc::clone),
+            state,
+        })
+        .inc();
 }
 
 fn outlier_config(o: &Outlier) -> OutlierConfig {

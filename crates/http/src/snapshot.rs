@@ -16,6 +16,7 @@ use gatehouse_config::{
 };
 use gatehouse_core::EndpointId;
 use gatehouse_observe::{EndpointLabels, Label, Metrics, RouteLabels, label};
+use gatehouse_resilience::{BreakerConfig, SharedBreaker};
 use http::HeaderValue;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -70,6 +71,8 @@ pub struct EndpointRuntime {
     pub pool: Arc<EndpointPool>,
     pub stats: Arc<EndpointStats>,
     pub health: Arc<EndpointHealth>,
+    /// This endpoint's circuit breaker, when its cluster has one.
+    pub breaker: Option<Arc<gatehouse_resilience::SharedBreaker>>,
     pub labels: EndpointLabels,
 }
 
@@ -216,12 +219,17 @@ impl ClusterRuntime {
             idle_timeout: cluster.idle_timeout,
             max_idle: cluster.max_idle_per_endpoint as usize,
         };
+        let breaker = cluster
+            .breaker
+            .as_ref()
+            .map(crate::resilience::breaker_config);
         let endpoints: Vec<EndpointRuntime> = cluster
             .endpoints
             .iter()
             .map(|e| {
                 let id = EndpointId::new(cluster.name.as_str(), e.address);
-                let (pool, stats, health) = store.get_or_create(&id, &settings, metrics);
+                let (pool, stats, health, breaker) =
+                    store.get_or_create(&id, &settings, breaker.as_ref(), metrics);
                 let endpoint_label = label(&e.address.to_string());
                 EndpointRuntime {
                     labels: EndpointLabels {
@@ -233,6 +241,7 @@ impl ClusterRuntime {
                     pool,
                     stats,
                     health,
+                    breaker,
                 }
             })
             .collect();
@@ -271,7 +280,14 @@ fn policy(config: &BalancePolicy) -> Policy {
     }
 }
 
-/// Pools and statistics by endpoint identity, kept across snapshots.
+type EndpointParts = (
+    Arc<EndpointPool>,
+    Arc<EndpointStats>,
+    Arc<EndpointHealth>,
+    Option<Arc<SharedBreaker>>,
+);
+
+/// Pools, statistics, health and breakers by endpoint identity, kept across snapshots.
 #[derive(Default)]
 pub struct EndpointStore {
     entries: Mutex<HashMap<EndpointId, StoreEntry>>,
@@ -281,30 +297,45 @@ struct StoreEntry {
     pool: Arc<EndpointPool>,
     stats: Arc<EndpointStats>,
     health: Arc<EndpointHealth>,
+    breaker: Option<(BreakerConfig, Arc<SharedBreaker>)>,
 }
 
 impl EndpointStore {
     /// Returns the endpoint's pool and stats; a pool whose settings changed is replaced (its
     /// connections close as their requests finish), the stats are kept.
+    /// Returns the endpoint's pool, stats, health and breaker; a pool whose settings changed is
+    /// replaced (its connections close as their requests finish), and so is a breaker whose
+    /// settings changed; the rest is kept.
     fn get_or_create(
         &self,
         id: &EndpointId,
         settings: &PoolSettings,
+        breaker: Option<&BreakerConfig>,
         metrics: &Arc<Metrics>,
-    ) -> (Arc<EndpointPool>, Arc<EndpointStats>, Arc<EndpointHealth>) {
+    ) -> EndpointParts {
         let mut entries = self.entries.lock();
         let entry = entries.entry(id.clone()).or_insert_with(|| StoreEntry {
             pool: new_pool(id, settings, metrics),
             stats: Arc::new(EndpointStats::new()),
             health: Arc::new(EndpointHealth::default()),
+            breaker: None,
         });
         if entry.pool.settings() != settings {
             entry.pool = new_pool(id, settings, metrics);
+        }
+        match breaker {
+            None => entry.breaker = None,
+            Some(config) if entry.breaker.as_ref().is_some_and(|(c, _)| c == config) => {}
+            Some(config) => {
+                entry.breaker =
+                    Some((config.clone(), Arc::new(SharedBreaker::new(config.clone()))));
+            }
         }
         (
             Arc::clone(&entry.pool),
             Arc::clone(&entry.stats),
             Arc::clone(&entry.health),
+            entry.breaker.as_ref().map(|(_, b)| Arc::clone(b)),
         )
     }
 

@@ -91,6 +91,15 @@ pub struct RetryLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub cluster: Label,
+    /// The endpoint, or "*" for the cluster's own breaker.
+    pub endpoint: Label,
+    /// The state entered: "open", "half_open" or "closed".
+    pub state: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -130,6 +139,8 @@ pub struct Metrics {
     pub retries: Family<RetryLabels, Counter>,
     /// Failed tries not sent again although the failure was retryable, by reason.
     pub retries_refused: Family<RetryLabels, Counter>,
+    /// Circuit breaker state changes.
+    pub breaker_transitions: Family<BreakerLabels, Counter>,
 }
 
 impl Metrics {
@@ -152,6 +163,12 @@ impl Metrics {
         let outlier_ejections = Family::default();
         let retries = Family::default();
         let retries_refused = Family::default();
+        let breaker_transitions = Family::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            breaker_transitions.clone(),
+        );
         registry.register(
             "endpoint_healthy",
             "1 while an endpoint is in rotation (healthy and not ejected)",
@@ -228,6 +245,7 @@ impl Metrics {
             outlier_ejections,
             retries,
             retries_refused,
+            breaker_transitions,
         }
     }
 

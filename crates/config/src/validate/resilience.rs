@@ -3,8 +3,8 @@
 //! Defaults and their reasons are in docs/resilience.md.
 
 use super::Validator;
-use crate::model::{HealthCheck, HealthProbe, Outlier, RetrySettings};
-use crate::raw::{RawHealthCheck, RawOutlier, RawRetry};
+use crate::model::{BreakerSettings, HealthCheck, HealthProbe, Outlier, RetrySettings};
+use crate::raw::{RawBreaker, RawHealthCheck, RawOutlier, RawRetry};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -239,6 +239,80 @@ impl Validator<'_> {
                 defaults.max_replay_body,
             ),
         }
+    }
+
+    pub(super) fn breaker(
+        &mut self,
+        spanned: &Spanned<RawBreaker>,
+        field: &str,
+    ) -> BreakerSettings {
+        let raw = spanned.get_ref();
+        let open = self.positive_duration(
+            raw.open.as_ref(),
+            &format!("{field}.open"),
+            Duration::from_secs(5),
+        );
+        let open_max = self.positive_duration(
+            raw.open_max.as_ref(),
+            &format!("{field}.open_max"),
+            Duration::from_secs(60).max(open),
+        );
+        if open_max < open
+            && let Some(m) = &raw.open_max
+        {
+            self.error(
+                m,
+                &format!("{field}.open_max"),
+                "open_max must not be shorter than open",
+            );
+        }
+        let settings = BreakerSettings {
+            consecutive_failures: self.count_in(
+                raw.consecutive_failures.as_ref(),
+                &format!("{field}.consecutive_failures"),
+                5,
+                0..=10_000,
+            ),
+            failure_percent: self.count_in(
+                raw.failure_percent.as_ref(),
+                &format!("{field}.failure_percent"),
+                50,
+                0..=100,
+            ),
+            min_requests: self.count_in(
+                raw.min_requests.as_ref(),
+                &format!("{field}.min_requests"),
+                20,
+                1..=1_000_000,
+            ),
+            window: self.positive_duration(
+                raw.window.as_ref(),
+                &format!("{field}.window"),
+                Duration::from_secs(10),
+            ),
+            open,
+            open_max,
+            half_open_probes: self.count_in(
+                raw.half_open_probes.as_ref(),
+                &format!("{field}.half_open_probes"),
+                1,
+                1..=1000,
+            ),
+            half_open_successes: self.count_in(
+                raw.half_open_successes.as_ref(),
+                &format!("{field}.half_open_successes"),
+                3,
+                1..=1000,
+            ),
+        };
+        if settings.consecutive_failures == 0 && settings.failure_percent == 0 {
+            self.error(
+                spanned,
+                field,
+                "with consecutive_failures = 0 and failure_percent = 0 the breaker never opens; remove the section instead",
+            );
+        }
+        settings
     }
 
     /// A duration that must not be zero.
