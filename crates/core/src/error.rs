@@ -76,6 +76,10 @@ pub enum ErrorKind {
         cluster: String,
         retry_after: Duration,
     },
+    /// A request with this Idempotency-Key is still running.
+    IdempotencyInFlight,
+    /// This Idempotency-Key was used for a different request (method, target or body).
+    IdempotencyMismatch,
 }
 
 /// A failure while proxying one request.
@@ -95,6 +99,7 @@ impl ProxyError {
             | ErrorKind::NoHealthyEndpoint { .. }
             | ErrorKind::DeadlineExceeded { .. }
             | ErrorKind::CircuitOpen { .. } => Side::Internal,
+            ErrorKind::IdempotencyInFlight | ErrorKind::IdempotencyMismatch => Side::Downstream,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
@@ -123,7 +128,9 @@ impl ProxyError {
             | ErrorKind::BodyTooLarge { .. }
             | ErrorKind::ClientBody { .. }
             | ErrorKind::DeadlineExceeded { .. }
-            | ErrorKind::CircuitOpen { .. } => Retry::Never,
+            | ErrorKind::CircuitOpen { .. }
+            | ErrorKind::IdempotencyInFlight
+            | ErrorKind::IdempotencyMismatch => Retry::Never,
         }
     }
 
@@ -141,6 +148,8 @@ impl ProxyError {
             | ErrorKind::DeadlineExceeded { .. } => 504,
             ErrorKind::BadRequest { .. } | ErrorKind::ClientBody { .. } => 400,
             ErrorKind::BodyTooLarge { .. } => 413,
+            ErrorKind::IdempotencyInFlight => 409,
+            ErrorKind::IdempotencyMismatch => 422,
         }
     }
 
@@ -205,6 +214,14 @@ impl fmt::Display for ProxyError {
                 f,
                 "the circuit breaker of cluster {cluster:?} is open after repeated failures; retry after {} s",
                 retry_after.as_secs_f64().ceil()
+            ),
+            ErrorKind::IdempotencyInFlight => write!(
+                f,
+                "a request with this Idempotency-Key is still being processed; retry later"
+            ),
+            ErrorKind::IdempotencyMismatch => write!(
+                f,
+                "this Idempotency-Key was already used for a different request (method, target or body)"
             ),
             ErrorKind::DeadlineExceeded { budget } => write!(
                 f,

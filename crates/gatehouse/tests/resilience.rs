@@ -399,3 +399,81 @@ enabled = false"#,
     }
     assert!(gw.stderr().contains("circuit breaker open"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_runs_a_post_once() {
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_to(&[&up]).await;
+    let addr = gw.addr("main");
+    let c = h1();
+    let pay = async |key: &str, body: &'static [u8], path: &str| {
+        let headers = [("idempotency-key", key)];
+        send(
+            &c,
+            Method::POST,
+            addr,
+            path,
+            &headers,
+            Bytes::from_static(body),
+        )
+        .await
+    };
+
+    let first = pay("order-1", b"pay 5", "/charge").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    for _ in 0..4 {
+        let again = pay("order-1", b"pay 5", "/charge").await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.body, first.body, "the stored answer, byte for byte");
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+    }
+    assert_eq!(
+        up.requests(),
+        1,
+        "five identical POSTs reached the upstream once"
+    );
+
+    // The same key for another payload is refused.
+    let other = pay("order-1", b"pay 500", "/charge").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(up.requests(), 1);
+
+    // A repeat while the first is still running: 409.
+    let slow = tokio::spawn({
+        let c = h1();
+        async move {
+            send(
+                &c,
+                Method::POST,
+                addr,
+                "/slow/600",
+                &[("idempotency-key", "order-2")],
+                Bytes::from_static(b"x"),
+            )
+            .await
+            .status
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        pay("order-2", b"x", "/slow/600").await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        pay("order-2", b"x", "/slow/600").await.headers["idempotent-replayed"],
+        "true"
+    );
+
+    // A failed attempt (no upstream answer) releases the key: the client's retry runs.
+    up.stop();
+    assert_eq!(
+        pay("order-3", b"y", "/charge").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let listener = tokio::net::TcpListener::bind(up.addr).await.unwrap();
+    let back = TestUpstream::serve("back", listener);
+    assert_eq!(pay("order-3", b"y", "/charge").await.status, StatusCode::OK);
+    assert_eq!(back.requests(), 1);
+}

@@ -117,5 +117,7 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         ClientBody { .. } => "client_body",
         DeadlineExceeded { .. } => "deadline_exceeded",
         CircuitOpen { .. } => "circuit_open",
+        IdempotencyInFlight => "idempotency_in_flight",
+        IdempotencyMismatch => "idempotency_mismatch",
     }
 }

@@ -77,6 +77,10 @@ impl Gateway {
                 clock: MonotonicClock::new(),
                 draining: CancellationToken::new(),
                 connections: TaskTracker::new(),
+                // Bounded by entries and bytes; replays for 24 h (see docs/resilience.md).
+                idempotency: Arc::new(gatehouse_resilience::idempotency::InMemoryStore::new(
+                    gatehouse_resilience::idempotency::StoreLimits::default(),
+                )),
             }),
             listeners: Mutex::new(HashMap::new()),
             store,

@@ -22,7 +22,8 @@
 //!   [`chunked`]: the chunked coding decoder both directions share.
 //! - [`headers`]: hop-by-hop removal, X-Forwarded-*, Via, request ids.
 //! - [`health`]: endpoint health (active checks, ejections) as lock-free flags;
-//!   [`resilience`]: a cluster's retry policy and budget and its outlier detector.
+//!   [`resilience`]: a cluster's retry policy and budget, breakers and outlier detector;
+//!   [`idempotency`]: `Idempotency-Key` claims, replays and recording.
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
 
 pub mod body;
@@ -33,6 +34,7 @@ pub mod h1_guard;
 pub mod h1_server;
 pub mod headers;
 pub mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod pool;
 pub mod proxy;

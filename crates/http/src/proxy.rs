@@ -20,6 +20,7 @@
 
 use crate::body::{BoxError, ProxyBody};
 use crate::headers::{self, X_REQUEST_ID};
+use crate::idempotency::{self, Claim, IDEMPOTENCY_KEY, KeyedRequest};
 use crate::limits::LimitedBody;
 use crate::resilience::{
     BreakerScope, RecordTarget, TryOutcome, breaker_outcome, report_transition, settle,
@@ -31,6 +32,7 @@ use gatehouse_config::{HashOn, UpstreamProtocol};
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
 use gatehouse_observe::{Label, Metrics, RetryLabels};
 use gatehouse_resilience::breaker::Permit;
+use gatehouse_resilience::idempotency::{IdempotencyStore, Ticket};
 use gatehouse_resilience::retry::{Decision, FailedTry, RequestBody, Stop};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -89,6 +91,8 @@ pub struct ForwardContext<'a> {
     /// The header carrying the client's time budget, when deadline propagation is on.
     pub deadline_header: Option<&'a HeaderName>,
     pub metrics: &'a Metrics,
+    /// Where POST/PATCH responses keyed by `Idempotency-Key` are kept.
+    pub idempotency: &'a Arc<dyn IdempotencyStore>,
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
@@ -155,10 +159,57 @@ async fn forward_tries(
         .hash_on
         .as_ref()
         .and_then(|on| affinity_hash(on, &request, ctx.conn));
-    let has_idempotency_key = request.headers().contains_key(&IDEMPOTENCY_KEY);
+    let idempotency_key = request.headers().get(&IDEMPOTENCY_KEY).cloned();
+    let has_idempotency_key = idempotency_key.is_some();
+    let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
     let (mut parts, body) = rewrite_request(route, cluster.protocol, request, ctx)?.into_parts();
-    let mut body =
-        ReplayBody::new(body, declared, policy.max_attempts, policy.max_replay_body).await?;
+    let mut body = ReplayBody::new(
+        body,
+        declared,
+        policy.max_attempts > 1 || keyed,
+        policy.max_replay_body,
+    )
+    .await?;
+    let ticket = match (&idempotency_key, &body) {
+        (Some(key), ReplayBody::Buffered(_) | ReplayBody::Empty) if keyed => {
+            let bytes = match &body {
+                ReplayBody::Buffered(bytes) => bytes.clone(),
+                _ => Bytes::new(),
+            };
+            let keyed_request = KeyedRequest {
+                route: &route.name,
+                client: ctx.conn.client_ip.to_str().unwrap_or("-"),
+                key,
+                method: &parts.method,
+                target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                body: &bytes,
+            };
+            match idempotency::claim(
+                ctx.idempotency.as_ref(),
+                &keyed_request,
+                ctx.clock.now_nanos(),
+            )? {
+                Claim::Replay(response) => {
+                    return Ok(Forwarded {
+                        response,
+                        endpoint: gatehouse_observe::label("-"),
+                    });
+                }
+                Claim::Run(ticket) => Some(ticket),
+            }
+        }
+        _ => {
+            if keyed {
+                tracing::debug!("Idempotency-Key ignored: the body is too large to fingerprint");
+            }
+            None
+        }
+    };
+    // From here every way out either stores the answer (when its body ends) or releases the key.
+    let mut ticket = TicketGuard {
+        ticket,
+        store: ctx.idempotency,
+    };
     let now = ctx.clock.now_nanos();
     if policy.max_attempts > 1 {
         cluster.resilience.budget.deposit(now);
@@ -230,12 +281,8 @@ async fn forward_tries(
                 let status = response.status().as_u16();
                 record(cluster, index, endpoint, ctx, TryOutcome::Status(status));
                 if !policy.retry_on_status.contains(&status) || attempts >= policy.max_attempts {
-                    return Ok(respond(
-                        response,
-                        endpoint,
-                        in_flight,
-                        ctx.started.elapsed(),
-                    ));
+                    let forwarded = respond(response, endpoint, in_flight, ctx.started.elapsed());
+                    return Ok(ticket.attach(forwarded, *ctx.clock));
                 }
                 Failure::Status(response, in_flight, status)
             }
@@ -304,20 +351,47 @@ async fn forward_tries(
                 .inc();
         }
         return match failure {
-            Failure::Status(response, in_flight, _) => Ok(respond(
-                response,
-                endpoint,
-                in_flight,
-                ctx.started.elapsed(),
-            )),
+            Failure::Status(response, in_flight, _) => {
+                let forwarded = respond(response, endpoint, in_flight, ctx.started.elapsed());
+                Ok(ticket.attach(forwarded, *ctx.clock))
+            }
             Failure::Error(error) => Err(error),
         };
     }
 }
 
-/// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): a client's promise that a
-/// repeat of this request is the same operation, which makes a retry safe.
-static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Holds a claimed idempotency key until the response takes it over; dropped with it (an
+/// error, a refused retry), it releases the key so the client's retry can run.
+struct TicketGuard<'a> {
+    ticket: Option<Ticket>,
+    store: &'a Arc<dyn IdempotencyStore>,
+}
+
+impl TicketGuard<'_> {
+    /// Hands the key to the response: it is stored when the response body ends.
+    fn attach(&mut self, forwarded: Forwarded, clock: MonotonicClock) -> Forwarded {
+        match self.ticket.take() {
+            None => forwarded,
+            Some(ticket) => Forwarded {
+                response: idempotency::record(
+                    forwarded.response,
+                    ticket,
+                    Arc::clone(self.store),
+                    clock,
+                ),
+                endpoint: forwarded.endpoint,
+            },
+        }
+    }
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.store.abandon(ticket);
+        }
+    }
+}
 
 /// A try that did not produce the final answer.
 enum Failure {
@@ -522,19 +596,20 @@ enum ReplayBody {
 }
 
 impl ReplayBody {
-    /// Buffers the body when retries are possible and its declared length fits the replay
-    /// limit; streams it otherwise (such a request is not retried once its body was sent).
+    /// Buffers the body when asked (retries are possible, or an idempotency key needs its
+    /// fingerprint) and its declared length fits the replay limit; streams it otherwise (such a
+    /// request is not retried once its body was sent).
     async fn new(
         body: ProxyBody,
         declared: Option<u64>,
-        max_attempts: u32,
+        buffer: bool,
         max_replay: u64,
     ) -> Result<Self, ProxyError> {
         if body.is_end_stream() {
             return Ok(Self::Empty);
         }
         let small = declared.is_some_and(|n| n <= max_replay);
-        if max_attempts <= 1 || !small {
+        if !buffer || !small {
             return Ok(Self::Streaming(Some(body)));
         }
         match body.collect().await {

@@ -40,6 +40,8 @@ pub struct Shared {
     pub draining: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Responses of POST/PATCH requests keyed by `Idempotency-Key`.
+    pub idempotency: Arc<dyn gatehouse_resilience::idempotency::IdempotencyStore>,
 }
 
 /// Polls a connection to completion, asking it to close gracefully when draining starts
@@ -344,6 +346,7 @@ pub async fn handle_request(
                 started,
                 deadline_header: snapshot.deadline_header.as_ref(),
                 metrics: &shared.metrics,
+                idempotency: &shared.idempotency,
             };
             proxy::forward(route, request, &ctx).await
         }

@@ -1,0 +1,223 @@
+//! `Idempotency-Key` on the data path: a POST or PATCH that carries a key runs once; a repeat
+//! (same route, same client, same key, same method, target and body) gets the first response
+//! again, marked with `idempotent-replayed: true`.
+//!
+//! The rules and the bounded store live in [`gatehouse_resilience::idempotency`]; this module
+//! claims a key before forwarding, answers 409 (still running) or 422 (the key was used for a
+//! different request), and records the upstream's response as its body streams to the client,
+//! storing it when the body ends. A response that fails, is cut short, or is larger than
+//! [`MAX_STORED_BODY`] releases the key instead, so the client's retry runs the request again.
+
+use crate::body::{BoxError, ProxyBody};
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
+use gatehouse_resilience::idempotency::{
+    Begin, IdempotencyKey, IdempotencyStore, StoredResponse, Ticket, fingerprint,
+};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Marks a response answered from the store.
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Largest response body kept for replay; a larger response releases its key.
+pub const MAX_STORED_BODY: usize = 1024 * 1024;
+
+/// Whether this request takes part: POST or PATCH with a key. Other methods are idempotent by
+/// definition and are simply forwarded.
+pub fn applies(method: &Method, key: Option<&HeaderValue>) -> bool {
+    key.is_some() && (*method == Method::POST || *method == Method::PATCH)
+}
+
+/// What to do with a keyed request.
+pub enum Claim {
+    /// First time: forward it, and record its response with this ticket.
+    Run(Ticket),
+    /// It already ran: this is its response.
+    Replay(Response<ProxyBody>),
+}
+
+/// The request facts a claim is made from.
+pub struct KeyedRequest<'a> {
+    pub route: &'a str,
+    /// Who asked: keys of different clients never meet.
+    pub client: &'a str,
+    pub key: &'a HeaderValue,
+    pub method: &'a Method,
+    pub target: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Claims the request's key: run it, replay the stored answer, or refuse with 409/422 (or 400
+/// for an unusable key).
+pub fn claim(
+    store: &dyn IdempotencyStore,
+    request: &KeyedRequest<'_>,
+    now_nanos: u64,
+) -> Result<Claim, ProxyError> {
+    let key = IdempotencyKey::new(request.route, request.client, request.key.as_bytes()).map_err(
+        |error| {
+            ProxyError::new(ErrorKind::BadRequest {
+                reason: error.to_string(),
+            })
+        },
+    )?;
+    let print = fingerprint(request.method, request.target, request.body);
+    match store.begin(&key, print, now_nanos) {
+        Begin::Started(ticket) => Ok(Claim::Run(ticket)),
+        Begin::Replay(stored) => Ok(Claim::Replay(replay(&stored))),
+        Begin::InFlight => Err(ProxyError::new(ErrorKind::IdempotencyInFlight)),
+        Begin::Mismatch => Err(ProxyError::new(ErrorKind::IdempotencyMismatch)),
+    }
+}
+
+fn replay(stored: &StoredResponse) -> Response<ProxyBody> {
+    let mut response = Response::new(crate::body::full(stored.body.clone()));
+    *response.status_mut() =
+        http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
+    let headers = response.headers_mut();
+    for (name, value) in &stored.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(
+        IDEMPOTENT_REPLAYED.clone(),
+        HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// Lets `response` stream to the client while keeping a copy; stores it when the body ends.
+pub fn record(
+    response: Response<ProxyBody>,
+    ticket: Ticket,
+    store: Arc<dyn IdempotencyStore>,
+    clock: MonotonicClock,
+) -> Response<ProxyBody> {
+    let (parts, body) = response.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let recording = Recording {
+        ticket,
+        store,
+        clock,
+        status: parts.status.as_u16(),
+        headers,
+        body: BytesMut::new(),
+    };
+    let body = RecordingBody {
+        inner: body,
+        recording: Some(recording),
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
+struct Recording {
+    ticket: Ticket,
+    store: Arc<dyn IdempotencyStore>,
+    clock: MonotonicClock,
+    status: u16,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: BytesMut,
+}
+
+impl Recording {
+    fn complete(self) {
+        let response = StoredResponse {
+            status: self.status,
+            headers: self.headers,
+            body: self.body.freeze(),
+        };
+        if let Err(error) = self
+            .store
+            .complete(self.ticket, response, self.clock.now_nanos())
+        {
+            tracing::warn!(%error, "idempotent response not stored");
+        }
+    }
+
+    fn abandon(self) {
+        self.store.abandon(self.ticket);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps a copy of what passes, for the idempotency store.
+    struct RecordingBody {
+        #[pin]
+        inner: ProxyBody,
+        recording: Option<Recording>,
+    }
+
+    impl PinnedDrop for RecordingBody {
+        fn drop(this: Pin<&mut Self>) {
+            // Cut short (client gone, upstream broke): nothing complete to replay.
+            if let Some(recording) = this.project().recording.take() {
+                recording.abandon();
+            }
+        }
+    }
+}
+
+impl Body for RecordingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let fits = this
+                        .recording
+                        .as_ref()
+                        .is_some_and(|r| r.body.len() + data.len() <= MAX_STORED_BODY);
+                    match this.recording.take() {
+                        // A body that knows it is over may never be polled for its end.
+                        Some(mut recording) if fits && this.inner.is_end_stream() => {
+                            recording.body.extend_from_slice(data);
+                            recording.complete();
+                        }
+                        Some(mut recording) if fits => {
+                            recording.body.extend_from_slice(data);
+                            *this.recording = Some(recording);
+                        }
+                        Some(recording) => recording.abandon(),
+                        None => {}
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(recording) = this.recording.take() {
+                    recording.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(recording) = this.recording.take() {
+                    recording.abandon();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
