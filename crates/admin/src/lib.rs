@@ -1,9 +1,10 @@
 //! gatehouse-admin: the operator's window into a running gatehouse.
 //!
-//! Endpoints (all GET for now):
+//! Endpoints:
 //! - `/healthz`: 200 "ok" while the process serves (load balancers in front of gatehouse probe it);
 //! - `/metrics`: Prometheus text exposition of every gatehouse metric;
-//! - `/config`: the effective configuration snapshot as JSON, with its generation number.
+//! - `/config`: the effective configuration snapshot as JSON, with its generation number;
+//! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token).
 //!
 //! Security by default: the admin API listens on loopback unless a token is configured (config
 //! validation enforces that); with a token, every request off loopback and every write needs
@@ -15,6 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+
+mod faults;
 use gatehouse_http::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +59,11 @@ fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
+        .route("/faults", get(faults::list))
+        .route(
+            "/faults/{target}/{name}",
+            axum::routing::put(faults::put).delete(faults::delete),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }

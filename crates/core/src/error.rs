@@ -80,6 +80,8 @@ pub enum ErrorKind {
     IdempotencyInFlight,
     /// This Idempotency-Key was used for a different request (method, target or body).
     IdempotencyMismatch,
+    /// Fault injection aborted the request with this status (set through the admin API).
+    FaultInjected { status: u16 },
 }
 
 /// A failure while proxying one request.
@@ -98,7 +100,8 @@ impl ProxyError {
             ErrorKind::NoRoute
             | ErrorKind::NoHealthyEndpoint { .. }
             | ErrorKind::DeadlineExceeded { .. }
-            | ErrorKind::CircuitOpen { .. } => Side::Internal,
+            | ErrorKind::CircuitOpen { .. }
+            | ErrorKind::FaultInjected { .. } => Side::Internal,
             ErrorKind::IdempotencyInFlight | ErrorKind::IdempotencyMismatch => Side::Downstream,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
@@ -130,7 +133,8 @@ impl ProxyError {
             | ErrorKind::DeadlineExceeded { .. }
             | ErrorKind::CircuitOpen { .. }
             | ErrorKind::IdempotencyInFlight
-            | ErrorKind::IdempotencyMismatch => Retry::Never,
+            | ErrorKind::IdempotencyMismatch
+            | ErrorKind::FaultInjected { .. } => Retry::Never,
         }
     }
 
@@ -150,6 +154,7 @@ impl ProxyError {
             ErrorKind::BodyTooLarge { .. } => 413,
             ErrorKind::IdempotencyInFlight => 409,
             ErrorKind::IdempotencyMismatch => 422,
+            ErrorKind::FaultInjected { status } => *status,
         }
     }
 
@@ -214,6 +219,10 @@ impl fmt::Display for ProxyError {
                 f,
                 "the circuit breaker of cluster {cluster:?} is open after repeated failures; retry after {} s",
                 retry_after.as_secs_f64().ceil()
+            ),
+            ErrorKind::FaultInjected { status } => write!(
+                f,
+                "fault injection aborted this request with status {status} (see the admin API /faults)"
             ),
             ErrorKind::IdempotencyInFlight => write!(
                 f,

@@ -477,3 +477,109 @@ async fn one_idempotency_key_runs_a_post_once() {
     assert_eq!(pay("order-3", b"y", "/charge").await.status, StatusCode::OK);
     assert_eq!(back.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_injected_and_cleared_through_the_admin_api() {
+    const TOKEN: &str = "fault-token-0123456789";
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &format!(
+            r#"[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+[[listeners]]
+name = "main"
+listen = "127.0.0.1:0"
+[[routes]]
+name = "r"
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = {}
+"#,
+            endpoints(&[&up])
+        ),
+        &[],
+    )
+    .await;
+    let (addr, admin) = (gw.addr("main"), gw.admin.unwrap());
+    let c = h1();
+    let auth = format!("Bearer {TOKEN}");
+    let admin_send = async |method: Method, path: &str, body: &'static str, auth: &str| {
+        send(
+            &c,
+            method,
+            admin,
+            path,
+            &[("authorization", auth)],
+            Bytes::from_static(body.as_bytes()),
+        )
+        .await
+    };
+
+    // Writes need the token; unknown targets and bad bodies are refused clearly.
+    let refused = admin_send(
+        Method::PUT,
+        "/faults/route/r",
+        r#"{"abort_percent":100}"#,
+        "Bearer wrong",
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let unknown = admin_send(Method::PUT, "/faults/route/nope", "{}", &auth).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let bad = admin_send(
+        Method::PUT,
+        "/faults/route/r",
+        r#"{"abort_percent":"all"}"#,
+        &auth,
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("abort_percent"), "{}", bad.text());
+
+    // Abort every request on the route.
+    let set = admin_send(
+        Method::PUT,
+        "/faults/route/r",
+        r#"{"abort_status":418,"abort_percent":100}"#,
+        &auth,
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text());
+    let aborted = get(&c, addr, "/", &[]).await;
+    assert_eq!(aborted.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(aborted.headers["x-gatehouse-error"], "fault_injected");
+    assert_eq!(up.requests(), 0);
+    let listed = get(&c, admin, "/faults", &[]).await.json();
+    assert_eq!(listed["faults"][0]["abort_status"], 418);
+
+    // Latency on the cluster instead.
+    assert_eq!(
+        admin_send(Method::DELETE, "/faults/route/r", "", &auth)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    admin_send(
+        Method::PUT,
+        "/faults/cluster/c",
+        r#"{"delay":"300ms","delay_percent":100}"#,
+        &auth,
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // Cleared: back to normal.
+    admin_send(Method::DELETE, "/faults/cluster/c", "", &auth).await;
+    let started = Instant::now();
+    assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(
+        get(&c, admin, "/faults", &[]).await.json()["faults"],
+        serde_json::json!([])
+    );
+}

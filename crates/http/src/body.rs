@@ -119,5 +119,6 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         CircuitOpen { .. } => "circuit_open",
         IdempotencyInFlight => "idempotency_in_flight",
         IdempotencyMismatch => "idempotency_mismatch",
+        FaultInjected { .. } => "fault_injected",
     }
 }

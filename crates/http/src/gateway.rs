@@ -6,6 +6,7 @@
 //! stop the ones the config removed. Open connections are never cut by a reload; connections of
 //! a removed listener finish on their own.
 
+use crate::faults::Faults;
 use crate::health::HealthCheckers;
 use crate::server::{ConnectionLimit, Shared, accept_loop};
 use crate::snapshot::{EndpointStore, Snapshot};
@@ -49,6 +50,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Mutex<HashMap<String, ListenerHandle>>,
     store: EndpointStore,
+    faults: Faults,
     health_checkers: HealthCheckers,
     generation: AtomicU64,
     /// Serialises reloads (SIGHUP and file watch may race).
@@ -69,7 +71,8 @@ impl Gateway {
             clusters: vec![],
         };
         let store = EndpointStore::default();
-        let snapshot = Snapshot::build(empty, 0, &store, &metrics);
+        let faults = Faults::default();
+        let snapshot = Snapshot::build(empty, 0, &store, &metrics, &faults);
         Arc::new(Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -84,6 +87,7 @@ impl Gateway {
             }),
             listeners: Mutex::new(HashMap::new()),
             store,
+            faults,
             health_checkers: HealthCheckers::default(),
             generation: AtomicU64::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
@@ -96,6 +100,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// Runtime fault injection (the admin API sets it).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Bound addresses by listener name (port 0 resolved to the real port).
@@ -156,7 +165,13 @@ impl Gateway {
         }
 
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let snapshot = Snapshot::build(config, generation, &self.store, &self.shared.metrics);
+        let snapshot = Snapshot::build(
+            config,
+            generation,
+            &self.store,
+            &self.shared.metrics,
+            &self.faults,
+        );
         self.store.retain(&snapshot.endpoint_ids());
         let wanted: HashMap<String, (SocketAddr, u64)> = snapshot
             .config

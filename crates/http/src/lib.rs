@@ -9,6 +9,7 @@
 //!   -> pool (per-endpoint keep-alive h1 / multiplexed h2) -> upstream
 //! ```
 //!
+//! - [`faults`]: runtime fault injection slots (latency, aborts, blackholes).
 //! - [`gateway`]: owns the snapshot and the listeners; applies configs (start and reload).
 //! - [`snapshot`]: the immutable runtime view of one config; pools and stats outlive it.
 //! - [`server`]: accept loops and per-connection serving, graceful drain.
@@ -28,6 +29,7 @@
 
 pub mod body;
 pub mod chunked;
+pub mod faults;
 pub mod gateway;
 pub mod h1_client;
 pub mod h1_guard;

@@ -104,6 +104,7 @@ pub async fn forward(
     ctx: &ForwardContext<'_>,
 ) -> Result<Forwarded, ProxyError> {
     let cluster = &route.cluster;
+    inject_faults(route, ctx).await?;
     let Some(breaker) = &cluster.resilience.breaker else {
         return forward_tries(route, request, ctx).await;
     };
@@ -130,6 +131,30 @@ pub async fn forward(
     let outcome = breaker_outcome(result.as_ref().map(|f| f.response.status().as_u16()));
     settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
     result
+}
+
+/// Applies the route's and the cluster's injected faults, if any (one atomic load each when
+/// none is set).
+async fn inject_faults(route: &RouteRuntime, ctx: &ForwardContext<'_>) -> Result<(), ProxyError> {
+    for slot in [&route.fault, &route.cluster.fault] {
+        let Some(fault) = slot.load_full() else {
+            continue;
+        };
+        let injected = fault.decide();
+        if injected.blackhole {
+            // A partition: no answer until the request's time is up.
+            let budget = route.timeout;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(ctx.started + budget)).await;
+            return Err(ProxyError::new(ErrorKind::DeadlineExceeded { budget }));
+        }
+        if let Some(delay) = injected.delay {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(status) = injected.abort {
+            return Err(ProxyError::new(ErrorKind::FaultInjected { status }));
+        }
+    }
+    Ok(())
 }
 
 async fn forward_tries(

@@ -6,6 +6,7 @@
 //! counts, latency estimates, health and ejections) lives in the [`EndpointStore`] and is
 //! picked up by identity.
 
+use crate::faults::{FaultSlot, Faults, Target};
 use crate::health::{CheckTarget, EndpointHealth};
 use crate::pool::{EndpointPool, PoolSettings};
 use crate::resilience::ClusterResilience;
@@ -54,6 +55,8 @@ pub struct RouteRuntime {
     pub labels: RouteLabels,
     /// This route's latency histogram, resolved once per snapshot (not per request).
     pub duration: gatehouse_observe::Histogram,
+    /// Faults injected into this route (set through the admin API).
+    pub fault: FaultSlot,
 }
 
 pub struct ClusterRuntime {
@@ -63,6 +66,8 @@ pub struct ClusterRuntime {
     pub hash_on: Option<HashOn>,
     pub protocol: UpstreamProtocol,
     pub resilience: ClusterResilience,
+    /// Faults injected into this cluster (set through the admin API).
+    pub fault: FaultSlot,
 }
 
 pub struct EndpointRuntime {
@@ -83,11 +88,12 @@ impl Snapshot {
         generation: u64,
         store: &EndpointStore,
         metrics: &Arc<Metrics>,
+        faults: &Faults,
     ) -> Self {
         let clusters: Vec<Arc<ClusterRuntime>> = config
             .clusters
             .iter()
-            .map(|c| Arc::new(ClusterRuntime::build(c, store, metrics)))
+            .map(|c| Arc::new(ClusterRuntime::build(c, store, metrics, faults)))
             .collect();
         let by_name: HashMap<&str, &Arc<ClusterRuntime>> =
             clusters.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -98,7 +104,7 @@ impl Snapshot {
                 // Indices must match config.routes (the router returns them). Validation
                 // guarantees the cluster exists; should it not, the route answers 503.
                 let cluster = by_name.get(r.cluster.as_str()).map_or_else(
-                    || Arc::new(ClusterRuntime::empty(&r.cluster)),
+                    || Arc::new(ClusterRuntime::empty(&r.cluster, faults)),
                     |c| Arc::clone(c),
                 );
                 let timeout = r.timeout.unwrap_or_else(|| {
@@ -111,6 +117,7 @@ impl Snapshot {
                     cluster: Arc::clone(&cluster.name),
                 };
                 RouteRuntime {
+                    fault: faults.slot(Target::Route, &r.name),
                     name: label(&r.name),
                     duration: metrics.request_duration.get_or_create(&labels).clone(),
                     labels,
@@ -200,8 +207,9 @@ impl Snapshot {
 
 impl ClusterRuntime {
     /// A cluster with no endpoints: every request to it gets 503.
-    fn empty(name: &str) -> Self {
+    fn empty(name: &str, faults: &Faults) -> Self {
         Self {
+            fault: faults.slot(Target::Cluster, name),
             name: label(name),
             balancer: Balancer::new(Policy::RoundRobin, Vec::new()),
             endpoints: Vec::new(),
@@ -211,7 +219,12 @@ impl ClusterRuntime {
         }
     }
 
-    fn build(cluster: &Cluster, store: &EndpointStore, metrics: &Arc<Metrics>) -> Self {
+    fn build(
+        cluster: &Cluster,
+        store: &EndpointStore,
+        metrics: &Arc<Metrics>,
+        faults: &Faults,
+    ) -> Self {
         let name = label(&cluster.name);
         let settings = PoolSettings {
             protocol: cluster.protocol,
@@ -256,6 +269,7 @@ impl ClusterRuntime {
             })
             .collect();
         Self {
+            fault: faults.slot(Target::Cluster, &cluster.name),
             balancer: Balancer::new(policy(&cluster.balance), balancer_endpoints),
             name,
             endpoints,
