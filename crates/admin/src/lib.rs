@@ -4,6 +4,7 @@
 //! - `/healthz`: 200 "ok" while the process serves (load balancers in front of gatehouse probe it);
 //! - `/metrics`: Prometheus text exposition of every gatehouse metric;
 //! - `/config`: the effective configuration snapshot as JSON, with its generation number;
+//! - `/clusters` ([`clusters`]): every endpoint's live state: health, ejection, breaker, load;
 //! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token).
 //!
 //! Security by default: the admin API listens on loopback unless a token is configured (config
@@ -17,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+mod clusters;
 mod faults;
 use gatehouse_http::Gateway;
 use std::net::SocketAddr;
@@ -59,6 +61,7 @@ fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
+        .route("/clusters", get(clusters::list))
         .route("/faults", get(faults::list))
         .route(
             "/faults/{target}/{name}",

@@ -274,6 +274,16 @@ max_ejection_percent = 50"#,
         }
     }
     assert_eq!(failures, 3, "ejected after exactly 3 consecutive failures");
+    let view = get(&c, gw.admin.unwrap(), "/clusters", &[]).await.json();
+    let bad_view = view["clusters"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == bad.to_string())
+        .cloned()
+        .unwrap();
+    assert_eq!(bad_view["in_rotation"], false, "{view}");
+    assert!(bad_view["ejected_for_ms"].as_u64().unwrap() > 0, "{view}");
 
     // The endpoint comes alive; once its ejection is over it takes traffic again.
     let listener = tokio::net::TcpListener::bind(bad).await.unwrap();
@@ -381,6 +391,8 @@ enabled = false"#,
         before,
         "an open breaker sends nothing upstream"
     );
+    let view = get(&c, gw.admin.unwrap(), "/clusters", &[]).await.json();
+    assert_eq!(view["clusters"][0]["breaker"], "open", "{view}");
 
     // After the open time one probe goes through; its success closes the breaker.
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -102,6 +102,11 @@ impl Gateway {
         &self.shared.metrics
     }
 
+    /// The clock the data path reads (for turning stored instants into durations).
+    pub fn clock(&self) -> MonotonicClock {
+        self.shared.clock
+    }
+
     /// Runtime fault injection (the admin API sets it).
     pub fn faults(&self) -> &Faults {
         &self.faults
