@@ -122,6 +122,21 @@ pub struct Route {
     /// Overrides the cluster's response timeout for this route.
     #[serde(with = "opt_millis")]
     pub timeout: Option<Duration>,
+    /// Hedged requests (GET/HEAD/OPTIONS without a body); None: off.
+    pub hedge: Option<Hedge>,
+}
+
+/// A second try, to another endpoint, when the first is slower than the route usually is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hedge {
+    /// The route's recent latency quantile (percent) after which the second try goes out.
+    pub quantile: u32,
+    /// The hedge never goes out sooner than this...
+    #[serde(with = "millis")]
+    pub min_delay: Duration,
+    /// ...nor later than this (also the delay until enough samples exist).
+    #[serde(with = "millis")]
+    pub max_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

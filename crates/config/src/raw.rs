@@ -64,6 +64,15 @@ pub struct RawRoute {
     pub cluster: Spanned<String>,
     pub host_rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub hedge: Option<Spanned<RawHedge>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHedge {
+    pub quantile: Option<Spanned<u32>>,
+    pub min_delay: Option<Spanned<String>>,
+    pub max_delay: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -494,6 +494,10 @@ impl Validator<'_> {
             d
         });
 
+        let hedge = raw
+            .hedge
+            .as_ref()
+            .map(|h| self.hedge(h, &format!("{field}.hedge")));
         Some(Route {
             name,
             listeners,
@@ -505,6 +509,7 @@ impl Validator<'_> {
             cluster,
             host_rewrite,
             timeout,
+            hedge,
         })
     }
 

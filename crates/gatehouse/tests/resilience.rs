@@ -595,3 +595,64 @@ endpoints = {}
         serde_json::json!([])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_cuts_a_slow_tail_for_safe_requests_only() {
+    let fast = TestUpstream::start("fast").await;
+    let slow = TestUpstream::start("slow").await;
+    slow.set_delay(Duration::from_millis(800));
+    let gw = Gatehouse::start(
+        bin(),
+        &config(&format!(
+            r#"[[routes]]
+name = "r"
+cluster = "c"
+[routes.hedge]
+max_delay = "50ms"
+[[clusters]]
+name = "c"
+endpoints = {}
+"#,
+            endpoints(&[&fast, &slow])
+        )),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    for _ in 0..6 {
+        let started = Instant::now();
+        let answer = get(&c, addr, "/", &[]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.upstream(), "fast");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a GET waited for the slow endpoint: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        slow.requests() > 0,
+        "round robin did send firsts to the slow endpoint"
+    );
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("gatehouse_hedged_requests_total{cluster=\"c\""),
+        "{metrics}"
+    );
+
+    // A POST is never sent twice: it waits for whichever endpoint it went to.
+    let mut slow_posts = 0;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let answer = send(&c, Method::POST, addr, "/", &[], Bytes::from_static(b"x")).await;
+        if answer.upstream() == "slow" {
+            slow_posts += 1;
+            assert!(started.elapsed() >= Duration::from_millis(800));
+        }
+    }
+    assert_eq!(
+        slow_posts, 1,
+        "round robin sends one of two POSTs to the slow endpoint"
+    );
+}

@@ -35,10 +35,11 @@ use gatehouse_resilience::breaker::Permit;
 use gatehouse_resilience::idempotency::{IdempotencyStore, Ticket};
 use gatehouse_resilience::retry::{Decision, FailedTry, RequestBody, Stop};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -280,47 +281,58 @@ async fn forward_tries(
                 reason: "the request body was already sent".into(),
             }));
         };
-        endpoint.stats.begin();
-        let in_flight = InFlight {
-            stats: Arc::clone(&endpoint.stats),
-            clock: *ctx.clock,
-            head_latency: None,
+        let first = exchange(
+            cluster,
+            index,
+            endpoint_permit,
+            &parts,
+            try_body,
+            try_deadline,
+            ctx,
+        );
+        let hedgeable = attempts == 1
+            && matches!(body, ReplayBody::Empty)
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let exchanged = match (&route.hedge, hedgeable) {
+            (Some(hedge), true) => {
+                let delay = hedge.delay(ctx.clock.now_nanos());
+                hedged(
+                    first,
+                    delay,
+                    cluster,
+                    hash,
+                    ctx,
+                    &mut tried,
+                    &parts,
+                    try_deadline,
+                )
+                .await
+            }
+            _ => first.await,
         };
-        let sent =
-            tokio::time::timeout_at(try_deadline, endpoint.pool.send(&parts, try_body)).await;
-        if let (Some(breaker), Some(permit)) = (&endpoint.breaker, endpoint_permit) {
-            let outcome = match &sent {
-                Ok(Ok(response)) => breaker_outcome(Ok(response.status().as_u16())),
-                Ok(Err(error)) => breaker_outcome(Err(error)),
-                Err(_) => gatehouse_resilience::breaker::Outcome::Failure,
-            };
-            let scope = BreakerScope {
-                cluster: &cluster.name,
-                endpoint: Some(&endpoint.label),
-                metrics: ctx.metrics,
-            };
-            settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
-        }
-        let failure = match sent {
-            Ok(Ok(response)) => {
+        let Exchanged {
+            index,
+            in_flight,
+            result,
+        } = exchanged;
+        let endpoint = &cluster.endpoints[index];
+        let failure = match result {
+            Ok(response) => {
                 let status = response.status().as_u16();
-                record(cluster, index, endpoint, ctx, TryOutcome::Status(status));
                 if !policy.retry_on_status.contains(&status) || attempts >= policy.max_attempts {
-                    let forwarded = respond(response, endpoint, in_flight, ctx.started.elapsed());
+                    let head_latency = ctx.started.elapsed();
+                    if let Some(hedge) = &route.hedge {
+                        hedge.observe(ctx.clock.now_nanos(), head_latency);
+                    }
+                    let forwarded = respond(response, endpoint, in_flight, head_latency);
                     return Ok(ticket.attach(forwarded, *ctx.clock));
                 }
                 Failure::Status(response, in_flight, status)
             }
-            Ok(Err(error)) => {
-                if error.side() == gatehouse_core::Side::Upstream {
-                    record(cluster, index, endpoint, ctx, TryOutcome::GatewayFailure);
-                }
-                Failure::Error(error)
-            }
-            Err(_) => {
-                record(cluster, index, endpoint, ctx, TryOutcome::GatewayFailure);
-                // Named after the endpoint either way (it is the one that did not answer);
-                // the retry policy sees from the deadline whether time is left for another.
+            Err(TryError::Failed(error)) => Failure::Error(error),
+            // Named after the endpoint (it is the one that did not answer); the retry policy
+            // sees from the deadline whether time is left for another try.
+            Err(TryError::TimedOut) => {
                 Failure::Error(ProxyError::new(ErrorKind::UpstreamTimeout {
                     endpoint: endpoint.id.addr,
                     // Report the configured limit that ran out, not a rounded remainder.
@@ -382,6 +394,122 @@ async fn forward_tries(
             }
             Failure::Error(error) => Err(error),
         };
+    }
+}
+
+/// One try's result: which endpoint, its in-flight guard, and the answer or why there is none.
+struct Exchanged {
+    index: usize,
+    in_flight: InFlight,
+    result: Result<Response<ProxyBody>, TryError>,
+}
+
+enum TryError {
+    Failed(ProxyError),
+    TimedOut,
+}
+
+/// Sends one try to `cluster.endpoints[index]` and feeds its outcome to the endpoint's breaker
+/// and to outlier detection.
+async fn exchange(
+    cluster: &ClusterRuntime,
+    index: usize,
+    permit: Option<Permit>,
+    parts: &http::request::Parts,
+    body: ProxyBody,
+    try_deadline: tokio::time::Instant,
+    ctx: &ForwardContext<'_>,
+) -> Exchanged {
+    let endpoint = &cluster.endpoints[index];
+    endpoint.stats.begin();
+    let in_flight = InFlight {
+        stats: Arc::clone(&endpoint.stats),
+        clock: *ctx.clock,
+        head_latency: None,
+    };
+    let sent = tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body)).await;
+    if let (Some(breaker), Some(permit)) = (&endpoint.breaker, permit) {
+        let outcome = match &sent {
+            Ok(Ok(response)) => breaker_outcome(Ok(response.status().as_u16())),
+            Ok(Err(error)) => breaker_outcome(Err(error)),
+            Err(_) => gatehouse_resilience::breaker::Outcome::Failure,
+        };
+        let scope = BreakerScope {
+            cluster: &cluster.name,
+            endpoint: Some(&endpoint.label),
+            metrics: ctx.metrics,
+        };
+        settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
+    }
+    let result = match sent {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            record(cluster, index, endpoint, ctx, TryOutcome::Status(status));
+            Ok(response)
+        }
+        Ok(Err(error)) => {
+            if error.side() == gatehouse_core::Side::Upstream {
+                record(cluster, index, endpoint, ctx, TryOutcome::GatewayFailure);
+            }
+            Err(TryError::Failed(error))
+        }
+        Err(_) => {
+            record(cluster, index, endpoint, ctx, TryOutcome::GatewayFailure);
+            Err(TryError::TimedOut)
+        }
+    };
+    Exchanged {
+        index,
+        in_flight,
+        result,
+    }
+}
+
+/// Races `first` against a second try to another endpoint that starts after `delay`: the
+/// first answer wins, and the other try is dropped (its upstream connection is closed, which
+/// cancels it). Without another endpoint to ask, it just waits for `first`.
+#[allow(clippy::too_many_arguments)]
+async fn hedged(
+    first: impl Future<Output = Exchanged>,
+    delay: Duration,
+    cluster: &ClusterRuntime,
+    hash: Option<u64>,
+    ctx: &ForwardContext<'_>,
+    tried: &mut Tried,
+    parts: &http::request::Parts,
+    try_deadline: tokio::time::Instant,
+) -> Exchanged {
+    let mut first = std::pin::pin!(first);
+    tokio::select! {
+        done = &mut first => return done,
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let Ok((index, permit)) = pick_admitted(cluster, hash, ctx, tried) else {
+        return first.await;
+    };
+    if tried.contains(index) {
+        return first.await; // no other endpoint to ask
+    }
+    tried.insert(index);
+    ctx.metrics
+        .hedges
+        .get_or_create(&RetryLabels {
+            cluster: Arc::clone(&cluster.name),
+            reason: "p_quantile",
+        })
+        .inc();
+    let second = exchange(
+        cluster,
+        index,
+        permit,
+        parts,
+        crate::body::empty(),
+        try_deadline,
+        ctx,
+    );
+    tokio::select! {
+        done = &mut first => done,
+        done = second => done,
     }
 }
 

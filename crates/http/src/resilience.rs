@@ -6,9 +6,10 @@
 //! mutex) when it ends a run of failures on that endpoint.
 
 use crate::health::EndpointHealth;
+use gatehouse_balance::LatencyWindow;
 use gatehouse_balance::OutlierConfig;
 use gatehouse_balance::outlier::{Outcome, OutlierDetector, Reason};
-use gatehouse_config::{BreakerSettings, Cluster, Outlier};
+use gatehouse_config::{BreakerSettings, Cluster, Hedge, Outlier};
 use gatehouse_core::MonotonicClock;
 use gatehouse_observe::{BreakerLabels, EjectionLabels, EndpointLabels, Label, Metrics, label};
 use gatehouse_resilience::breaker::{Outcome as BreakerOutcome, Permit, State, Transition};
@@ -135,6 +136,43 @@ impl ClusterResilience {
                 reason,
             })
             .inc();
+    }
+}
+
+/// A route's hedging: when to send the second try, learned from the route's own latency.
+pub struct HedgeRuntime {
+    config: Hedge,
+    window: Mutex<LatencyWindow>,
+}
+
+/// Samples needed before the quantile is trusted; until then the hedge waits `max_delay`.
+const HEDGE_MIN_SAMPLES: u64 = 20;
+
+impl HedgeRuntime {
+    pub fn new(config: Hedge) -> Self {
+        Self {
+            config,
+            window: Mutex::new(LatencyWindow::new(Duration::from_secs(30))),
+        }
+    }
+
+    /// How long the first try may take before the hedge goes out.
+    pub fn delay(&self, now_nanos: u64) -> Duration {
+        let window = self.window.lock();
+        if window.count(now_nanos) < HEDGE_MIN_SAMPLES {
+            return self.config.max_delay;
+        }
+        window
+            .quantile(now_nanos, f64::from(self.config.quantile) / 100.0)
+            .map_or(self.config.max_delay, |nanos| {
+                Duration::from_nanos(nanos).clamp(self.config.min_delay, self.config.max_delay)
+            })
+    }
+
+    /// Records a response head latency of the route.
+    pub fn observe(&self, now_nanos: u64, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.window.lock().record(now_nanos, nanos);
     }
 }
 

@@ -178,6 +178,7 @@ mod tests {
             cluster: cluster.to_owned(),
             host_rewrite: None,
             timeout: None,
+            hedge: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct RouteRuntime {
     pub duration: gatehouse_observe::Histogram,
     /// Faults injected into this route (set through the admin API).
     pub fault: FaultSlot,
+    /// Hedged requests, when the route asks for them.
+    pub hedge: Option<crate::resilience::HedgeRuntime>,
 }
 
 pub struct ClusterRuntime {
@@ -117,6 +119,7 @@ impl Snapshot {
                     cluster: Arc::clone(&cluster.name),
                 };
                 RouteRuntime {
+                    hedge: r.hedge.clone().map(crate::resilience::HedgeRuntime::new),
                     fault: faults.slot(Target::Route, &r.name),
                     name: label(&r.name),
                     duration: metrics.request_duration.get_or_create(&labels).clone(),

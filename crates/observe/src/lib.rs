@@ -141,6 +141,8 @@ pub struct Metrics {
     pub retries_refused: Family<RetryLabels, Counter>,
     /// Circuit breaker state changes.
     pub breaker_transitions: Family<BreakerLabels, Counter>,
+    /// Hedged second tries sent, by cluster.
+    pub hedges: Family<RetryLabels, Counter>,
 }
 
 impl Metrics {
@@ -164,6 +166,12 @@ impl Metrics {
         let retries = Family::default();
         let retries_refused = Family::default();
         let breaker_transitions = Family::default();
+        let hedges = Family::default();
+        registry.register(
+            "hedged_requests",
+            "Second tries sent because the first was slower than the route's usual latency",
+            hedges.clone(),
+        );
         registry.register(
             "breaker_transitions",
             "Circuit breaker state changes, by the state entered",
@@ -246,6 +254,7 @@ impl Metrics {
             retries,
             retries_refused,
             breaker_transitions,
+            hedges,
         }
     }
 

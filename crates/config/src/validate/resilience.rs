@@ -3,8 +3,8 @@
 //! Defaults and their reasons are in docs/resilience.md.
 
 use super::Validator;
-use crate::model::{BreakerSettings, HealthCheck, HealthProbe, Outlier, RetrySettings};
-use crate::raw::{RawBreaker, RawHealthCheck, RawOutlier, RawRetry};
+use crate::model::{BreakerSettings, HealthCheck, HealthProbe, Hedge, Outlier, RetrySettings};
+use crate::raw::{RawBreaker, RawHealthCheck, RawHedge, RawOutlier, RawRetry};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -313,6 +313,39 @@ impl Validator<'_> {
             );
         }
         settings
+    }
+
+    pub(super) fn hedge(&mut self, spanned: &Spanned<RawHedge>, field: &str) -> Hedge {
+        let raw = spanned.get_ref();
+        let min_delay = self.positive_duration(
+            raw.min_delay.as_ref(),
+            &format!("{field}.min_delay"),
+            Duration::from_millis(5),
+        );
+        let max_delay = self.positive_duration(
+            raw.max_delay.as_ref(),
+            &format!("{field}.max_delay"),
+            Duration::from_secs(1).max(min_delay),
+        );
+        if max_delay < min_delay
+            && let Some(m) = &raw.max_delay
+        {
+            self.error(
+                m,
+                &format!("{field}.max_delay"),
+                "max_delay must not be shorter than min_delay",
+            );
+        }
+        Hedge {
+            quantile: self.count_in(
+                raw.quantile.as_ref(),
+                &format!("{field}.quantile"),
+                95,
+                50..=99,
+            ),
+            min_delay,
+            max_delay,
+        }
     }
 
     /// A duration that must not be zero.
