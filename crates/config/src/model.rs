@@ -210,6 +210,23 @@ pub struct Cluster {
     pub retry: RetrySettings,
     /// Circuit breakers for the cluster and each of its endpoints; None: none.
     pub breaker: Option<BreakerSettings>,
+    /// A per-try timeout learned from the cluster's latency; None: `try_timeout` as set.
+    pub adaptive_timeout: Option<AdaptiveTimeout>,
+}
+
+/// Per-try timeout = clamp(recent quantile × factor + floor, min, max).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdaptiveTimeout {
+    /// Percent, e.g. 99.
+    pub quantile: u32,
+    /// Tenths: 30 means × 3.0.
+    pub factor_tenths: u32,
+    #[serde(with = "millis")]
+    pub floor: Duration,
+    #[serde(with = "millis")]
+    pub min: Duration,
+    #[serde(with = "millis")]
+    pub max: Duration,
 }
 
 /// When a circuit breaker opens, and how it closes again.

@@ -94,6 +94,17 @@ pub struct RawCluster {
     pub outlier: Option<Spanned<RawOutlier>>,
     pub retry: Option<Spanned<RawRetry>>,
     pub breaker: Option<Spanned<RawBreaker>>,
+    pub adaptive_timeout: Option<Spanned<RawAdaptiveTimeout>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdaptiveTimeout {
+    pub quantile: Option<Spanned<u32>>,
+    pub factor: Option<Spanned<f64>>,
+    pub floor: Option<Spanned<String>>,
+    pub min: Option<Spanned<String>>,
+    pub max: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -723,7 +723,19 @@ impl Validator<'_> {
             .as_ref()
             .map(|b| self.breaker(b, &format!("{field}.breaker")));
 
+        let adaptive_timeout = raw
+            .adaptive_timeout
+            .as_ref()
+            .map(|a| self.adaptive_timeout(a, &format!("{field}.adaptive_timeout")));
+        if let (Some(_), Some(t)) = (&adaptive_timeout, &raw.try_timeout) {
+            self.error(
+                t,
+                &format!("{field}.try_timeout"),
+                "set either try_timeout or [clusters.adaptive_timeout], not both",
+            );
+        }
         Some(Cluster {
+            adaptive_timeout,
             breaker,
             try_timeout,
             health_check,

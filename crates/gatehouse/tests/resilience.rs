@@ -656,3 +656,43 @@ endpoints = {}
         "round robin sends one of two POSTs to the slow endpoint"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_try_timeout_follows_the_clusters_latency() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &endpoints(&[&up]),
+            r#"[clusters.adaptive_timeout]
+quantile = 99
+factor = 3
+floor = "10ms"
+min = "100ms"
+max = "5s"
+[clusters.outlier]
+enabled = false"#,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    // Learn: fast answers.
+    for _ in 0..30 {
+        assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+    }
+    // A try far slower than usual is cut at the learned timeout (about 100 ms), not at the
+    // route's 60 s: two tries, then 504.
+    let started = Instant::now();
+    let slow = get(&c, addr, "/slow/3000", &[]).await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(slow.headers["x-gatehouse-error"], "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // The first try waited 100 ms; that wait raised the estimate, so the retry waited longer.
+    assert!(slow.text().contains("sent no response within"), "{}", slow.text());
+}

@@ -251,7 +251,10 @@ async fn forward_tries(
         let endpoint = &cluster.endpoints[index];
         // The clock is read here only when something needs the time left: a retry, a per-try
         // timeout or a budget to pass on. A first try without them just waits for the deadline.
-        let needs_now = attempts > 1 || propagate || cluster.resilience.try_timeout.is_some();
+        let needs_now = attempts > 1
+            || propagate
+            || cluster.resilience.try_timeout.is_some()
+            || cluster.resilience.adaptive_timeout.is_some();
         let now = needs_now.then(tokio::time::Instant::now);
         if let Some(now) = now
             && now >= deadline
@@ -272,7 +275,8 @@ async fn forward_tries(
             }
         }
         // This try ends at the per-try timeout or the request's deadline, whichever is first.
-        let (try_deadline, try_limited) = match (cluster.resilience.try_timeout, now) {
+        let limit = cluster.resilience.try_timeout(|| ctx.clock.now_nanos());
+        let (try_deadline, try_limited) = match (limit, now) {
             (Some(limit), Some(now)) if now + limit < deadline => (now + limit, Some(limit)),
             _ => (deadline, None),
         };
@@ -427,7 +431,17 @@ async fn exchange(
         clock: *ctx.clock,
         head_latency: None,
     };
+    let started = cluster
+        .resilience
+        .adaptive_timeout
+        .is_some()
+        .then(std::time::Instant::now);
     let sent = tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body)).await;
+    if let Some(started) = started {
+        cluster
+            .resilience
+            .observe_try(ctx.clock.now_nanos(), started.elapsed());
+    }
     if let (Some(breaker), Some(permit)) = (&endpoint.breaker, permit) {
         let outcome = match &sent {
             Ok(Ok(response)) => breaker_outcome(Ok(response.status().as_u16())),

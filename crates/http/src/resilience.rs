@@ -14,7 +14,8 @@ use gatehouse_core::MonotonicClock;
 use gatehouse_observe::{BreakerLabels, EjectionLabels, EndpointLabels, Label, Metrics, label};
 use gatehouse_resilience::breaker::{Outcome as BreakerOutcome, Permit, State, Transition};
 use gatehouse_resilience::{
-    Backoff, BreakerConfig, RetryBudgetConfig, RetryPolicy, SharedBreaker, SharedRetryBudget,
+    AdaptiveTimeoutConfig, Backoff, BreakerConfig, RetryBudgetConfig, RetryPolicy,
+    SharedAdaptiveTimeout, SharedBreaker, SharedRetryBudget,
 };
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct ClusterResilience {
     pub try_timeout: Option<Duration>,
     /// The cluster's own breaker (None when the cluster has no `[clusters.breaker]`).
     pub breaker: Option<SharedBreaker>,
+    /// A per-try timeout learned from recent tries (replaces `try_timeout` when set).
+    pub adaptive_timeout: Option<SharedAdaptiveTimeout>,
     outlier: Option<Mutex<OutlierDetector>>,
 }
 
@@ -62,6 +65,17 @@ impl ClusterResilience {
                 .breaker
                 .as_ref()
                 .map(|b| SharedBreaker::new(breaker_config(b))),
+            adaptive_timeout: cluster.adaptive_timeout.as_ref().map(|a| {
+                SharedAdaptiveTimeout::new(AdaptiveTimeoutConfig {
+                    quantile: f64::from(a.quantile) / 100.0,
+                    factor: f64::from(a.factor_tenths) / 10.0,
+                    floor: a.floor,
+                    min: a.min,
+                    max: a.max,
+                    min_samples: 20,
+                    window: Duration::from_secs(30),
+                })
+            }),
             outlier: cluster.outlier.as_ref().map(|o| {
                 Mutex::new(OutlierDetector::new(
                     outlier_config(o),
@@ -81,7 +95,27 @@ impl ClusterResilience {
             budget: SharedRetryBudget::new(RetryBudgetConfig::default()),
             try_timeout: None,
             breaker: None,
+            adaptive_timeout: None,
             outlier: None,
+        }
+    }
+
+    /// The per-try timeout now: learned, configured, or none (the request's deadline).
+    pub fn try_timeout(&self, now_nanos: impl FnOnce() -> u64) -> Option<Duration> {
+        match &self.adaptive_timeout {
+            Some(adaptive) => Some(adaptive.timeout(now_nanos())),
+            None => self.try_timeout,
+        }
+    }
+
+    /// Feeds a try's latency to the adaptive timeout (timed-out tries too, with the time they
+    /// waited: leaving them out would make the estimate only see fast tries and shrink).
+    pub fn observe_try(&self, now_nanos: u64, latency: Duration) {
+        if let Some(adaptive) = &self.adaptive_timeout {
+            adaptive.record(
+                now_nanos,
+                u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+            );
         }
     }
 

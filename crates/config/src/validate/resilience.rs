@@ -3,8 +3,10 @@
 //! Defaults and their reasons are in docs/resilience.md.
 
 use super::Validator;
-use crate::model::{BreakerSettings, HealthCheck, HealthProbe, Hedge, Outlier, RetrySettings};
-use crate::raw::{RawBreaker, RawHealthCheck, RawHedge, RawOutlier, RawRetry};
+use crate::model::{
+    AdaptiveTimeout, BreakerSettings, HealthCheck, HealthProbe, Hedge, Outlier, RetrySettings,
+};
+use crate::raw::{RawAdaptiveTimeout, RawBreaker, RawHealthCheck, RawHedge, RawOutlier, RawRetry};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -345,6 +347,61 @@ impl Validator<'_> {
             ),
             min_delay,
             max_delay,
+        }
+    }
+
+    pub(super) fn adaptive_timeout(
+        &mut self,
+        spanned: &Spanned<RawAdaptiveTimeout>,
+        field: &str,
+    ) -> AdaptiveTimeout {
+        let raw = spanned.get_ref();
+        let factor_tenths = match &raw.factor {
+            None => 30,
+            Some(f) if (1.0..=100.0).contains(f.get_ref()) => (f.get_ref() * 10.0).round() as u32,
+            Some(f) => {
+                self.error(
+                    f,
+                    &format!("{field}.factor"),
+                    "factor must be between 1 and 100",
+                );
+                30
+            }
+        };
+        let min = self.positive_duration(
+            raw.min.as_ref(),
+            &format!("{field}.min"),
+            Duration::from_millis(50),
+        );
+        let max = self.positive_duration(
+            raw.max.as_ref(),
+            &format!("{field}.max"),
+            Duration::from_secs(10).max(min),
+        );
+        if max < min
+            && let Some(m) = &raw.max
+        {
+            self.error(
+                m,
+                &format!("{field}.max"),
+                "max must not be shorter than min",
+            );
+        }
+        AdaptiveTimeout {
+            quantile: self.count_in(
+                raw.quantile.as_ref(),
+                &format!("{field}.quantile"),
+                99,
+                50..=99,
+            ),
+            factor_tenths,
+            floor: self.duration_or(
+                raw.floor.as_ref(),
+                &format!("{field}.floor"),
+                Duration::from_millis(10),
+            ),
+            min,
+            max,
         }
     }
 
