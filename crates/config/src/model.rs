@@ -297,6 +297,9 @@ pub struct Outlier {
     #[serde(with = "millis")]
     pub max_ejection: Duration,
     pub max_ejection_percent: u32,
+    /// Eject an endpoint whose p99 is above this many times its peers' median (tenths:
+    /// 30 = × 3.0); None: latency ejection off.
+    pub latency_factor_tenths: Option<u32>,
 }
 
 /// When and how often a failed try is sent again.

@@ -146,6 +146,7 @@ pub struct RawOutlier {
     pub base_ejection: Option<Spanned<String>>,
     pub max_ejection: Option<Spanned<String>>,
     pub max_ejection_percent: Option<Spanned<u32>>,
+    pub latency_factor: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

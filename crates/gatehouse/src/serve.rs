@@ -24,6 +24,8 @@ pub struct Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(metrics);
+    // Latency ejection compares endpoints periodically (consecutive failures eject at once).
+    tokio::spawn(Arc::clone(&gateway).sweep_outliers(std::time::Duration::from_secs(1)));
     let admin = config.admin.clone();
     gateway.apply(config).await.context("cannot start")?;
     for (name, addr) in gateway.bound_addresses() {

@@ -694,5 +694,61 @@ enabled = false"#,
         started.elapsed()
     );
     // The first try waited 100 ms; that wait raised the estimate, so the retry waited longer.
-    assert!(slow.text().contains("sent no response within"), "{}", slow.text());
+    assert!(
+        slow.text().contains("sent no response within"),
+        "{}",
+        slow.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_far_slower_than_its_peers_is_ejected() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let slow = TestUpstream::start("slow").await;
+    slow.set_delay(Duration::from_millis(60));
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &endpoints(&[&a, &b, &slow]),
+            "[clusters.outlier]\nlatency_factor = 3\nmax_ejection_percent = 34",
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    // Enough samples on every endpoint (100 each), from 8 clients at once.
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        load.push(tokio::spawn(async move {
+            let c = h1();
+            for _ in 0..45 {
+                assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+            }
+        }));
+    }
+    for t in load {
+        t.await.unwrap();
+    }
+    // The periodic pass (every second) compares p99s and ejects the slow one.
+    let c = h1();
+    assert!(
+        eventually(Duration::from_secs(4), async || {
+            get(&h1(), gw.admin.unwrap(), "/metrics", &[])
+                .await
+                .text()
+                .contains("reason=\"latency\"} 1")
+        })
+        .await,
+        "the slow endpoint was not ejected"
+    );
+    let before = slow.requests();
+    for _ in 0..20 {
+        get(&c, addr, "/", &[]).await;
+    }
+    assert_eq!(
+        slow.requests(),
+        before,
+        "an ejected endpoint gets no traffic"
+    );
 }

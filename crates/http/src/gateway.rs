@@ -94,6 +94,27 @@ impl Gateway {
         })
     }
 
+    /// Runs outlier detection's periodic pass (latency ejections) over the serving snapshot,
+    /// every `every`, until shutdown.
+    pub async fn sweep_outliers(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shared.draining.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let snapshot = self.snapshot();
+            for cluster in &snapshot.clusters {
+                cluster.resilience.sweep(
+                    &cluster.endpoints,
+                    &self.shared.clock,
+                    &self.shared.metrics,
+                );
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshot.load_full()
     }

@@ -431,16 +431,16 @@ async fn exchange(
         clock: *ctx.clock,
         head_latency: None,
     };
-    let started = cluster
-        .resilience
-        .adaptive_timeout
-        .is_some()
-        .then(std::time::Instant::now);
+    let resilience = &cluster.resilience;
+    let timed = resilience.adaptive_timeout.is_some() || resilience.tracks_latency();
+    let started = timed.then(std::time::Instant::now);
     let sent = tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body)).await;
     if let Some(started) = started {
-        cluster
-            .resilience
-            .observe_try(ctx.clock.now_nanos(), started.elapsed());
+        let (now, took) = (ctx.clock.now_nanos(), started.elapsed());
+        resilience.observe_try(now, took);
+        if resilience.tracks_latency() {
+            resilience.observe_latency(index, now, took);
+        }
     }
     if let (Some(breaker), Some(permit)) = (&endpoint.breaker, permit) {
         let outcome = match &sent {

@@ -39,6 +39,7 @@ pub struct ClusterResilience {
     pub breaker: Option<SharedBreaker>,
     /// A per-try timeout learned from recent tries (replaces `try_timeout` when set).
     pub adaptive_timeout: Option<SharedAdaptiveTimeout>,
+    tracks_latency: bool,
     outlier: Option<Mutex<OutlierDetector>>,
 }
 
@@ -76,6 +77,10 @@ impl ClusterResilience {
                     window: Duration::from_secs(30),
                 })
             }),
+            tracks_latency: cluster
+                .outlier
+                .as_ref()
+                .is_some_and(|o| o.latency_factor_tenths.is_some()),
             outlier: cluster.outlier.as_ref().map(|o| {
                 Mutex::new(OutlierDetector::new(
                     outlier_config(o),
@@ -96,6 +101,7 @@ impl ClusterResilience {
             try_timeout: None,
             breaker: None,
             adaptive_timeout: None,
+            tracks_latency: false,
             outlier: None,
         }
     }
@@ -116,6 +122,48 @@ impl ClusterResilience {
                 now_nanos,
                 u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
             );
+        }
+    }
+
+    /// Whether tries' latencies feed outlier detection (then each try is timed).
+    pub fn tracks_latency(&self) -> bool {
+        self.tracks_latency
+    }
+
+    /// Records a try's latency for latency-based ejection.
+    pub fn observe_latency(&self, index: usize, now_nanos: u64, latency: Duration) {
+        if let Some(detector) = &self.outlier {
+            let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+            detector.lock().record_latency(now_nanos, index, nanos);
+        }
+    }
+
+    /// The periodic pass: latency ejections (and returns that are due) for this cluster.
+    pub fn sweep(
+        &self,
+        endpoints: &[crate::snapshot::EndpointRuntime],
+        clock: &MonotonicClock,
+        metrics: &Metrics,
+    ) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let now = clock.now_nanos();
+        let sweep = detector.lock().sweep(now);
+        for ejection in sweep.ejections.iter().filter(|e| e.enforced) {
+            let Some(endpoint) = endpoints.get(ejection.index) else {
+                continue;
+            };
+            endpoint.health.eject_until(ejection.until_nanos.max(1));
+            tracing::warn!(cluster = %endpoint.labels.cluster, endpoint = %endpoint.labels.endpoint, reason = "latency", "endpoint ejected");
+            metrics
+                .outlier_ejections
+                .get_or_create(&EjectionLabels {
+                    cluster: Arc::clone(&endpoint.labels.cluster),
+                    endpoint: Arc::clone(&endpoint.labels.endpoint),
+                    reason: "latency",
+                })
+                .inc();
         }
     }
 
@@ -295,6 +343,11 @@ fn outlier_config(o: &Outlier) -> OutlierConfig {
         base_ejection: o.base_ejection,
         max_ejection: o.max_ejection,
         max_ejection_percent: o.max_ejection_percent,
-        latency: None,
+        latency: o
+            .latency_factor_tenths
+            .map(|tenths| gatehouse_balance::LatencyOutlierConfig {
+                factor: f64::from(tenths) / 10.0,
+                ..Default::default()
+            }),
     }
 }

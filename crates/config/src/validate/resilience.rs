@@ -170,6 +170,20 @@ impl Validator<'_> {
                 defaults.max_ejection_percent,
                 0..=100,
             ),
+            latency_factor_tenths: match &raw.latency_factor {
+                None => None,
+                Some(f) if (1.5..=100.0).contains(f.get_ref()) => {
+                    Some((f.get_ref() * 10.0).round() as u32)
+                }
+                Some(f) => {
+                    self.error(
+                        f,
+                        &format!("{field}.latency_factor"),
+                        "latency_factor must be between 1.5 and 100",
+                    );
+                    None
+                }
+            },
         })
     }
 
@@ -453,6 +467,7 @@ fn default_outlier() -> Outlier {
         base_ejection: Duration::from_secs(30),
         max_ejection: Duration::from_secs(300),
         max_ejection_percent: 50,
+        latency_factor_tenths: None,
     }
 }
 
