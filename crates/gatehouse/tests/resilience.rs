@@ -752,3 +752,61 @@ async fn an_endpoint_far_slower_than_its_peers_is_ejected() {
         "an ejected endpoint gets no traffic"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_endpoint_takes_traffic_slowly_at_first() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let b_addr = b.addr;
+    let gw = Gatehouse::start(
+        bin(),
+        &cluster(
+            &endpoints(&[&a, &b]),
+            r#"[clusters.health_check]
+path = "/status/200"
+interval = "50ms"
+jitter = "5ms"
+rise = 1
+fall = 1
+slow_start = "3s""#,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    b.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = tokio::net::TcpListener::bind(b_addr).await.unwrap();
+    let b = TestUpstream::serve("b", listener);
+    // Back in rotation, but at about 10-25% of its round-robin share during the first moments.
+    assert!(
+        eventually(Duration::from_secs(2), async || b.requests() > 0 || {
+            get(&c, addr, "/", &[]).await;
+            false
+        })
+        .await
+    );
+    let share = |answers: &[String]| {
+        answers.iter().filter(|u| *u == "b").count() as f64 / answers.len() as f64
+    };
+    let mut early = Vec::new();
+    for _ in 0..200 {
+        early.push(get(&c, addr, "/", &[]).await.upstream());
+    }
+    assert!(
+        share(&early) < 0.35,
+        "b took {:.0}% at once",
+        share(&early) * 100.0
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut later = Vec::new();
+    for _ in 0..200 {
+        later.push(get(&c, addr, "/", &[]).await.upstream());
+    }
+    assert!(
+        share(&later) > 0.4,
+        "b took {:.0}% after the ramp",
+        share(&later) * 100.0
+    );
+}

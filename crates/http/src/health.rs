@@ -35,6 +35,10 @@ pub struct EndpointHealth {
     /// A try failed since the last success: only then must a success reach the outlier
     /// detector (to reset its counters), so healthy traffic takes no lock.
     failing: AtomicBool,
+    /// Slow start after recovering: when the ramp began (clock nanoseconds; 0 = not ramping)...
+    ramp_start: AtomicU64,
+    /// ...and how long it lasts.
+    ramp_nanos: AtomicU64,
 }
 
 impl Default for EndpointHealth {
@@ -43,6 +47,8 @@ impl Default for EndpointHealth {
             passing: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            ramp_start: AtomicU64::new(0),
+            ramp_nanos: AtomicU64::new(0),
         }
     }
 }
@@ -72,6 +78,33 @@ impl EndpointHealth {
 
     pub(crate) fn eject_until(&self, until_nanos: u64) {
         self.ejected_until.store(until_nanos, Ordering::Relaxed);
+    }
+
+    /// Starts the slow-start ramp of an endpoint that just came back.
+    pub(crate) fn begin_slow_start(&self, now_nanos: u64, window: Duration) {
+        if window.is_zero() {
+            return;
+        }
+        let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        self.ramp_nanos.store(window, Ordering::Relaxed);
+        self.ramp_start.store(now_nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// The share of its usual traffic this endpoint takes now, in permille: 1000 normally,
+    /// rising linearly from 100 to 1000 over the slow-start window after it recovered. `now` is
+    /// only called while ramping.
+    pub fn ramp_permille(&self, now: impl FnOnce() -> u64) -> u32 {
+        let start = self.ramp_start.load(Ordering::Relaxed);
+        if start == 0 {
+            return 1000;
+        }
+        let window = self.ramp_nanos.load(Ordering::Relaxed).max(1);
+        let elapsed = now().saturating_sub(start);
+        if elapsed >= window {
+            self.ramp_start.store(0, Ordering::Relaxed);
+            return 1000;
+        }
+        100 + u32::try_from(u128::from(elapsed) * 900 / u128::from(window)).unwrap_or(900)
     }
 
     /// Marks a failed try; returns whether the endpoint was already failing.
@@ -226,6 +259,9 @@ async fn run_checks(
         if let Some(changed) = state.record(clock.now_nanos(), passed.is_ok()) {
             let healthy = changed == Health::Healthy;
             health.set_passing(healthy);
+            if healthy {
+                health.begin_slow_start(clock.now_nanos(), check.slow_start);
+            }
             gauge.set(i64::from(healthy));
             match passed {
                 Ok(()) => {
@@ -292,5 +328,29 @@ async fn probe_inner(addr: SocketAddr, probe: &HealthProbe) -> Result<(), String
             return Err("closed before a response".into());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovered_endpoint_ramps_from_ten_percent_to_all() {
+        let health = EndpointHealth::default();
+        assert_eq!(
+            health.ramp_permille(|| unreachable!("no clock read when not ramping")),
+            1000
+        );
+        health.begin_slow_start(1_000, Duration::from_nanos(1_000));
+        assert_eq!(health.ramp_permille(|| 1_000), 100);
+        assert_eq!(health.ramp_permille(|| 1_500), 550);
+        assert_eq!(health.ramp_permille(|| 2_000), 1000);
+        assert_eq!(
+            health.ramp_permille(|| unreachable!("the ramp is over")),
+            1000
+        );
+        health.begin_slow_start(5, Duration::ZERO);
+        assert_eq!(health.ramp_permille(|| 5), 1000, "no window, no ramp");
     }
 }

@@ -596,10 +596,25 @@ fn pick_admitted(
 ) -> Result<(usize, Option<Permit>), ProxyError> {
     let mut refused = Tried::default();
     let mut retry_after: Option<Duration> = None;
+    // An endpoint ramping up after recovery that sat this request out, in case no other can
+    // take it.
+    let mut ramping: Option<usize> = None;
     // Each round refuses one more endpoint, so this ends; the bound covers indices past 64.
     for _ in 0..=cluster.endpoints.len() {
         let index = match pick(cluster, hash, ctx.clock, tried, &refused) {
-            Ok(index) => index,
+            Ok(index) => {
+                let ramp = cluster.endpoints[index]
+                    .health
+                    .ramp_permille(|| ctx.clock.now_nanos());
+                if ramp < 1000 && fastrand::u32(..1000) >= ramp {
+                    // Slow start: it takes only `ramp`‰ of what the balancer gives it.
+                    ramping.get_or_insert(index);
+                    refused.insert(index);
+                    continue;
+                }
+                index
+            }
+            Err(_) if ramping.is_some() => ramping.take().unwrap_or_default(),
             Err(error) => {
                 return Err(match retry_after {
                     Some(retry_after) => ProxyError::new(ErrorKind::CircuitOpen {
