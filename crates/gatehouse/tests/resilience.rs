@@ -682,6 +682,8 @@ enabled = false"#,
     for _ in 0..30 {
         assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
     }
+    // The learned timeout is recomputed every 100 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     // A try far slower than usual is cut at the learned timeout (about 100 ms), not at the
     // route's 60 s: two tries, then 504.
     let started = Instant::now();

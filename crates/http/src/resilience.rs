@@ -39,6 +39,7 @@ pub struct ClusterResilience {
     pub breaker: Option<SharedBreaker>,
     /// A per-try timeout learned from recent tries (replaces `try_timeout` when set).
     pub adaptive_timeout: Option<SharedAdaptiveTimeout>,
+    adaptive_cache: Cached,
     tracks_latency: bool,
     outlier: Option<Mutex<OutlierDetector>>,
 }
@@ -77,6 +78,7 @@ impl ClusterResilience {
                     window: Duration::from_secs(30),
                 })
             }),
+            adaptive_cache: Cached::default(),
             tracks_latency: cluster
                 .outlier
                 .as_ref()
@@ -101,6 +103,7 @@ impl ClusterResilience {
             try_timeout: None,
             breaker: None,
             adaptive_timeout: None,
+            adaptive_cache: Cached::default(),
             tracks_latency: false,
             outlier: None,
         }
@@ -109,7 +112,13 @@ impl ClusterResilience {
     /// The per-try timeout now: learned, configured, or none (the request's deadline).
     pub fn try_timeout(&self, now_nanos: impl FnOnce() -> u64) -> Option<Duration> {
         match &self.adaptive_timeout {
-            Some(adaptive) => Some(adaptive.timeout(now_nanos())),
+            Some(adaptive) => {
+                let now = now_nanos();
+                Some(Duration::from_nanos(
+                    self.adaptive_cache
+                        .get(now, || nanos(adaptive.timeout(now))),
+                ))
+            }
             None => self.try_timeout,
         }
     }
@@ -221,10 +230,40 @@ impl ClusterResilience {
     }
 }
 
+/// A value recomputed at most once per period and read lock-free in between: quantiles walk a
+/// histogram, which is too much work for every request.
+#[derive(Default)]
+struct Cached {
+    value: std::sync::atomic::AtomicU64,
+    refresh_at: std::sync::atomic::AtomicU64,
+}
+
+/// How long a learned delay or timeout is reused before it is recomputed.
+const REFRESH_NANOS: u64 = 100_000_000;
+
+impl Cached {
+    fn get(&self, now_nanos: u64, compute: impl FnOnce() -> u64) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        if now_nanos < self.refresh_at.load(Relaxed) {
+            return self.value.load(Relaxed);
+        }
+        let value = compute();
+        self.value.store(value, Relaxed);
+        self.refresh_at
+            .store(now_nanos.saturating_add(REFRESH_NANOS), Relaxed);
+        value
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A route's hedging: when to send the second try, learned from the route's own latency.
 pub struct HedgeRuntime {
     config: Hedge,
     window: Mutex<LatencyWindow>,
+    delay: Cached,
 }
 
 /// Samples needed before the quantile is trusted; until then the hedge waits `max_delay`.
@@ -235,20 +274,23 @@ impl HedgeRuntime {
         Self {
             config,
             window: Mutex::new(LatencyWindow::new(Duration::from_secs(30))),
+            delay: Cached::default(),
         }
     }
 
-    /// How long the first try may take before the hedge goes out.
+    /// How long the first try may take before the hedge goes out (recomputed every 100 ms).
     pub fn delay(&self, now_nanos: u64) -> Duration {
-        let window = self.window.lock();
-        if window.count(now_nanos) < HEDGE_MIN_SAMPLES {
-            return self.config.max_delay;
-        }
-        window
-            .quantile(now_nanos, f64::from(self.config.quantile) / 100.0)
-            .map_or(self.config.max_delay, |nanos| {
-                Duration::from_nanos(nanos).clamp(self.config.min_delay, self.config.max_delay)
-            })
+        Duration::from_nanos(self.delay.get(now_nanos, || {
+            let window = self.window.lock();
+            if window.count(now_nanos) < HEDGE_MIN_SAMPLES {
+                return nanos(self.config.max_delay);
+            }
+            window
+                .quantile(now_nanos, f64::from(self.config.quantile) / 100.0)
+                .map_or(nanos(self.config.max_delay), |q| {
+                    q.clamp(nanos(self.config.min_delay), nanos(self.config.max_delay))
+                })
+        }))
     }
 
     /// Records a response head latency of the route.
