@@ -282,7 +282,7 @@ pub fn decode(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Frame>, 
                     conn(Reason::FRAME_SIZE_ERROR)
                 };
             }
-            if payload.len() % 6 != 0 {
+            if !payload.len().is_multiple_of(6) {
                 return conn(Reason::FRAME_SIZE_ERROR);
             }
             parse_settings(&payload).map(|s| Some(Frame::Settings(s)))

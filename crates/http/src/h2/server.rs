@@ -479,7 +479,7 @@ where
                 end_stream,
                 end_headers,
             } => {
-                if stream % 2 == 0 {
+                if stream.is_multiple_of(2) {
                     return Err(Reason::PROTOCOL_ERROR);
                 }
                 if end_headers {
