@@ -222,11 +222,10 @@ pub fn decode(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<Frame>, 
                 let dependency =
                     u32::from_be_bytes([fields[0], fields[1], fields[2], fields[3]]) & MAX_WINDOW;
                 block.advance(5);
+                // RFC 9113 §5.3.1 allows a stream error here, but the header block would then
+                // go undecoded and the compression state would be lost: end the connection.
                 if dependency == stream {
-                    return Err(FrameError::Stream {
-                        stream,
-                        reason: Reason::PROTOCOL_ERROR,
-                    });
+                    return conn(Reason::PROTOCOL_ERROR);
                 }
             }
             Ok(Some(Frame::Headers {
@@ -849,6 +848,14 @@ mod tests {
                 Frame::SettingsAck,
             ]
         );
+        // A HEADERS frame depending on its own stream.
+        let buf = frame(
+            kind::HEADERS,
+            flag::PRIORITY | flag::END_HEADERS,
+            5,
+            b"\x00\x00\x00\x05\x10\x82",
+        );
+        assert_eq!(one(&buf), Err(FrameError::Connection(Reason::PROTOCOL_ERROR)));
         // Unknown frame types are skipped whole.
         let mut buf = frame(0xfa, 0xff, 3, b"whatever");
         assert_eq!(
