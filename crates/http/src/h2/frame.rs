@@ -855,7 +855,10 @@ mod tests {
             5,
             b"\x00\x00\x00\x05\x10\x82",
         );
-        assert_eq!(one(&buf), Err(FrameError::Connection(Reason::PROTOCOL_ERROR)));
+        assert_eq!(
+            one(&buf),
+            Err(FrameError::Connection(Reason::PROTOCOL_ERROR))
+        );
         // Unknown frame types are skipped whole.
         let mut buf = frame(0xfa, 0xff, 3, b"whatever");
         assert_eq!(

@@ -332,10 +332,10 @@ where
             }
             let (wrote, flushed) = self.poll_write(cx);
             progress |= wrote;
-            match flushed {
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) if self.closing => return Poll::Ready(()),
-                _ => {}
+            // Closing: what is still unwritten goes out in `close`, within its grace period
+            // (a client that does not read must not hold the connection open).
+            if self.closing || matches!(flushed, Poll::Ready(Err(_))) {
+                return Poll::Ready(());
             }
             if self.read_closed && !self.closing {
                 // The client is gone (or half-closed): nothing it asked for can be delivered
@@ -854,19 +854,22 @@ where
             return Ok(signalled);
         }
         let mut ready = std::mem::take(&mut self.ready);
+        let mut polled = false;
         for (i, &id) in ready.iter().enumerate() {
             if self.w.pending() >= OUT_HIGH {
-                // The socket is behind: the rest waits for the next turn.
+                // The socket is behind: the rest waits until the output drains (reporting
+                // progress here would spin while a client does not read).
                 self.ready.extend_from_slice(&ready[i..]);
                 break;
             }
             self.poll_stream(id)?;
+            polled = true;
         }
         ready.clear();
         if self.ready.is_empty() {
             self.ready = ready;
         }
-        Ok(true)
+        Ok(polled || signalled)
     }
 
     /// A request body consumed (or dropped) data: give the credit back.
@@ -1221,4 +1224,349 @@ fn write_trailers(w: &mut Writer, id: u32, trailers: &HeaderMap) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h2::hpack::Name;
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+    use tokio::sync::mpsc;
+
+    /// The client end of an in-memory connection, speaking raw frames.
+    struct Client {
+        read: ReadHalf<DuplexStream>,
+        write: WriteHalf<DuplexStream>,
+        buf: BytesMut,
+        decoder: Decoder,
+    }
+
+    /// Literal header fields without indexing (the client side of HPACK, kept trivial).
+    fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in fields {
+            out.push(0);
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.push(value.len() as u8);
+            out.extend_from_slice(value.as_bytes());
+        }
+        out
+    }
+
+    fn get(path: &str) -> Vec<u8> {
+        block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "a"),
+            (":path", path),
+        ])
+    }
+
+    fn post(path: &str) -> Vec<u8> {
+        block(&[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "a"),
+            (":path", path),
+        ])
+    }
+
+    fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::put_header(&mut out, payload.len(), kind, flags, stream);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    impl Client {
+        async fn send(&mut self, bytes: &[u8]) {
+            self.write.write_all(bytes).await.unwrap();
+        }
+
+        /// The next frame from the server, or None once it closed.
+        async fn next(&mut self) -> Option<(Frame, Option<u16>)> {
+            loop {
+                match frame::decode(&mut self.buf, frame::MAX_MAX_FRAME_SIZE) {
+                    Ok(Some(f)) => {
+                        let mut status = None;
+                        if let Frame::Headers { block, .. } = &f {
+                            self.decoder
+                                .decode(block, usize::MAX, |field| {
+                                    if field.name == Name::Status {
+                                        status = std::str::from_utf8(&field.value)
+                                            .ok()
+                                            .and_then(|s| s.parse().ok());
+                                    }
+                                })
+                                .unwrap();
+                        }
+                        return Some((f, status));
+                    }
+                    Ok(None) => {}
+                    Err(e) => panic!("server sent a bad frame: {e:?}"),
+                }
+                match self.read.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        }
+
+        async fn goaway(&mut self) -> Reason {
+            loop {
+                match self.next().await {
+                    Some((Frame::GoAway { reason, .. }, _)) => return reason,
+                    Some(_) => {}
+                    None => panic!("closed without GOAWAY"),
+                }
+            }
+        }
+
+        async fn status(&mut self, id: u32) -> u16 {
+            loop {
+                match self.next().await {
+                    Some((Frame::Headers { stream, .. }, Some(status))) if stream == id => {
+                        return status;
+                    }
+                    Some((Frame::RstStream { stream, reason }, _)) if stream == id => {
+                        panic!("stream {id} reset: {reason}")
+                    }
+                    Some(_) => {}
+                    None => panic!("closed before a response on {id}"),
+                }
+            }
+        }
+    }
+
+    type Bodies = mpsc::UnboundedSender<ProxyBody>;
+
+    /// Starts a server on an in-memory pipe. The handler answers 200 "ok"; for `/give` it
+    /// first hands the request body to the test; for `/hold` it hands it over and never
+    /// answers.
+    fn start(settings: H2Settings) -> (Client, mpsc::UnboundedReceiver<ProxyBody>) {
+        let (client, server) = tokio::io::duplex(8 * 1024);
+        let (bodies, held) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let bodies: Bodies = bodies;
+            serve(
+                server,
+                BytesMut::new(),
+                settings,
+                CancellationToken::new(),
+                move |request: Request<ProxyBody>| {
+                    let bodies = bodies.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        if parts.uri.path() == "/give" || parts.uri.path() == "/hold" {
+                            let _ = bodies.send(body);
+                        }
+                        if parts.uri.path() == "/hold" {
+                            std::future::pending::<()>().await;
+                        }
+                        Response::new(crate::body::full("ok"))
+                    }
+                },
+            )
+            .await;
+        });
+        let (read, write) = tokio::io::split(client);
+        let client = Client {
+            read,
+            write,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(4096),
+        };
+        (client, held)
+    }
+
+    async fn handshake(client: &mut Client) {
+        let mut hello = PREFACE.to_vec();
+        hello.extend(raw(frame::kind::SETTINGS, 0, 0, &[]));
+        client.send(&hello).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_on_closed_streams() {
+        let (mut c, _held) = start(H2Settings::default());
+        handshake(&mut c).await;
+        let end = frame::flag::END_HEADERS | frame::flag::END_STREAM;
+        c.send(&raw(frame::kind::HEADERS, end, 1, &get("/"))).await;
+        assert_eq!(c.status(1).await, 200);
+        // Wait for END_STREAM on stream 1, then send DATA on the closed stream.
+        loop {
+            if let Some((
+                Frame::Data {
+                    end_stream: true, ..
+                },
+                _,
+            )) = c.next().await
+            {
+                break;
+            }
+        }
+        c.send(&raw(frame::kind::DATA, 0, 1, b"late")).await;
+        assert_eq!(c.goaway().await, Reason::STREAM_CLOSED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trailing_headers_on_a_half_closed_stream_reset_it() {
+        let (mut c, mut held) = start(H2Settings::default());
+        handshake(&mut c).await;
+        // A POST whose body is still open when the response is complete.
+        let end = frame::flag::END_HEADERS | frame::flag::END_STREAM;
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            1,
+            &post("/give"),
+        ))
+        .await;
+        let _body = held.recv().await.unwrap();
+        assert_eq!(c.status(1).await, 200);
+        // The response is complete while the request is not: RST_STREAM(NO_ERROR).
+        loop {
+            match c.next().await {
+                Some((Frame::RstStream { stream: 1, reason }, _)) => {
+                    assert_eq!(reason, Reason::NO_ERROR);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+        // Frames already in flight for the stream we reset are ignored...
+        c.send(&raw(frame::kind::DATA, 0, 1, b"in flight")).await;
+        c.send(&raw(frame::kind::HEADERS, end, 1, &block(&[("x", "1")])))
+            .await;
+        // ...and the connection goes on.
+        c.send(&raw(frame::kind::HEADERS, end, 3, &get("/"))).await;
+        assert_eq!(c.status(3).await, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_get_goaway() {
+        let (mut c, _held) = start(H2Settings {
+            idle_timeout: Duration::from_secs(5),
+            ..H2Settings::default()
+        });
+        handshake(&mut c).await;
+        let started = Instant::now();
+        assert_eq!(c.goaway().await, Reason::NO_ERROR);
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        while c.next().await.is_some() {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_not_read_from() {
+        let (mut c, _held) = start(H2Settings {
+            max_control_frames: u32::MAX,
+            ..H2Settings::default()
+        });
+        handshake(&mut c).await;
+        // 20,000 PINGs would need 340 KB of answers; the server stops reading once 64 KiB
+        // wait for a client that reads nothing.
+        let mut pings = Vec::new();
+        for i in 0..20_000u64 {
+            pings.extend(raw(frame::kind::PING, 0, 0, &i.to_be_bytes()));
+        }
+        let sent = tokio::time::timeout(Duration::from_secs(10), c.send(&pings)).await;
+        assert!(
+            sent.is_err(),
+            "the server kept reading while its answers piled up"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ping_floods_get_enhance_your_calm() {
+        let (mut c, _held) = start(H2Settings {
+            max_control_frames: 100,
+            ..H2Settings::default()
+        });
+        handshake(&mut c).await;
+        let mut pings = Vec::new();
+        for i in 0..200u64 {
+            pings.extend(raw(frame::kind::PING, 0, 0, &i.to_be_bytes()));
+        }
+        c.send(&pings).await;
+        assert_eq!(c.goaway().await, Reason::ENHANCE_YOUR_CALM);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flow_credit_follows_consumption() {
+        let (mut c, mut held) = start(H2Settings::default());
+        handshake(&mut c).await;
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            1,
+            &post("/hold"),
+        ))
+        .await;
+        let mut body = held.recv().await.unwrap();
+        // 640 KiB: more than half the stream window, less than half the connection window.
+        let chunk = vec![7u8; 16 * 1024];
+        for _ in 0..40 {
+            c.send(&raw(frame::kind::DATA, 0, 1, &chunk)).await;
+        }
+        // No credit comes back while nothing is read.
+        let mut updates = Vec::new();
+        while let Ok(Some((f, _))) =
+            tokio::time::timeout(Duration::from_millis(100), c.next()).await
+        {
+            if let Frame::WindowUpdate { stream, increment } = f {
+                updates.push((stream, increment));
+            }
+        }
+        // The connection-level update sent on connect is the only one.
+        assert_eq!(updates, [(0, (2 << 20) - 65_535)]);
+        // Reading the body gives the credit back.
+        let mut read = 0;
+        while read < 40 * chunk.len() {
+            let frame = body.frame().await.unwrap().unwrap();
+            read += frame.data_ref().map_or(0, |d| d.len());
+        }
+        let mut updates = Vec::new();
+        while let Ok(Some((f, _))) =
+            tokio::time::timeout(Duration::from_millis(100), c.next()).await
+        {
+            if let Frame::WindowUpdate { stream, increment } = f {
+                updates.push((stream, increment));
+            }
+        }
+        // One stream update for everything consumed (at least half the window had been);
+        // none for the connection, which is below half of its 2 MiB.
+        assert_eq!(updates, [(1, 40 * 16 * 1024)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_than_the_stream_window_is_a_flow_control_error() {
+        let (mut c, mut held) = start(H2Settings {
+            stream_window: 32 * 1024,
+            ..H2Settings::default()
+        });
+        handshake(&mut c).await;
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            1,
+            &post("/hold"),
+        ))
+        .await;
+        let _body = held.recv().await.unwrap();
+        let chunk = vec![1u8; 16 * 1024];
+        for _ in 0..3 {
+            c.send(&raw(frame::kind::DATA, 0, 1, &chunk)).await;
+        }
+        loop {
+            match c.next().await {
+                Some((Frame::RstStream { stream: 1, reason }, _)) => {
+                    assert_eq!(reason, Reason::FLOW_CONTROL_ERROR);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+    }
 }
