@@ -682,13 +682,18 @@ where
         {
             frame::encode_window_update(&mut self.w.out, id, increment);
         }
+        let mut finished = false;
         if end_stream {
             stream.remote_closed = true;
             if let Some(state) = &stream.recv {
                 state.lock().end();
             }
+            finished = matches!(stream.phase, Phase::Done);
         }
         self.release_connection(discard);
+        if finished {
+            self.remove_stream(id, Closed::Finished, "stream closed");
+        }
         Ok(())
     }
 
@@ -714,6 +719,9 @@ where
             stream.remote_closed = true;
             if let Some(state) = &stream.recv {
                 state.lock().push_trailers(trailers);
+            }
+            if matches!(stream.phase, Phase::Done) {
+                self.remove_stream(id, Closed::Finished, "stream closed");
             }
             return Ok(());
         }
@@ -956,6 +964,10 @@ where
         // The response is complete.
         if stream.remote_closed {
             self.remove_stream(id, Closed::Finished, "stream closed");
+        } else if rest_is_in_flight(stream) {
+            // The rest of the request fits the window the client already has, so it is on
+            // its way: let it arrive (the stream ends with its END_STREAM) rather than reset.
+            // Some clients (curl before 8) drop a response whose request was reset.
         } else {
             // RFC 9113 §8.1: the response does not need the rest of the request.
             self.send_reset(id, Reason::NO_ERROR)?;
@@ -1167,6 +1179,14 @@ fn send_body(
             },
         }
     }
+}
+
+/// After a complete response: whether the rest of the request body is already on its way,
+/// that is, its declared length fits the window the client has without more credit.
+fn rest_is_in_flight<F>(stream: &Stream<F>) -> bool {
+    stream.content_length.is_some_and(|declared| {
+        declared.saturating_sub(stream.received) <= u64::from(stream.recv_window.available())
+    })
 }
 
 /// Headers that mean something only to one HTTP/1.1 connection (RFC 9113 §8.2.2).
@@ -1442,6 +1462,46 @@ mod tests {
         // ...and the connection goes on.
         c.send(&raw(frame::kind::HEADERS, end, 3, &get("/"))).await;
         assert_eq!(c.status(3).await, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_declared_rest_in_flight_is_awaited_not_reset() {
+        let (mut c, mut held) = start(H2Settings::default());
+        handshake(&mut c).await;
+        let mut head = post("/give");
+        head.extend(block(&[("content-length", "10")]));
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            1,
+            &head,
+        ))
+        .await;
+        let _body = held.recv().await.unwrap();
+        assert_eq!(c.status(1).await, 200);
+        loop {
+            match c.next().await {
+                Some((
+                    Frame::Data {
+                        end_stream: true, ..
+                    },
+                    _,
+                )) => break,
+                Some((Frame::RstStream { .. }, _)) => panic!("reset while the rest was in flight"),
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+        // The rest arrives and ends the stream; a frame after that is a connection error.
+        c.send(&raw(
+            frame::kind::DATA,
+            frame::flag::END_STREAM,
+            1,
+            b"0123456789",
+        ))
+        .await;
+        c.send(&raw(frame::kind::DATA, 0, 1, b"more")).await;
+        assert_eq!(c.goaway().await, Reason::STREAM_CLOSED);
     }
 
     #[tokio::test(start_paused = true)]
