@@ -379,8 +379,14 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the current time as an HTTP date, formatted at most once a second per thread.
+/// Appends the current time as an HTTP date.
 fn push_http_date(out: &mut Vec<u8>) {
+    with_http_date(|date| out.extend_from_slice(date));
+}
+
+/// Calls `f` with the current time as an HTTP date, formatted at most once a second per thread
+/// (shared with the HTTP/2 server).
+pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
@@ -393,8 +399,8 @@ fn push_http_date(out: &mut Vec<u8>) {
         if cache.0 != second || cache.1.is_empty() {
             *cache = (second, httpdate::fmt_http_date(now));
         }
-        out.extend_from_slice(cache.1.as_bytes());
-    });
+        f(cache.1.as_bytes())
+    })
 }
 
 /// The response sent for a refused request.

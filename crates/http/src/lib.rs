@@ -3,7 +3,7 @@
 //! Request flow (see docs/architecture.md):
 //!
 //! ```text
-//! server (accept, connection limit) -> HTTP/2 preface? hyper h2 : h1_server (strict heads via
+//! server (accept, connection limit) -> HTTP/2 preface? h2::serve : h1_server (strict heads via
 //!   h1_guard, bodies via chunked) -> server::handle_request (load snapshot once, request id)
 //!   -> router (pure) -> proxy::forward (limit, pick, rewrite, exchange, respond)
 //!   -> pool (per-endpoint keep-alive h1 / multiplexed h2) -> upstream
@@ -15,8 +15,9 @@
 //! - [`server`]: accept loops and per-connection serving, graceful drain.
 //! - [`h1_server`]: HTTP/1.1 for clients, one task per connection, no intermediate layers;
 //!   [`h1_guard`]: strict head scanning and parsing (what may be smuggled is refused);
-//!   [`rewind`]: replays the bytes read while telling HTTP/2 from HTTP/1;
 //!   [`wire`]: writing HTTP/1.1 bodies (shared by server and client).
+//! - [`h2`]: HTTP/2 for clients (h2c today), one task per connection: frame codec, HPACK, flow
+//!   control, streams polled inside the connection's future.
 //! - [`router`]: host/path/method/header matching, no I/O.
 //! - [`proxy`]: forwarding one request in named phases.
 //! - [`pool`]: upstream connections; [`h1_client`]: HTTP/1.1 to upstreams, driven inline;
@@ -34,6 +35,7 @@ pub mod gateway;
 pub mod h1_client;
 pub mod h1_guard;
 pub mod h1_server;
+pub mod h2;
 pub mod headers;
 pub mod health;
 pub mod idempotency;
@@ -41,7 +43,6 @@ pub mod limits;
 pub mod pool;
 pub mod proxy;
 pub mod resilience;
-pub mod rewind;
 pub mod router;
 pub mod server;
 pub mod snapshot;

@@ -2,15 +2,15 @@
 //!
 //! Each listener runs one accept loop. A connection limit (a semaphore) makes excess clients wait
 //! in the kernel backlog instead of exhausting memory. A connection that starts with the HTTP/2
-//! preface goes to hyper's h2 server; HTTP/1 connections are served by [`crate::h1_server`]
-//! (strict framing, one parse per head). Every request goes to [`handle_request`], which loads
-//! the current snapshot once and routes.
+//! preface is served by [`crate::h2`]; HTTP/1 connections by [`crate::h1_server`] (strict
+//! framing, one parse per head). Both run the connection as one task and take the same handler:
+//! every request goes to [`handle_request`], which loads the current snapshot once and routes.
 
-use crate::body::{BoxError, ProxyBody, error_response};
+use crate::body::{ProxyBody, error_response};
 use crate::h1_server::{self, H1Settings};
+use crate::h2::{self, H2Settings};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::proxy::{self, ConnInfo, ForwardContext, Forwarded};
-use crate::rewind::Rewind;
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
@@ -19,11 +19,6 @@ use gatehouse_observe::{
     ErrorLabels, Label, ListenerLabels, Metrics, RejectLabels, RequestLabels, label,
 };
 use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
@@ -42,24 +37,6 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// Responses of POST/PATCH requests keyed by `Idempotency-Key`.
     pub idempotency: Arc<dyn gatehouse_resilience::idempotency::IdempotencyStore>,
-}
-
-/// Polls a connection to completion, asking it to close gracefully when draining starts
-/// (h1: finish the in-flight request, then close; h2: GOAWAY, finish open streams).
-///
-/// A macro rather than a generic function: rustc cannot prove a generic version's future `Send`
-/// through hyper-util's higher-ranked bounds.
-macro_rules! drive {
-    ($connection:expr, $draining:expr) => {{
-        let mut connection = std::pin::pin!($connection);
-        tokio::select! {
-            _ = connection.as_mut() => {}
-            _ = $draining.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
-        }
-    }};
 }
 
 /// A listener's cap on open connections; resizable, so a reload can change it in place.
@@ -185,28 +162,17 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
             limits: gatehouse_config::Limits::default(),
         });
     let draining = shared.draining.clone();
-    let h2_service = {
-        let conn = Arc::clone(&conn);
-        let shared = Arc::clone(&shared);
-        service_fn(move |request: Request<Incoming>| {
-            let conn = Arc::clone(&conn);
-            let shared = Arc::clone(&shared);
-            let request = request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
-            // Boxed once here: hyper moves each stream's future several times on its way into a
-            // spawned task, and the unboxed one is kilobytes large.
-            Box::pin(
-                async move { Ok::<_, Infallible>(handle_request(request, &conn, &shared).await) },
-            )
-        })
-    };
     let limits = settings.limits;
     let protocols = settings.protocols;
     if !protocols.http1 {
-        let builder = h2_builder(&limits);
-        drive!(
-            builder.serve_connection(TokioIo::new(stream), h2_service),
-            draining
-        );
+        h2::serve(
+            stream,
+            BytesMut::new(),
+            h2_settings(&limits),
+            draining,
+            |request| handle_request(request, &conn, &shared),
+        )
+        .await;
         open.dec();
         return;
     }
@@ -221,9 +187,10 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
     if protocols.h2c {
         match detect_h2_preface(&mut stream, &mut prefix, first_deadline).await {
             Detected::Http2 => {
-                let builder = h2_builder(&limits);
-                let io = Rewind::new(prefix.freeze(), TokioIo::new(stream));
-                drive!(builder.serve_connection(io, h2_service), draining);
+                h2::serve(stream, prefix, h2_settings(&limits), draining, |request| {
+                    handle_request(request, &conn, &shared)
+                })
+                .await;
                 open.dec();
                 return;
             }
@@ -258,19 +225,19 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
     open.dec();
 }
 
-fn h2_builder(
-    limits: &gatehouse_config::Limits,
-) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    builder
+/// HTTP/2 settings from a listener's limits: the header list limit is `max_header_bytes`, and
+/// an idle connection (or one that never finishes its preface) closes after
+/// `header_read_timeout`, as an idle HTTP/1.1 keep-alive connection does.
+fn h2_settings(limits: &gatehouse_config::Limits) -> H2Settings {
+    H2Settings {
+        max_header_list_size: u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
+        idle_timeout: limits.header_read_timeout,
+        ..H2Settings::default()
+    }
 }
 
 /// The HTTP/2 connection preface (RFC 9113 3.4): h2c with prior knowledge starts with it.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8] = h2::PREFACE;
 
 enum Detected {
     Http1,
