@@ -86,7 +86,9 @@ impl EndpointPool {
             UpstreamProtocol::Http1 => self.send_h1(parts, body).await,
             UpstreamProtocol::H2 => {
                 let request = http::Request::from_parts(parts.clone(), body);
-                let response = self.send_h2(request).await?;
+                // Boxed: hyper's client future is large, and HTTP/1.1 requests should not carry
+                // its space in theirs.
+                let response = Box::pin(self.send_h2(request)).await?;
                 Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
             }
         }

@@ -300,7 +300,9 @@ async fn forward_tries(
         let exchanged = match (&route.hedge, hedgeable) {
             (Some(hedge), true) => {
                 let delay = hedge.delay(ctx.clock.now_nanos());
-                hedged(
+                // Boxed: two tries in flight make a large future, and only hedged routes need it
+                // (inline, it would enlarge every request's future, which is copied as it moves).
+                Box::pin(hedged(
                     first,
                     delay,
                     cluster,
@@ -309,7 +311,7 @@ async fn forward_tries(
                     &mut tried,
                     &parts,
                     try_deadline,
-                )
+                ))
                 .await
             }
             _ => first.await,
