@@ -75,10 +75,12 @@ impl ConnInfo {
     }
 }
 
-/// An upstream's response on its way to the client, and the endpoint that served it.
+/// An upstream's response on its way to the client, the endpoint that served it, and how long
+/// its head took from the request's arrival.
 pub struct Forwarded {
     pub response: Response<ProxyBody>,
     pub endpoint: Label,
+    pub head_latency: Duration,
 }
 
 /// Per-request inputs the forwarder needs besides the request.
@@ -219,6 +221,7 @@ async fn forward_tries(
                     return Ok(Forwarded {
                         response,
                         endpoint: gatehouse_observe::label("-"),
+                        head_latency: ctx.started.elapsed(),
                     });
                 }
                 Claim::Run(ticket) => Some(ticket),
@@ -236,9 +239,12 @@ async fn forward_tries(
         ticket,
         store: ctx.idempotency,
     };
-    let now = ctx.clock.now_nanos();
     if policy.max_attempts > 1 {
-        cluster.resilience.budget.deposit(now);
+        // The request's arrival is time enough for a budget counted in seconds.
+        cluster
+            .resilience
+            .budget
+            .deposit(ctx.clock.nanos_at(ctx.started));
     }
 
     // 3. try
@@ -549,6 +555,7 @@ impl TicketGuard<'_> {
                     clock,
                 ),
                 endpoint: forwarded.endpoint,
+                head_latency: forwarded.head_latency,
             },
         }
     }
@@ -855,6 +862,7 @@ fn respond(
     Forwarded {
         response: Response::from_parts(parts, body.boxed()),
         endpoint: Arc::clone(&endpoint.label),
+        head_latency,
     }
 }
 

@@ -318,8 +318,12 @@ pub async fn handle_request(
             proxy::forward(route, request, &ctx).await
         }
     };
-    let (mut response, endpoint) = match result {
-        Ok(Forwarded { response, endpoint }) => (response, Some(endpoint)),
+    let (mut response, endpoint, head_latency) = match result {
+        Ok(Forwarded {
+            response,
+            endpoint,
+            head_latency,
+        }) => (response, Some(endpoint), Some(head_latency)),
         Err(error) => {
             tracing::debug!(%error, client = %conn.client, "proxy error");
             if let Some(route) = route {
@@ -342,13 +346,15 @@ pub async fn handle_request(
                     http::HeaderValue::from_static("close"),
                 );
             }
-            (response, None)
+            (response, None, None)
         }
     };
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id);
-    record(shared, conn, route, endpoint, response.status(), started);
+    // A forwarded response's head latency was measured already: no second clock read.
+    let latency = head_latency.unwrap_or_else(|| started.elapsed());
+    record(shared, conn, route, endpoint, response.status(), latency);
     response
 }
 
@@ -365,7 +371,7 @@ fn record(
     route: Option<&crate::snapshot::RouteRuntime>,
     endpoint: Option<Label>,
     status: http::StatusCode,
-    started: Instant,
+    latency: std::time::Duration,
 ) {
     let none = || label("-");
     let (route_label, cluster_label) = match route {
@@ -384,7 +390,7 @@ fn record(
         })
         .inc();
     if let Some(route) = route {
-        route.duration.observe(started.elapsed().as_secs_f64());
+        route.duration.observe(latency.as_secs_f64());
     }
 }
 
