@@ -116,7 +116,8 @@ pub async fn forward(
         endpoint: None,
         metrics: ctx.metrics,
     };
-    let permit = match breaker.try_acquire(ctx.clock.now_nanos()) {
+    // The request's arrival time serves the breaker (its windows count seconds): no clock read.
+    let permit = match breaker.try_acquire(ctx.clock.nanos_at(ctx.started)) {
         Ok(admission) => {
             if let Some(transition) = admission.transition {
                 report_transition(transition, scope);
@@ -305,7 +306,7 @@ async fn forward_tries(
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let exchanged = match (&route.hedge, hedgeable) {
             (Some(hedge), true) => {
-                let delay = hedge.delay(ctx.clock.now_nanos());
+                let delay = hedge.delay(ctx.clock.nanos_at(ctx.started));
                 // Boxed: two tries in flight make a large future, and only hedged routes need it
                 // (inline, it would enlarge every request's future, which is copied as it moves).
                 Box::pin(hedged(
@@ -334,7 +335,7 @@ async fn forward_tries(
                 if !policy.retry_on_status.contains(&status) || attempts >= policy.max_attempts {
                     let head_latency = ctx.started.elapsed();
                     if let Some(hedge) = &route.hedge {
-                        hedge.observe(ctx.clock.now_nanos(), head_latency);
+                        hedge.observe(ctx.clock.nanos_at(ctx.started + head_latency), head_latency);
                     }
                     let forwarded = respond(response, endpoint, in_flight, head_latency);
                     return Ok(ticket.attach(forwarded, *ctx.clock));
@@ -409,6 +410,9 @@ async fn forward_tries(
     }
 }
 
+/// Tries per latency sample (see [`exchange`]).
+const LATENCY_SAMPLE: u32 = 4;
+
 /// One try's result: which endpoint, its in-flight guard, and the answer or why there is none.
 struct Exchanged {
     index: usize,
@@ -443,8 +447,14 @@ async fn exchange(
     let timed = resilience.adaptive_timeout.is_some() || resilience.tracks_latency();
     let started = timed.then(std::time::Instant::now);
     let sent = tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body)).await;
-    if let Some(started) = started {
-        let (now, took) = (ctx.clock.now_nanos(), started.elapsed());
+    // Latency estimates need a sample, not every try: one in LATENCY_SAMPLE is recorded (each
+    // is a locked histogram insert), except timed-out tries, which the adaptive timeout must
+    // always see (leaving them out would make it shrink).
+    if let Some(started) = started
+        && (sent.is_err() || fastrand::u32(..LATENCY_SAMPLE) == 0)
+    {
+        let took = started.elapsed();
+        let now = ctx.clock.nanos_at(started + took);
         resilience.observe_try(now, took);
         if resilience.tracks_latency() {
             resilience.observe_latency(index, now, took);
@@ -461,7 +471,8 @@ async fn exchange(
             endpoint: Some(&endpoint.label),
             metrics: ctx.metrics,
         };
-        settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
+        let now = started.map_or_else(|| ctx.clock.now_nanos(), |t| ctx.clock.nanos_at(t));
+        settle(breaker, permit, outcome, now, scope);
     }
     let result = match sent {
         Ok(Ok(response)) => {
@@ -638,7 +649,7 @@ fn pick_admitted(
         let Some(breaker) = &endpoint.breaker else {
             return Ok((index, None));
         };
-        match breaker.try_acquire(ctx.clock.now_nanos()) {
+        match breaker.try_acquire(ctx.clock.nanos_at(ctx.started)) {
             Ok(admission) => {
                 if let Some(transition) = admission.transition {
                     report_transition(

@@ -74,7 +74,8 @@ impl ClusterResilience {
                     floor: a.floor,
                     min: a.min,
                     max: a.max,
-                    min_samples: 20,
+                    // Tries are sampled (one in four, see proxy::exchange): 5 samples ~ 20 tries.
+                    min_samples: 5,
                     window: Duration::from_secs(30),
                 })
             }),
@@ -389,6 +390,8 @@ fn outlier_config(o: &Outlier) -> OutlierConfig {
             .latency_factor_tenths
             .map(|tenths| gatehouse_balance::LatencyOutlierConfig {
                 factor: f64::from(tenths) / 10.0,
+                // Tries are sampled (one in four, see proxy::exchange): 25 samples ~ 100 tries.
+                min_samples: 25,
                 ..Default::default()
             }),
     }
