@@ -4,8 +4,6 @@ mod common;
 
 use common::*;
 use http::StatusCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[test]
@@ -97,27 +95,7 @@ async fn reloads_under_load_lose_no_request() {
     let gw = Gatehouse::start(bin(), &routed_config(&blue, ""), &[]).await;
     let addr = gw.addr("main");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        load.push(tokio::spawn(async move {
-            let c = h1();
-            let mut n = 0;
-            // Bounded: at most 20 000 requests per client.
-            while !stop.load(Ordering::SeqCst) && n < 20_000 {
-                n += 1;
-                let answer = get(&c, addr, "/", &[]).await;
-                if answer.status == StatusCode::OK {
-                    ok.fetch_add(1, Ordering::SeqCst);
-                } else {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
+    let load = SteadyLoad::start(addr, 4);
 
     let invalid = [
         "[[listeners]\nbroken",
@@ -140,16 +118,9 @@ async fn reloads_under_load_lose_no_request() {
         let seen = get(&h1(), addr, "/", &[]).await.upstream();
         assert_eq!(seen, expect, "after reload round {round}");
     }
-    stop.store(true, Ordering::SeqCst);
-    for t in load {
-        t.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "requests failed during reloads"
-    );
-    assert!(ok.load(Ordering::SeqCst) > 100, "the load actually ran");
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "requests failed during reloads");
+    assert!(ok > 100, "the load actually ran");
     let log = gw.stderr();
     assert!(log.contains("config reload refused"), "{log}");
     assert!(

@@ -142,3 +142,59 @@ pub fn tally(
     }
     counts
 }
+
+/// A steady, bounded GET load on `addr` from `clients` keep-alive clients (at most 20 000
+/// requests each), counting answers that were 200 and those that were not.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    pub fn start(addr: SocketAddr, clients: usize) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let c = h1();
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) && n < 20_000 {
+                        n += 1;
+                        let counter = if get(&c, addr, "/", &[]).await.status == StatusCode::OK {
+                            &ok
+                        } else {
+                            &failed
+                        };
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops the clients and returns (ok, failed).
+    pub async fn finish(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("load client panicked");
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
