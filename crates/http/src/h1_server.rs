@@ -61,21 +61,16 @@ pub async fn serve<H, F>(
     let mut buf = prefix;
     // Response heads are encoded here, one buffer for the connection's life.
     let mut out = Vec::with_capacity(512);
-    let mut deadline = first_deadline;
-    // One timer for the connection's life, re-armed only when it fires early: moving a deadline
-    // forward costs a clock read, not a timer-wheel update, per request.
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(first_deadline));
+    // One timer for the connection's life, re-armed only when it fires: a request costs no
+    // timer-wheel update and no clock read for its head's deadline (see `HeadTimer`).
+    let mut timer = HeadTimer {
+        sleep: std::pin::pin!(tokio::time::sleep_until(first_deadline)),
+        served_since_armed: false,
+        timeout: settings.header_timeout,
+    };
     loop {
         let Some(reader) = read.as_mut() else { return };
-        let head = read_head(
-            reader,
-            &mut buf,
-            settings,
-            deadline,
-            timer.as_mut(),
-            &draining,
-        )
-        .await;
+        let head = read_head(reader, &mut buf, settings, &mut timer, &draining).await;
         let (parts, framing) = match head {
             HeadOutcome::Request(parts, framing) => (parts, framing),
             HeadOutcome::Closed => return,
@@ -169,7 +164,32 @@ pub async fn serve<H, F>(
             }
             return;
         }
-        deadline = tokio::time::Instant::now() + settings.header_timeout;
+        timer.served_since_armed = true;
+    }
+}
+
+/// The deadline for a request head, kept without a clock read per request. The timer is armed
+/// for `timeout` from some moment; when it fires, a request answered since then means the head
+/// now awaited started later, so the timer is armed once more; otherwise the head is late. A
+/// head thus gets between one and two `timeout`s, as a per-read timeout like nginx's
+/// `client_header_timeout` also does.
+struct HeadTimer<'a> {
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    served_since_armed: bool,
+    timeout: Duration,
+}
+
+impl HeadTimer<'_> {
+    /// Waits until the head awaited now is late.
+    async fn late(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if !std::mem::take(&mut self.served_since_armed) {
+                return;
+            }
+            let rearmed = self.sleep.deadline() + self.timeout;
+            self.sleep.as_mut().reset(rearmed);
+        }
     }
 }
 
@@ -207,8 +227,7 @@ async fn read_head(
     read: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     settings: H1Settings,
-    deadline: tokio::time::Instant,
-    mut timer: Pin<&mut tokio::time::Sleep>,
+    timer: &mut HeadTimer<'_>,
     draining: &CancellationToken,
 ) -> HeadOutcome {
     let mut scanner = HeadScanner::new(settings.max_head);
@@ -236,12 +255,7 @@ async fn read_head(
                 Ok(_) => {}
             },
             _ = draining.cancelled(), if idle => return HeadOutcome::Closed,
-            _ = timer.as_mut() => {
-                if tokio::time::Instant::now() < deadline {
-                    // Armed for an earlier head; this one still has time.
-                    timer.as_mut().reset(deadline);
-                    continue;
-                }
+            () = timer.late() => {
                 return if idle {
                     HeadOutcome::Closed // an idle keep-alive connection times out silently
                 } else {

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// How the pool reaches one endpoint; a change of any of these makes a new pool.
@@ -77,13 +77,16 @@ impl EndpointPool {
 
     /// Sends a request and returns the response head; its body streams from the connection.
     /// The head is borrowed, so a failed try leaves it for the next one.
+    /// `arrived` is when the request arrived (it stands in for the clock; see
+    /// [`H1Connection::last_used`]).
     pub async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
         body: ProxyBody,
+        arrived: Instant,
     ) -> Result<http::Response<ProxyBody>, ProxyError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(parts, body).await,
+            UpstreamProtocol::Http1 => self.send_h1(parts, body, arrived).await,
             UpstreamProtocol::H2 => {
                 let request = http::Request::from_parts(parts.clone(), body);
                 // Boxed: hyper's client future is large, and HTTP/1.1 requests should not carry
@@ -98,25 +101,29 @@ impl EndpointPool {
         self: &Arc<Self>,
         parts: &http::request::Parts,
         body: ProxyBody,
+        arrived: Instant,
     ) -> Result<http::Response<ProxyBody>, ProxyError> {
         let framing = h1_client::request_framing(&parts.method, &body);
-        let mut head = Vec::with_capacity(512);
-        h1_client::encode_head(parts, framing, &mut head);
         // With no body to stream, the head bytes can be sent again on another connection.
         let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
         let mut body = Some(body);
         let mut use_idle = true;
         loop {
-            let pooled = if use_idle { self.checkout_idle() } else { None };
-            let reused = pooled.is_some();
-            let connection = match pooled {
-                Some(connection) => connection,
-                None => H1Connection::new(self.connect_tcp().await?),
+            let pooled = if use_idle {
+                self.checkout_idle(arrived)
+            } else {
+                None
             };
+            let reused = pooled.is_some();
+            let mut connection = match pooled {
+                Some(connection) => connection,
+                None => H1Connection::new(self.connect_tcp().await?, arrived),
+            };
+            connection.last_used = arrived;
+            connection.encode_head(parts, framing);
             let send_body = if replayable { None } else { body.take() };
             let result = h1_client::exchange(
                 connection,
-                &head,
                 send_body,
                 framing,
                 &parts.method,
@@ -171,10 +178,11 @@ impl EndpointPool {
         self.h2.lock().clone().filter(|s| !s.is_closed())
     }
 
-    fn checkout_idle(&self) -> Option<H1Connection> {
+    /// The most recently used idle connection that has not expired by `now`.
+    fn checkout_idle(&self, now: Instant) -> Option<H1Connection> {
         let mut idle = self.idle.lock();
         while let Some(connection) = idle.pop_back() {
-            if connection.idle_since.elapsed() < self.settings.idle_timeout
+            if now.saturating_duration_since(connection.last_used) < self.settings.idle_timeout
                 && !connection.is_stale()
             {
                 return Some(connection);
@@ -270,11 +278,9 @@ impl ConnectionHome for EndpointPool {
         let mut idle = self.idle.lock();
         // Under steady load the oldest connections are never taken; close them once expired
         // rather than holding upstream sockets past idle_timeout. (`connection` was stamped
-        // just now, so its stamp stands in for the clock.)
+        // recently, so its stamp stands in for the clock.)
         while idle.front().is_some_and(|c| {
-            connection
-                .idle_since
-                .saturating_duration_since(c.idle_since)
+            connection.last_used.saturating_duration_since(c.last_used)
                 >= self.settings.idle_timeout
         }) {
             idle.pop_front();
@@ -328,7 +334,7 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        H1Connection::new(stream)
+        H1Connection::new(stream, Instant::now())
     }
 
     #[tokio::test]
@@ -345,7 +351,7 @@ mod tests {
             Box::new(|| {}),
         );
         let mut old = connection(&listener).await;
-        old.idle_since -= Duration::from_secs(120);
+        old.last_used -= Duration::from_secs(120);
         pool.put_idle(old);
         pool.put_idle(connection(&listener).await);
         pool.put_idle(connection(&listener).await);
@@ -354,6 +360,6 @@ mod tests {
             2,
             "the expired one is gone, the fresh ones stay"
         );
-        assert!(pool.checkout_idle().is_some());
+        assert!(pool.checkout_idle(Instant::now()).is_some());
     }
 }

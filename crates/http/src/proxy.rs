@@ -333,11 +333,11 @@ async fn forward_tries(
             Ok(response) => {
                 let status = response.status().as_u16();
                 if !policy.retry_on_status.contains(&status) || attempts >= policy.max_attempts {
-                    let head_latency = ctx.started.elapsed();
+                    let head = HeadTiming::now(ctx);
                     if let Some(hedge) = &route.hedge {
-                        hedge.observe(ctx.clock.nanos_at(ctx.started + head_latency), head_latency);
+                        hedge.observe(head.at_nanos, head.latency);
                     }
-                    let forwarded = respond(response, endpoint, in_flight, head_latency);
+                    let forwarded = respond(response, endpoint, in_flight, head);
                     return Ok(ticket.attach(forwarded, *ctx.clock));
                 }
                 Failure::Status(response, in_flight, status)
@@ -402,7 +402,7 @@ async fn forward_tries(
         }
         return match failure {
             Failure::Status(response, in_flight, _) => {
-                let forwarded = respond(response, endpoint, in_flight, ctx.started.elapsed());
+                let forwarded = respond(response, endpoint, in_flight, HeadTiming::now(ctx));
                 Ok(ticket.attach(forwarded, *ctx.clock))
             }
             Failure::Error(error) => Err(error),
@@ -441,12 +441,14 @@ async fn exchange(
     let in_flight = InFlight {
         stats: Arc::clone(&endpoint.stats),
         clock: *ctx.clock,
-        head_latency: None,
+        started_nanos: ctx.clock.nanos_at(ctx.started),
+        head: None,
     };
     let resilience = &cluster.resilience;
     let timed = resilience.adaptive_timeout.is_some() || resilience.tracks_latency();
     let started = timed.then(std::time::Instant::now);
-    let sent = tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body)).await;
+    let sent =
+        tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body, ctx.started)).await;
     // Latency estimates need a sample, not every try: one in LATENCY_SAMPLE is recorded (each
     // is a locked histogram insert), except timed-out tries, which the adaptive timeout must
     // always see (leaving them out would make it shrink).
@@ -849,14 +851,32 @@ fn client_body_error(error: &BoxError) -> ProxyError {
     })
 }
 
+/// When a response head arrived: its latency since the request did, and that moment on the
+/// shared clock. One clock read serves every consumer (hedging, balancer stats, metrics).
+#[derive(Clone, Copy)]
+struct HeadTiming {
+    latency: Duration,
+    at_nanos: u64,
+}
+
+impl HeadTiming {
+    fn now(ctx: &ForwardContext<'_>) -> Self {
+        let latency = ctx.started.elapsed();
+        Self {
+            latency,
+            at_nanos: ctx.clock.nanos_at(ctx.started + latency),
+        }
+    }
+}
+
 /// Turns the upstream's response into the client's.
 fn respond(
     response: Response<ProxyBody>,
     endpoint: &EndpointRuntime,
     mut in_flight: InFlight,
-    head_latency: Duration,
+    head: HeadTiming,
 ) -> Forwarded {
-    in_flight.head_latency = Some(head_latency);
+    in_flight.head = Some(head);
     let (mut parts, body) = response.into_parts();
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         // hyper decoded the body as chunked; a Content-Length beside it (RFC 9112 6.3: TE wins)
@@ -873,7 +893,7 @@ fn respond(
     Forwarded {
         response: Response::from_parts(parts, body.boxed()),
         endpoint: Arc::clone(&endpoint.label),
-        head_latency,
+        head_latency: head.latency,
     }
 }
 
@@ -1012,15 +1032,24 @@ fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 struct InFlight {
     stats: Arc<EndpointStats>,
     clock: MonotonicClock,
-    head_latency: Option<Duration>,
+    /// When the request arrived, on `clock`.
+    started_nanos: u64,
+    /// Set when a response head arrived; its time stands in for the end's, saving a clock read.
+    head: Option<HeadTiming>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // A request that failed before a response head still ends; its latency sample is the
-        // time it took to fail, which correctly makes a failing endpoint look slow.
-        let latency = self.head_latency.unwrap_or_default();
-        self.stats.end(latency, self.clock.now_nanos());
+        match self.head {
+            Some(head) => self.stats.end(head.latency, head.at_nanos),
+            // A try that failed before a response head still ends; its sample is the time it
+            // took to fail, so an endpoint that fails slowly looks slow to p2c.
+            None => {
+                let now = self.clock.now_nanos();
+                let took = Duration::from_nanos(now.saturating_sub(self.started_nanos));
+                self.stats.end(took, now);
+            }
+        }
     }
 }
 

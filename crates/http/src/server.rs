@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
 use gatehouse_observe::{
-    ErrorLabels, Label, ListenerLabels, Metrics, RejectLabels, RequestLabels, label,
+    ErrorLabels, Label, ListenerLabels, Metrics, RejectLabels, RequestLabelRefs, label,
 };
 use http::{Request, Response};
 use std::sync::Arc;
@@ -373,22 +373,13 @@ fn record(
     status: http::StatusCode,
     latency: std::time::Duration,
 ) {
-    let none = || label("-");
-    let (route_label, cluster_label) = match route {
-        Some(r) => (Arc::clone(&r.name), Arc::clone(&r.cluster.name)),
-        None => (none(), none()),
-    };
-    shared
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            listener: Arc::clone(&conn.listener),
-            route: route_label,
-            cluster: cluster_label,
-            endpoint: endpoint.unwrap_or_else(none),
-            status: status.as_u16(),
-        })
-        .inc();
+    shared.metrics.count_request(RequestLabelRefs {
+        listener: &conn.listener,
+        route: route.map(|r| &r.name),
+        cluster: route.map(|r| &r.cluster.name),
+        endpoint: endpoint.as_ref(),
+        status: status.as_u16(),
+    });
     if let Some(route) = route {
         route.duration.observe(latency.as_secs_f64());
     }

@@ -18,7 +18,7 @@
 //!   so no intermediary may compress them either.
 
 use super::table::static_name_index;
-use crate::h2::{IntMap, fnv1a};
+use crate::h2::{IntMap, field_hash};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -146,8 +146,8 @@ impl Encoder {
 
     /// One header field. `name` must be lowercase (as `http::HeaderName` keeps it).
     pub fn field(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
-        let name_hash = fnv1a(0, name);
-        let field_hash = fnv1a(name_hash, value);
+        let name_hash = field_hash(0, name);
+        let field_hash = field_hash(name_hash, value);
         if let Some(index) = self.find_field(field_hash, name, value) {
             integer(out, index, 7, 0x80);
             return;
