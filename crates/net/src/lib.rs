@@ -4,8 +4,17 @@
 //!   do not wait out TIME_WAIT, a deep accept backlog, non-blocking for tokio).
 //! - [`tune_stream`]: per-connection options (TCP_NODELAY: a proxy forwards small writes and
 //!   must not let Nagle hold them back behind delayed ACKs).
+//! - [`cidr`]: [`CidrTable`], longest-prefix match over IPv4 and IPv6 prefixes (IPv4-mapped
+//!   IPv6 addresses count as IPv4); [`acl`]: [`AccessList`], allow/deny lists built on it.
 //!
-//! Later: CIDR tables, PROXY protocol, TCP_INFO, congestion control and fastopen.
+//! Later: PROXY protocol, TCP_INFO, congestion control and fastopen.
+
+pub mod acl;
+pub mod cidr;
+
+pub use acl::{Access, AccessList};
+pub use cidr::CidrTable;
+pub use ipnet::IpNet;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
