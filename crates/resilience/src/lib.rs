@@ -30,6 +30,8 @@
 //! - [`idempotency`]: `Idempotency-Key` store ([`IdempotencyStore`], [`InMemoryStore`],
 //!   [`Fingerprinter`]): replay the first response to a retried non-idempotent request.
 //! - [`fault`]: fault injection decisions ([`FaultConfig::decide`]).
+//! - [`rate_limit`]: rate limits ([`RateLimiter`], [`InMemoryRateLimiter`], [`Gcra`]): GCRA per
+//!   key with burst, remaining quota and retry-after, in a store bounded in keys.
 //!
 //! Passive outlier detection and active health-check state are resilience too, but they live
 //! in gatehouse-balance (`gatehouse_balance::OutlierDetector`, `gatehouse_balance::HealthState`):
@@ -53,6 +55,7 @@ pub mod deadline;
 pub mod fault;
 pub mod idempotency;
 mod random;
+pub mod rate_limit;
 pub mod retry;
 mod time;
 
@@ -65,4 +68,5 @@ pub use fault::{BasisPoints, FaultAction, FaultConfig};
 pub use idempotency::{
     Fingerprinter, IdempotencyKey, IdempotencyStore, InMemoryStore, StoreLimits, StoredResponse,
 };
+pub use rate_limit::{Gcra, InMemoryRateLimiter, Quota, RateDecision, RateLimiter};
 pub use retry::{RetryPolicy, is_idempotent};
