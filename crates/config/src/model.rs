@@ -84,6 +84,7 @@ pub struct Listener {
     pub listen: SocketAddr,
     pub protocols: Protocols,
     pub limits: Limits,
+    pub protection: ListenerProtection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,6 +125,7 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Hedged requests (GET/HEAD/OPTIONS without a body); None: off.
     pub hedge: Option<Hedge>,
+    pub protection: RouteProtection,
 }
 
 /// A second try, to another endpoint, when the first is slower than the route usually is.
@@ -331,6 +333,100 @@ impl Default for RetrySettings {
             budget_percent: 20,
             budget_min_per_second: 10,
             max_replay_body: 64 * 1024,
+        }
+    }
+}
+
+// ---- Protection: ACLs, trusted proxies, per-client limits, rate limits, security headers.
+// What each default is and why: docs/security.md.
+
+/// A CIDR allow/deny list: the most specific matching prefix decides; an address no prefix
+/// matches is denied when `allow` is not empty, allowed otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AccessList {
+    pub allow: Vec<ipnet::IpNet>,
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+/// A listener's protection settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ListenerProtection {
+    /// Checked against the TCP peer right after accept; a denied peer's connection is closed.
+    pub acl: Option<AccessList>,
+    /// Peers whose X-Forwarded-For is believed (the client is the right-most untrusted entry).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Open connections one peer address may hold; more are closed at once. None: no limit.
+    pub max_connections_per_ip: Option<u64>,
+}
+
+/// A route's protection settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteProtection {
+    /// Checked against the client's real address; a denied client gets 403.
+    pub acl: Option<AccessList>,
+    pub rate_limit: Option<RateLimit>,
+    pub security_headers: SecurityHeaders,
+}
+
+/// A GCRA rate limit: `count` requests per `period`, `burst` at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RateLimit {
+    pub count: u64,
+    #[serde(with = "millis")]
+    pub period: Duration,
+    pub burst: u64,
+    pub key: RateLimitKey,
+    /// RateLimit-Policy / RateLimit headers on admitted responses too (429s always have them).
+    pub headers: bool,
+    /// Most keys tracked at once (memory bound).
+    pub max_keys: u64,
+}
+
+/// What a rate limit counts per.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// The client's real address (after trusted proxies).
+    ClientIp,
+    /// A request header's value (lower-case name); requests without it count per client IP.
+    Header(String),
+    /// The route as a whole.
+    Route,
+}
+
+/// Response headers a route adds; None leaves a header out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityHeaders {
+    /// Sent only on responses to HTTPS connections.
+    pub strict_transport_security: Option<String>,
+    pub x_content_type_options: Option<String>,
+    pub x_frame_options: Option<String>,
+    pub referrer_policy: Option<String>,
+    /// Replace a value the upstream set (default: the upstream's value wins).
+    pub override_upstream: bool,
+}
+
+impl SecurityHeaders {
+    /// Every header left out.
+    pub fn none() -> Self {
+        Self {
+            strict_transport_security: None,
+            x_content_type_options: None,
+            x_frame_options: None,
+            referrer_policy: None,
+            override_upstream: false,
+        }
+    }
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self {
+            strict_transport_security: Some("max-age=31536000; includeSubDomains".to_owned()),
+            x_content_type_options: Some("nosniff".to_owned()),
+            x_frame_options: Some("DENY".to_owned()),
+            referrer_policy: Some("strict-origin-when-cross-origin".to_owned()),
+            override_upstream: false,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct RawListener {
     pub max_body_bytes: Option<Spanned<SizeValue>>,
     pub max_connections: Option<Spanned<u64>>,
     pub header_read_timeout: Option<Spanned<String>>,
+    // Protection: who may connect, whose X-Forwarded-For is believed, connections per client.
+    pub acl: Option<Spanned<RawAcl>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub max_connections_per_ip: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +69,44 @@ pub struct RawRoute {
     pub host_rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub hedge: Option<Spanned<RawHedge>>,
+    // Protection: who may use the route, how often, and the headers its responses carry.
+    pub acl: Option<Spanned<RawAcl>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub security_headers: Option<Spanned<RawSecurityHeaders>>,
+}
+
+/// CIDR allow/deny lists (`[listeners.acl]`, `[routes.acl]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcl {
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
+}
+
+/// `[routes.rate_limit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// "100/s", "6000/min".
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u64>>,
+    /// "client_ip", "route" or "header:NAME".
+    pub key: Option<Spanned<String>>,
+    pub headers: Option<bool>,
+    pub max_keys: Option<Spanned<u64>>,
+}
+
+/// `[routes.security_headers]`: each header's value, or "" to leave it out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurityHeaders {
+    pub enabled: Option<bool>,
+    #[serde(rename = "override")]
+    pub override_upstream: Option<bool>,
+    pub strict_transport_security: Option<Spanned<String>>,
+    pub x_content_type_options: Option<Spanned<String>>,
+    pub x_frame_options: Option<Spanned<String>>,
+    pub referrer_policy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
 
+mod protection;
 mod resilience;
 
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -365,11 +366,13 @@ impl Validator<'_> {
                 ),
             );
         }
+        let protection = self.listener_protection(raw, field);
         Some(Listener {
             name,
             listen: listen?,
             protocols,
             limits,
+            protection,
         })
     }
 
@@ -498,6 +501,7 @@ impl Validator<'_> {
             .hedge
             .as_ref()
             .map(|h| self.hedge(h, &format!("{field}.hedge")));
+        let protection = self.route_protection(raw, &field);
         Some(Route {
             name,
             listeners,
@@ -510,6 +514,7 @@ impl Validator<'_> {
             host_rewrite,
             timeout,
             hedge,
+            protection,
         })
     }
 

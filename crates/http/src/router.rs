@@ -179,6 +179,7 @@ mod tests {
             host_rewrite: None,
             timeout: None,
             hedge: None,
+            protection: Default::default(),
         }
     }
 
