@@ -5,7 +5,7 @@
 //! [`ProxyError`] carries all three as typed fields so no caller ever parses a message.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Which side of the proxy caused a failure.
@@ -82,6 +82,10 @@ pub enum ErrorKind {
     IdempotencyMismatch,
     /// Fault injection aborted the request with this status (set through the admin API).
     FaultInjected { status: u16 },
+    /// The route's access list does not admit the client's address.
+    AccessDenied { client: IpAddr },
+    /// The route's rate limit refused the request; a request after `retry_after` is admitted.
+    RateLimited { retry_after: Duration },
 }
 
 /// A failure while proxying one request.
@@ -102,7 +106,10 @@ impl ProxyError {
             | ErrorKind::DeadlineExceeded { .. }
             | ErrorKind::CircuitOpen { .. }
             | ErrorKind::FaultInjected { .. } => Side::Internal,
-            ErrorKind::IdempotencyInFlight | ErrorKind::IdempotencyMismatch => Side::Downstream,
+            ErrorKind::IdempotencyInFlight
+            | ErrorKind::IdempotencyMismatch
+            | ErrorKind::AccessDenied { .. }
+            | ErrorKind::RateLimited { .. } => Side::Downstream,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
@@ -134,7 +141,9 @@ impl ProxyError {
             | ErrorKind::CircuitOpen { .. }
             | ErrorKind::IdempotencyInFlight
             | ErrorKind::IdempotencyMismatch
-            | ErrorKind::FaultInjected { .. } => Retry::Never,
+            | ErrorKind::FaultInjected { .. }
+            | ErrorKind::AccessDenied { .. }
+            | ErrorKind::RateLimited { .. } => Retry::Never,
         }
     }
 
@@ -155,6 +164,8 @@ impl ProxyError {
             ErrorKind::IdempotencyInFlight => 409,
             ErrorKind::IdempotencyMismatch => 422,
             ErrorKind::FaultInjected { status } => *status,
+            ErrorKind::AccessDenied { .. } => 403,
+            ErrorKind::RateLimited { .. } => 429,
         }
     }
 
@@ -237,6 +248,14 @@ impl fmt::Display for ProxyError {
                 "the request's time budget of {} ms ran out before an upstream answered",
                 budget.as_millis()
             ),
+            ErrorKind::AccessDenied { client } => {
+                write!(f, "client address {client} is not allowed on this route")
+            }
+            ErrorKind::RateLimited { retry_after } => write!(
+                f,
+                "rate limit exceeded; retry after {} s",
+                retry_after.as_secs_f64().ceil().max(1.0)
+            ),
         }
     }
 }
@@ -280,5 +299,22 @@ mod tests {
         assert_eq!(big.retry(), Retry::Never);
         assert_eq!(big.side(), Side::Downstream);
         assert_eq!(ProxyError::new(ErrorKind::NoRoute).status(), 404);
+    }
+
+    #[test]
+    fn protection_refusals_are_the_client_side_and_name_the_cause() {
+        let denied = ProxyError::new(ErrorKind::AccessDenied {
+            client: "192.0.2.7".parse().unwrap(),
+        });
+        assert_eq!((denied.status(), denied.side()), (403, Side::Downstream));
+        assert_eq!(
+            denied.to_string(),
+            "client address 192.0.2.7 is not allowed on this route"
+        );
+        let limited = ProxyError::new(ErrorKind::RateLimited {
+            retry_after: Duration::from_millis(2100),
+        });
+        assert_eq!((limited.status(), limited.retry()), (429, Retry::Never));
+        assert!(limited.to_string().contains("retry after 3 s"), "{limited}");
     }
 }

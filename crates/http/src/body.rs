@@ -90,14 +90,22 @@ pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         X_GATEHOUSE_ERROR.clone(),
         HeaderValue::from_static(error_kind(error)),
     );
-    if let gatehouse_core::ErrorKind::CircuitOpen { retry_after, .. } = &error.kind {
-        // Whole seconds, rounded up: a client that waits this long finds the breaker probing.
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    if let gatehouse_core::ErrorKind::CircuitOpen { retry_after, .. }
+    | gatehouse_core::ErrorKind::RateLimited { retry_after } = &error.kind
+    {
+        // Whole seconds, rounded up: a client that waits this long finds the breaker probing,
+        // or its rate limit with room again.
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_seconds(*retry_after)),
+        );
     }
     response
+}
+
+/// A wait as whole seconds for `Retry-After`: rounded up, at least 1.
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A short stable name for metrics labels and the `x-gatehouse-error` header.
@@ -120,5 +128,7 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         IdempotencyInFlight => "idempotency_in_flight",
         IdempotencyMismatch => "idempotency_mismatch",
         FaultInjected { .. } => "fault_injected",
+        AccessDenied { .. } => "access_denied",
+        RateLimited { .. } => "rate_limited",
     }
 }

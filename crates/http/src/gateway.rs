@@ -8,6 +8,7 @@
 
 use crate::faults::Faults;
 use crate::health::HealthCheckers;
+use crate::protect::rate_limit::RateLimiterStore;
 use crate::server::{ConnectionLimit, Shared, accept_loop};
 use crate::snapshot::{EndpointStore, Snapshot};
 use arc_swap::ArcSwap;
@@ -50,6 +51,8 @@ pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Mutex<HashMap<String, ListenerHandle>>,
     store: EndpointStore,
+    /// Route rate limiters, kept across reloads while a route's limit is unchanged.
+    limiters: RateLimiterStore,
     faults: Faults,
     health_checkers: HealthCheckers,
     generation: AtomicU64,
@@ -72,7 +75,8 @@ impl Gateway {
         };
         let store = EndpointStore::default();
         let faults = Faults::default();
-        let snapshot = Snapshot::build(empty, 0, &store, &metrics, &faults);
+        let limiters = RateLimiterStore::default();
+        let snapshot = Snapshot::build(empty, 0, &store, &limiters, &metrics, &faults);
         Arc::new(Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -87,6 +91,7 @@ impl Gateway {
             }),
             listeners: Mutex::new(HashMap::new()),
             store,
+            limiters,
             faults,
             health_checkers: HealthCheckers::default(),
             generation: AtomicU64::new(0),
@@ -195,6 +200,7 @@ impl Gateway {
             config,
             generation,
             &self.store,
+            &self.limiters,
             &self.shared.metrics,
             &self.faults,
         );

@@ -3,9 +3,9 @@
 //! Request flow (see docs/architecture.md):
 //!
 //! ```text
-//! server (accept, connection limit) -> HTTP/2 preface? h2::serve : h1_server (strict heads via
+//! server (accept, connection limit, listener ACL) -> HTTP/2 preface? h2::serve : h1_server (strict heads via
 //!   h1_guard, bodies via chunked) -> server::handle_request (load snapshot once, request id)
-//!   -> router (pure) -> proxy::forward (limit, pick, rewrite, exchange, respond)
+//!   -> router (pure) -> protect (route ACL, rate limit) -> proxy::forward (limit, pick, rewrite, exchange, respond)
 //!   -> pool (per-endpoint keep-alive h1 / multiplexed h2) -> upstream
 //! ```
 //!
@@ -27,6 +27,8 @@
 //!   [`resilience`]: a cluster's retry policy and budget, breakers and outlier detector;
 //!   [`idempotency`]: `Idempotency-Key` claims, replays and recording.
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
+//! - [`protect`]: listener and route ACLs, trusted proxies and the real client address,
+//!   connections per client, rate limits, security headers.
 
 pub mod body;
 pub mod chunked;
@@ -41,6 +43,7 @@ pub mod health;
 pub mod idempotency;
 pub mod limits;
 pub mod pool;
+pub mod protect;
 pub mod proxy;
 pub mod resilience;
 pub mod router;

@@ -86,6 +86,9 @@ pub struct Forwarded {
 /// Per-request inputs the forwarder needs besides the request.
 pub struct ForwardContext<'a> {
     pub conn: &'a ConnInfo,
+    /// The client the request is attributed to (the peer, or whom a trusted proxy named): it
+    /// keys `client_ip` hashing and idempotency keys. X-Forwarded-For still appends the peer.
+    pub client: crate::protect::client::Client<'a>,
     pub request_id: &'a HeaderValue,
     pub max_body_bytes: u64,
     pub clock: &'a MonotonicClock,
@@ -187,7 +190,7 @@ async fn forward_tries(
     let hash = cluster
         .hash_on
         .as_ref()
-        .and_then(|on| affinity_hash(on, &request, ctx.conn));
+        .and_then(|on| affinity_hash(on, &request, ctx.client.ip));
     let idempotency_key = request.headers().get(&IDEMPOTENCY_KEY).cloned();
     let has_idempotency_key = idempotency_key.is_some();
     let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
@@ -207,7 +210,7 @@ async fn forward_tries(
             };
             let keyed_request = KeyedRequest {
                 route: &route.name,
-                client: ctx.conn.client_ip.to_str().unwrap_or("-"),
+                client: ctx.client.text.to_str().unwrap_or("-"),
                 key,
                 method: &parts.method,
                 target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
@@ -1000,14 +1003,14 @@ fn declared_length<B>(request: &Request<B>) -> Option<u64> {
 
 /// Hash of the request's affinity key; None when the key is absent (the balancer then picks
 /// at random among eligible endpoints).
-fn affinity_hash<B>(on: &HashOn, request: &Request<B>, conn: &ConnInfo) -> Option<u64> {
+fn affinity_hash<B>(on: &HashOn, request: &Request<B>, client: std::net::IpAddr) -> Option<u64> {
     match on {
         HashOn::Header(name) => request
             .headers()
             .get(name.as_str())
             .map(|v| hash_key(v.as_bytes())),
         HashOn::Cookie(name) => cookie(request.headers(), name).map(|v| hash_key(v.as_bytes())),
-        HashOn::ClientIp => Some(match conn.client.ip() {
+        HashOn::ClientIp => Some(match client {
             std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
             std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
         }),

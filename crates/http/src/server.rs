@@ -1,7 +1,9 @@
 //! Listeners: accepting connections and serving HTTP/1.1 and h2c on them.
 //!
 //! Each listener runs one accept loop. A connection limit (a semaphore) makes excess clients wait
-//! in the kernel backlog instead of exhausting memory. A connection that starts with the HTTP/2
+//! in the kernel backlog instead of exhausting memory. Right after accept, the listener's access
+//! list and its cap on connections per client address may close the connection
+//! ([`crate::protect::connections`]). A connection that starts with the HTTP/2
 //! preface is served by [`crate::h2`]; HTTP/1 connections by [`crate::h1_server`] (strict
 //! framing, one parse per head). Both run the connection as one task and take the same handler:
 //! every request goes to [`handle_request`], which loads the current snapshot once and routes.
@@ -10,6 +12,8 @@ use crate::body::{ProxyBody, error_response};
 use crate::h1_server::{self, H1Settings};
 use crate::h2::{self, H2Settings};
 use crate::headers::{self, X_REQUEST_ID};
+use crate::protect::client::Client;
+use crate::protect::connections::{self, ConnectionsPerIp};
 use crate::proxy::{self, ConnInfo, ForwardContext, Forwarded};
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use arc_swap::ArcSwap;
@@ -43,6 +47,8 @@ pub struct Shared {
 pub struct ConnectionLimit {
     semaphore: Arc<Semaphore>,
     limit: parking_lot::Mutex<usize>,
+    /// Open connections per client address (the cap itself comes from the snapshot).
+    per_ip: Arc<ConnectionsPerIp>,
 }
 
 impl ConnectionLimit {
@@ -51,6 +57,7 @@ impl ConnectionLimit {
         Arc::new(Self {
             semaphore: Arc::new(Semaphore::new(limit)),
             limit: parking_lot::Mutex::new(limit),
+            per_ip: Arc::default(),
         })
     }
 
@@ -115,6 +122,11 @@ pub async fn accept_loop(
                 }
             },
         };
+        let ip_slot = match admit(&shared, &listener_label, client, &connection_limit.per_ip) {
+            Ok(slot) => slot,
+            // Dropping the stream closes the connection before anything is read.
+            Err(()) => continue,
+        };
         let local = stream.local_addr().unwrap_or(client);
         let conn = Arc::new(ConnInfo::new(
             client,
@@ -125,9 +137,35 @@ pub async fn accept_loop(
         let shared_for_conn = Arc::clone(&shared);
         shared.connections.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             serve_connection(stream, conn, shared_for_conn).await;
         });
     }
+}
+
+/// The listener's access list and per-address cap, from the snapshot current at accept; a
+/// refusal is counted in `rejected` and logged at debug.
+fn admit(
+    shared: &Shared,
+    listener: &Label,
+    client: std::net::SocketAddr,
+    per_ip: &Arc<ConnectionsPerIp>,
+) -> Result<Option<connections::IpSlot>, ()> {
+    let snapshot = shared.snapshot.load();
+    let Some(settings) = snapshot.listener(listener) else {
+        return Ok(None);
+    };
+    connections::admit(&settings.protection, client.ip(), per_ip).map_err(|refused| {
+        tracing::debug!(listener = %listener, %client, reason = refused.reason(), "connection refused");
+        shared
+            .metrics
+            .rejected
+            .get_or_create(&RejectLabels {
+                listener: Arc::clone(listener),
+                reason: refused.reason(),
+            })
+            .inc();
+    })
 }
 
 async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Shared>) {
@@ -160,6 +198,7 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
                 h2c: true,
             },
             limits: gatehouse_config::Limits::default(),
+            protection: Arc::default(),
         });
     let draining = shared.draining.clone();
     let limits = settings.limits;
@@ -285,11 +324,29 @@ pub async fn handle_request(
     let version = request.version();
     let snapshot = shared.snapshot.load_full();
     let request_id = headers::request_id(request.headers());
-    let max_body_bytes = snapshot
-        .listener(&conn.listener)
-        .map_or(gatehouse_config::Limits::default().max_body_bytes, |l| {
-            l.limits.max_body_bytes
-        });
+    let listener = snapshot.listener(&conn.listener);
+    let max_body_bytes = listener.map_or(gatehouse_config::Limits::default().max_body_bytes, |l| {
+        l.limits.max_body_bytes
+    });
+    // The address this request is attributed to: the peer, or the client a trusted proxy
+    // names (formatted only then; the peer's text was formatted once per connection).
+    let real_text;
+    let client = match listener.and_then(|l| {
+        l.protection
+            .real_client(conn.client.ip(), request.headers())
+    }) {
+        Some(ip) => {
+            real_text = headers::ip_value(ip);
+            Client {
+                ip,
+                text: &real_text,
+            }
+        }
+        None => Client {
+            ip: conn.client.ip(),
+            text: &conn.client_ip,
+        },
+    };
 
     let found = {
         let host = proxy::request_host(request.uri(), request.headers());
@@ -302,20 +359,32 @@ pub async fn handle_request(
         )
     };
     let route = found.and_then(|i| snapshot.routes.get(i));
+    let mut quota = None;
     let result = match route {
         None => Err(ProxyError::new(ErrorKind::NoRoute)),
         Some(route) => {
-            let ctx = ForwardContext {
-                conn,
-                request_id: &request_id,
-                max_body_bytes,
-                clock: &shared.clock,
-                started,
-                deadline_header: snapshot.deadline_header.as_ref(),
-                metrics: &shared.metrics,
-                idempotency: &shared.idempotency,
-            };
-            proxy::forward(route, request, &ctx).await
+            // The request's arrival serves the rate limit: no clock read.
+            let admission = route
+                .protection
+                .admit(request.headers(), client, || shared.clock.nanos_at(started));
+            quota = admission.quota;
+            match admission.refused {
+                Some(refused) => Err(refused),
+                None => {
+                    let ctx = ForwardContext {
+                        conn,
+                        client,
+                        request_id: &request_id,
+                        max_body_bytes,
+                        clock: &shared.clock,
+                        started,
+                        deadline_header: snapshot.deadline_header.as_ref(),
+                        metrics: &shared.metrics,
+                        idempotency: &shared.idempotency,
+                    };
+                    proxy::forward(route, request, &ctx).await
+                }
+            }
         }
     };
     let (mut response, endpoint, head_latency) = match result {
@@ -325,7 +394,7 @@ pub async fn handle_request(
             head_latency,
         }) => (response, Some(endpoint), Some(head_latency)),
         Err(error) => {
-            tracing::debug!(%error, client = %conn.client, "proxy error");
+            tracing::debug!(%error, client = %client.ip, peer = %conn.client, "proxy error");
             if let Some(route) = route {
                 shared
                     .metrics
@@ -352,6 +421,13 @@ pub async fn handle_request(
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id);
+    if let Some(route) = route {
+        route.protection.finish(
+            response.headers_mut(),
+            conn.scheme == "https",
+            quota.as_ref(),
+        );
+    }
     // A forwarded response's head latency was measured already: no second clock read.
     let latency = head_latency.unwrap_or_else(|| started.elapsed());
     record(shared, conn, route, endpoint, response.status(), latency);

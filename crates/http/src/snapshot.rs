@@ -9,6 +9,8 @@
 use crate::faults::{FaultSlot, Faults, Target};
 use crate::health::{CheckTarget, EndpointHealth};
 use crate::pool::{EndpointPool, PoolSettings};
+use crate::protect::rate_limit::RateLimiterStore;
+use crate::protect::{ListenerProtection, RouteProtection};
 use crate::resilience::ClusterResilience;
 use crate::router::Router;
 use gatehouse_balance::{Balancer, Endpoint, EndpointStats, Policy, hash_key};
@@ -44,6 +46,7 @@ pub struct ListenerRuntime {
     pub label: Label,
     pub protocols: Protocols,
     pub limits: Limits,
+    pub protection: Arc<ListenerProtection>,
 }
 
 pub struct RouteRuntime {
@@ -59,6 +62,8 @@ pub struct RouteRuntime {
     pub fault: FaultSlot,
     /// Hedged requests, when the route asks for them.
     pub hedge: Option<crate::resilience::HedgeRuntime>,
+    /// ACL, rate limit and security headers.
+    pub protection: RouteProtection,
 }
 
 pub struct ClusterRuntime {
@@ -84,11 +89,13 @@ pub struct EndpointRuntime {
 }
 
 impl Snapshot {
-    /// Builds a snapshot, reusing pools and statistics of endpoints that already exist.
+    /// Builds a snapshot, reusing pools and statistics of endpoints that already exist, and
+    /// the rate limiters of routes whose limit did not change.
     pub fn build(
         config: Config,
         generation: u64,
         store: &EndpointStore,
+        limiters: &RateLimiterStore,
         metrics: &Arc<Metrics>,
         faults: &Faults,
     ) -> Self {
@@ -119,6 +126,7 @@ impl Snapshot {
                     cluster: Arc::clone(&cluster.name),
                 };
                 RouteRuntime {
+                    protection: RouteProtection::build(&r.name, &r.protection, limiters, metrics),
                     hedge: r.hedge.clone().map(crate::resilience::HedgeRuntime::new),
                     fault: faults.slot(Target::Route, &r.name),
                     name: label(&r.name),
@@ -133,6 +141,12 @@ impl Snapshot {
                 }
             })
             .collect();
+        limiters.retain(config.routes.iter().filter_map(|r| {
+            r.protection
+                .rate_limit
+                .as_ref()
+                .map(|l| (r.name.as_str(), l))
+        }));
         let routers = config
             .listeners
             .iter()
@@ -148,6 +162,7 @@ impl Snapshot {
                         label: label(&l.name),
                         protocols: l.protocols,
                         limits: l.limits,
+                        protection: Arc::new(ListenerProtection::build(&l.protection)),
                     },
                 )
             })

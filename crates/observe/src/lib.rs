@@ -9,7 +9,6 @@
 //! hash lookup and an atomic add, not string formatting.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
@@ -26,6 +25,10 @@ pub type Label = Arc<String>;
 
 /// A latency histogram handle (cheap to clone; clones record into the same series).
 pub use prometheus_client::metrics::histogram::Histogram;
+
+/// A counter handle (cheap to clone; clones count into the same series), for series resolved
+/// once per snapshot.
+pub use prometheus_client::metrics::counter::Counter;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -64,6 +67,11 @@ pub struct ErrorLabels {
 pub struct RejectLabels {
     pub listener: Label,
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteNameLabels {
+    pub route: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,7 +139,8 @@ pub struct Metrics {
     pub connections_open: Family<ListenerLabels, Gauge>,
     /// Accepted downstream connections by listener.
     pub connections_total: Family<ListenerLabels, Counter>,
-    /// Requests refused before routing (malformed, smuggling attempts, too large).
+    /// Requests refused before routing (malformed, smuggling attempts, too large), and
+    /// connections closed at accept (reason "acl_denied", "per_ip_limit").
     pub rejected: Family<RejectLabels, Counter>,
     /// Upstream connections opened, by endpoint (a high rate means pooling is not working).
     pub upstream_connects: Family<EndpointLabels, Counter>,
@@ -153,6 +162,8 @@ pub struct Metrics {
     pub breaker_transitions: Family<BreakerLabels, Counter>,
     /// Hedged second tries sent, by cluster.
     pub hedges: Family<RetryLabels, Counter>,
+    /// Requests refused by a route's rate limit (429), by route.
+    pub rate_limited: Family<RouteNameLabels, Counter>,
 }
 
 impl Metrics {
@@ -177,6 +188,12 @@ impl Metrics {
         let retries_refused = Family::default();
         let breaker_transitions = Family::default();
         let hedges = Family::default();
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a route's rate limit",
+            rate_limited.clone(),
+        );
         registry.register(
             "hedged_requests",
             "Second tries sent because the first was slower than the route's usual latency",
@@ -232,7 +249,7 @@ impl Metrics {
         );
         registry.register(
             "requests_rejected",
-            "Requests refused before routing (malformed, ambiguous framing, too large)",
+            "Requests and connections refused before routing (malformed, ambiguous framing, too large; listener ACL, connections per client)",
             rejected.clone(),
         );
         registry.register(
@@ -268,6 +285,7 @@ impl Metrics {
             retries_refused,
             breaker_transitions,
             hedges,
+            rate_limited,
         }
     }
 
