@@ -10,7 +10,9 @@
 //! | `/reset` | closes the connection without answering |
 //! | anything else | JSON echo: upstream name, method, path, query, headers, body length |
 //!
-//! Every response carries `x-upstream: NAME`. [`TestUpstream::set_delay`] makes every answer
+//! Every response carries `x-upstream: NAME`, and each request header
+//! `x-respond-header: Name: value` becomes a response header `Name: value` (for tests of what a
+//! proxy does with an upstream's headers). [`TestUpstream::set_delay`] makes every answer
 //! slow. [`TestUpstream::requests`] counts requests that
 //! reached the server (including `/reset`).
 
@@ -134,6 +136,18 @@ impl Drop for TestUpstream {
 
 async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    let respond_headers: Vec<(http::HeaderName, http::HeaderValue)> = req
+        .headers()
+        .get_all("x-respond-header")
+        .iter()
+        .filter_map(|v| {
+            let (name, value) = v.to_str().ok()?.split_once(':')?;
+            Some((
+                http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(value.trim()).ok()?,
+            ))
+        })
+        .collect();
     let mut response = if let Some(n) = path.strip_prefix("/bytes/") {
         stream_bytes(n.parse().unwrap_or(0))
     } else if path == "/echo-stream" {
@@ -177,6 +191,9 @@ async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -
     };
     if let Ok(v) = http::HeaderValue::from_str(name) {
         response.headers_mut().insert("x-upstream", v);
+    }
+    for (name, value) in respond_headers {
+        response.headers_mut().append(name, value);
     }
     response
 }

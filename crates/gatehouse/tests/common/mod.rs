@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 pub use gatehouse_test_support::{Gatehouse, TestUpstream};
@@ -54,6 +54,90 @@ impl Answer {
             .unwrap_or("-")
             .to_owned()
     }
+}
+
+/// One HTTP/1.1 keep-alive connection to `to` from the loopback address `source` (127.0.0.2,
+/// 127.0.0.3, ...: all of 127/8 is local), so one test can act as several clients.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    to: SocketAddr,
+    /// Ends when the server closes the connection.
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    /// Connects; Err when the TCP connect itself fails.
+    pub async fn open(source: IpAddr, to: SocketAddr) -> std::io::Result<Self> {
+        let socket = match source {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(to).await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender, to, driver })
+    }
+
+    /// A GET on this connection; Err when the server closed it (or never answers within 5 s).
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
+        let mut builder = Request::builder()
+            .uri(path)
+            .header(http::header::HOST, self.to.to_string());
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder.body(Full::new(Bytes::new())).expect("request");
+        let exchange = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| format!("not ready: {e}"))?;
+            let response = self
+                .sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+    }
+
+    /// Whether the server closed the connection (waits up to `within`).
+    pub async fn closed_within(&mut self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, &mut self.driver).await.is_ok()
+    }
+}
+
+/// A GET on a fresh connection from `source` (see [`Connection`]).
+pub async fn get_from(
+    source: &str,
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let source: IpAddr = source.parse().expect("source address");
+    let mut conn = Connection::open(source, to)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    conn.get(path, headers).await
 }
 
 /// Sends a request and reads the whole answer.
