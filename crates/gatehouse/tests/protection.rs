@@ -27,6 +27,19 @@ async fn metrics(gw: &Gatehouse) -> String {
     get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text()
 }
 
+/// Waits until the gateway serves config generation `generation` (the first is 1).
+async fn reloaded(gw: &Gatehouse, generation: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = format!("gatehouse_config_generation {generation}\n");
+    while !metrics(gw).await.contains(&wanted) {
+        assert!(
+            Instant::now() < deadline,
+            "generation {generation} never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
     answer
         .headers
@@ -271,6 +284,40 @@ async fn a_rate_limit_answers_429_with_retry_after_and_recovers() {
         text.contains("gatehouse_rate_limited_total{route=\"api\"} 1"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_counts_survive_a_reload_unless_the_limit_changes() {
+    let up = TestUpstream::start("up").await;
+    let routes = |rate: &str, extra: &str| {
+        format!(
+            "[[routes]]\nname = \"api\"\ncluster = \"c\"\n[routes.rate_limit]\nrate = \"{rate}\"\nburst = 1\n{extra}"
+        )
+    };
+    let gw = Gatehouse::start(bin(), &gateway_config("", &routes("1/min", ""), &up), &[]).await;
+    let addr = gw.addr("main");
+    let c = h1();
+    assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&c, addr, "/", &[]).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Same limit (only the headers flag changed): the spent quota stays spent.
+    gw.write_config(&gateway_config(
+        "",
+        &routes("1/min", "headers = false"),
+        &up,
+    ));
+    reloaded(&gw, 2).await;
+    assert_eq!(
+        get(&c, addr, "/", &[]).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A new limit starts afresh.
+    gw.write_config(&gateway_config("", &routes("2/min", ""), &up));
+    reloaded(&gw, 3).await;
+    assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
