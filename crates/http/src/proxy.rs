@@ -88,7 +88,7 @@ pub struct ForwardContext<'a> {
     pub conn: &'a ConnInfo,
     /// The client the request is attributed to (the peer, or whom a trusted proxy named): it
     /// keys `client_ip` hashing and idempotency keys. X-Forwarded-For still appends the peer.
-    pub client: crate::protect::client::Client<'a>,
+    pub client: std::net::IpAddr,
     pub request_id: &'a HeaderValue,
     pub max_body_bytes: u64,
     pub clock: &'a MonotonicClock,
@@ -190,7 +190,7 @@ async fn forward_tries(
     let hash = cluster
         .hash_on
         .as_ref()
-        .and_then(|on| affinity_hash(on, &request, ctx.client.ip));
+        .and_then(|on| affinity_hash(on, &request, ctx.client));
     let idempotency_key = request.headers().get(&IDEMPOTENCY_KEY).cloned();
     let has_idempotency_key = idempotency_key.is_some();
     let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
@@ -208,9 +208,18 @@ async fn forward_tries(
                 ReplayBody::Buffered(bytes) => bytes.clone(),
                 _ => Bytes::new(),
             };
+            // The peer's text was formatted once per connection; a client named by a trusted
+            // proxy is formatted here, on this rare path only.
+            let named;
+            let client = if ctx.client == ctx.conn.client.ip() {
+                ctx.conn.client_ip.to_str().unwrap_or("-")
+            } else {
+                named = ctx.client.to_string();
+                named.as_str()
+            };
             let keyed_request = KeyedRequest {
                 route: &route.name,
-                client: ctx.client.text.to_str().unwrap_or("-"),
+                client,
                 key,
                 method: &parts.method,
                 target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),

@@ -12,7 +12,6 @@ use crate::body::{ProxyBody, error_response};
 use crate::h1_server::{self, H1Settings};
 use crate::h2::{self, H2Settings};
 use crate::headers::{self, X_REQUEST_ID};
-use crate::protect::client::Client;
 use crate::protect::connections::{self, ConnectionsPerIp};
 use crate::proxy::{self, ConnInfo, ForwardContext, Forwarded};
 use crate::snapshot::{ListenerRuntime, Snapshot};
@@ -328,25 +327,13 @@ pub async fn handle_request(
     let max_body_bytes = listener.map_or(gatehouse_config::Limits::default().max_body_bytes, |l| {
         l.limits.max_body_bytes
     });
-    // The address this request is attributed to: the peer, or the client a trusted proxy
-    // names (formatted only then; the peer's text was formatted once per connection).
-    let real_text;
-    let client = match listener.and_then(|l| {
-        l.protection
-            .real_client(conn.client.ip(), request.headers())
-    }) {
-        Some(ip) => {
-            real_text = headers::ip_value(ip);
-            Client {
-                ip,
-                text: &real_text,
-            }
-        }
-        None => Client {
-            ip: conn.client.ip(),
-            text: &conn.client_ip,
-        },
-    };
+    // The address this request is attributed to: the peer, or the client a trusted proxy names.
+    let client = listener
+        .and_then(|l| {
+            l.protection
+                .real_client(conn.client.ip(), request.headers())
+        })
+        .unwrap_or_else(|| conn.client.ip());
 
     let found = {
         let host = proxy::request_host(request.uri(), request.headers());
@@ -394,7 +381,7 @@ pub async fn handle_request(
             head_latency,
         }) => (response, Some(endpoint), Some(head_latency)),
         Err(error) => {
-            tracing::debug!(%error, client = %client.ip, peer = %conn.client, "proxy error");
+            tracing::debug!(%error, %client, peer = %conn.client, "proxy error");
             if let Some(route) = route {
                 shared
                     .metrics

@@ -18,16 +18,8 @@
 
 use crate::headers::X_FORWARDED_FOR;
 use gatehouse_net::CidrTable;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
-
-/// The client a request is attributed to (ACLs, rate limits, hashing, logs, idempotency keys),
-/// and its address as header text.
-#[derive(Debug, Clone, Copy)]
-pub struct Client<'a> {
-    pub ip: IpAddr,
-    pub text: &'a HeaderValue,
-}
 
 /// The real client of a request that came from `peer` (see the module docs).
 pub fn real_client(peer: IpAddr, headers: &HeaderMap, trusted: &CidrTable<()>) -> IpAddr {
@@ -72,6 +64,7 @@ pub fn parse_entry(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -26,7 +26,6 @@ pub mod security_headers;
 
 use crate::protect::rate_limit::{RateLimiterStore, RouteRateLimit};
 use crate::protect::security_headers::SecurityHeaders;
-use client::Client;
 use gatehouse_core::{ErrorKind, ProxyError};
 use gatehouse_net::{AccessList, CidrTable};
 use gatehouse_observe::Metrics;
@@ -110,17 +109,15 @@ impl RouteProtection {
     pub fn admit(
         &self,
         headers: &HeaderMap,
-        client: Client<'_>,
+        client: IpAddr,
         now_nanos: impl FnOnce() -> u64,
     ) -> Admission {
         if let Some(acl) = &self.acl
-            && !acl.allows(client.ip)
+            && !acl.allows(client)
         {
             return Admission {
                 quota: None,
-                refused: Some(ProxyError::new(ErrorKind::AccessDenied {
-                    client: client.ip,
-                })),
+                refused: Some(ProxyError::new(ErrorKind::AccessDenied { client })),
             };
         }
         let Some(limit) = &self.rate_limit else {
@@ -129,7 +126,7 @@ impl RouteProtection {
                 refused: None,
             };
         };
-        let decision = limit.check(headers, client.ip, now_nanos());
+        let decision = limit.check(headers, client, now_nanos());
         Admission {
             quota: Some(decision),
             refused: (!decision.allowed).then(|| {
