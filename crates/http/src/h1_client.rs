@@ -33,8 +33,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// Largest response head accepted from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Header fields the proxy adds to a response (Via, X-Request-Id), reserved up front.
-const ADDED_BY_PROXY: usize = 2;
+/// Header fields the proxy adds to a response, reserved up front so adding them never grows the
+/// map: Via, X-Request-Id, and a route's default security headers (HSTS, X-Content-Type-Options,
+/// X-Frame-Options, Referrer-Policy).
+const ADDED_BY_PROXY: usize = 6;
 /// Reads ask for at least this much room: large bodies move in few syscalls.
 const READ_RESERVE: usize = 16 * 1024;
 /// How long to look for an answer after an upload failed because the upstream closed.
