@@ -48,6 +48,34 @@ pub struct RawListener {
     pub max_body_bytes: Option<Spanned<SizeValue>>,
     pub max_connections: Option<Spanned<u64>>,
     pub header_read_timeout: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawListenerTls>>,
+    pub https_redirect_port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Spanned<Vec<Spanned<RawCertificate>>>,
+    pub min_version: Option<Spanned<String>>,
+    pub session_tickets: Option<Spanned<bool>>,
+    pub client_auth: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClusterTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +93,8 @@ pub struct RawRoute {
     pub host_rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub hedge: Option<Spanned<RawHedge>>,
+    pub client_cert_header: Option<Spanned<String>>,
+    pub require_client_cert: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +125,7 @@ pub struct RawCluster {
     pub retry: Option<Spanned<RawRetry>>,
     pub breaker: Option<Spanned<RawBreaker>>,
     pub adaptive_timeout: Option<Spanned<RawAdaptiveTimeout>>,
+    pub tls: Option<Spanned<RawClusterTls>>,
 }
 
 #[derive(Debug, Deserialize)]
