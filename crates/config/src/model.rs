@@ -78,9 +78,13 @@ pub struct CertificatePaths {
 pub enum ClientAuth {
     Off,
     /// Verified against `ca` when sent; clients without one still connect.
-    Optional { ca: std::path::PathBuf },
+    Optional {
+        ca: std::path::PathBuf,
+    },
     /// Handshakes without a certificate chaining to `ca` fail.
-    Required { ca: std::path::PathBuf },
+    Required {
+        ca: std::path::PathBuf,
+    },
 }
 
 /// TLS to a cluster's endpoints.

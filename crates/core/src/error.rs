@@ -49,6 +49,12 @@ pub enum ErrorKind {
         endpoint: SocketAddr,
         reason: String,
     },
+    /// The TLS handshake with the upstream failed (untrusted or mismatched certificate,
+    /// no common protocol version, the upstream wanted a client certificate...).
+    UpstreamTls {
+        endpoint: SocketAddr,
+        reason: String,
+    },
     /// The upstream closed or reset the connection before a complete response head.
     UpstreamReset { endpoint: SocketAddr },
     /// The upstream did not send a response head in time.
@@ -82,6 +88,8 @@ pub enum ErrorKind {
     IdempotencyMismatch,
     /// Fault injection aborted the request with this status (set through the admin API).
     FaultInjected { status: u16 },
+    /// The route requires a verified client certificate and the connection has none.
+    ClientCertificateRequired,
 }
 
 /// A failure while proxying one request.
@@ -106,12 +114,14 @@ impl ProxyError {
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::UpstreamTls { .. }
             | ErrorKind::UpstreamReset { .. }
             | ErrorKind::UpstreamTimeout { .. }
             | ErrorKind::UpstreamProtocol { .. } => Side::Upstream,
             ErrorKind::BadRequest { .. }
             | ErrorKind::BodyTooLarge { .. }
-            | ErrorKind::ClientBody { .. } => Side::Downstream,
+            | ErrorKind::ClientBody { .. }
+            | ErrorKind::ClientCertificateRequired => Side::Downstream,
         }
     }
 
@@ -121,6 +131,8 @@ impl ProxyError {
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
+            // Nothing of the request was sent before the handshake completed.
+            | ErrorKind::UpstreamTls { .. }
             | ErrorKind::NoHealthyEndpoint { .. } => Retry::Safe,
             // The request may have been (partly) processed.
             ErrorKind::UpstreamReset { .. }
@@ -134,7 +146,8 @@ impl ProxyError {
             | ErrorKind::CircuitOpen { .. }
             | ErrorKind::IdempotencyInFlight
             | ErrorKind::IdempotencyMismatch
-            | ErrorKind::FaultInjected { .. } => Retry::Never,
+            | ErrorKind::FaultInjected { .. }
+            | ErrorKind::ClientCertificateRequired => Retry::Never,
         }
     }
 
@@ -145,6 +158,7 @@ impl ProxyError {
             ErrorKind::NoHealthyEndpoint { .. } | ErrorKind::CircuitOpen { .. } => 503,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::UpstreamTls { .. }
             | ErrorKind::UpstreamReset { .. }
             | ErrorKind::UpstreamProtocol { .. } => 502,
             ErrorKind::ConnectTimeout { .. }
@@ -155,6 +169,7 @@ impl ProxyError {
             ErrorKind::IdempotencyInFlight => 409,
             ErrorKind::IdempotencyMismatch => 422,
             ErrorKind::FaultInjected { status } => *status,
+            ErrorKind::ClientCertificateRequired => 403,
         }
     }
 
@@ -164,6 +179,7 @@ impl ProxyError {
             ErrorKind::ConnectRefused { endpoint }
             | ErrorKind::ConnectTimeout { endpoint, .. }
             | ErrorKind::ConnectFailed { endpoint, .. }
+            | ErrorKind::UpstreamTls { endpoint, .. }
             | ErrorKind::UpstreamReset { endpoint }
             | ErrorKind::UpstreamTimeout { endpoint, .. }
             | ErrorKind::UpstreamProtocol { endpoint, .. } => Some(*endpoint),
@@ -189,6 +205,9 @@ impl fmt::Display for ProxyError {
             ),
             ErrorKind::ConnectFailed { endpoint, reason } => {
                 write!(f, "TCP connect to upstream {endpoint} failed: {reason}")
+            }
+            ErrorKind::UpstreamTls { endpoint, reason } => {
+                write!(f, "TLS handshake with upstream {endpoint} failed: {reason}")
             }
             ErrorKind::UpstreamReset { endpoint } => write!(
                 f,
@@ -223,6 +242,10 @@ impl fmt::Display for ProxyError {
             ErrorKind::FaultInjected { status } => write!(
                 f,
                 "fault injection aborted this request with status {status} (see the admin API /faults)"
+            ),
+            ErrorKind::ClientCertificateRequired => write!(
+                f,
+                "this route requires a client certificate; connect with one the listener's client_ca trusts"
             ),
             ErrorKind::IdempotencyInFlight => write!(
                 f,

@@ -109,6 +109,7 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         ConnectRefused { .. } => "connect_refused",
         ConnectTimeout { .. } => "connect_timeout",
         ConnectFailed { .. } => "connect_failed",
+        UpstreamTls { .. } => "upstream_tls",
         UpstreamReset { .. } => "upstream_reset",
         UpstreamTimeout { .. } => "upstream_timeout",
         UpstreamProtocol { .. } => "upstream_protocol",
@@ -120,5 +121,6 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         IdempotencyInFlight => "idempotency_in_flight",
         IdempotencyMismatch => "idempotency_mismatch",
         FaultInjected { .. } => "fault_injected",
+        ClientCertificateRequired => "client_certificate_required",
     }
 }

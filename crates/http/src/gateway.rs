@@ -32,6 +32,8 @@ pub enum ApplyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls_edge::TlsSetupError),
 }
 
 /// A running listener.
@@ -52,6 +54,7 @@ pub struct Gateway {
     store: EndpointStore,
     faults: Faults,
     health_checkers: HealthCheckers,
+    tls: crate::tls_edge::TlsRuntimes,
     generation: AtomicU64,
     /// Serialises reloads (SIGHUP and file watch may race).
     apply_lock: tokio::sync::Mutex<()>,
@@ -72,7 +75,14 @@ impl Gateway {
         };
         let store = EndpointStore::default();
         let faults = Faults::default();
-        let snapshot = Snapshot::build(empty, 0, &store, &metrics, &faults);
+        let snapshot = Snapshot::build(
+            empty,
+            0,
+            &store,
+            &metrics,
+            &faults,
+            &crate::tls_edge::PreparedTls::default(),
+        );
         Arc::new(Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -89,9 +99,27 @@ impl Gateway {
             store,
             faults,
             health_checkers: HealthCheckers::default(),
+            tls: crate::tls_edge::TlsRuntimes::default(),
             generation: AtomicU64::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reloads listener certificates whose files changed, until shutdown (see
+    /// [`crate::tls_edge`]).
+    pub async fn watch_certificates(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(crate::tls_edge::CERT_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shared.draining.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // File system calls: kept off the reactor threads.
+            let gateway = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || gateway.tls.reload_changed_certificates())
+                .await;
+        }
     }
 
     /// Runs outlier detection's periodic pass (latency ejections) over the serving snapshot,
@@ -149,7 +177,9 @@ impl Gateway {
     pub async fn apply(&self, config: Config) -> Result<u64, ApplyError> {
         let _serialised = self.apply_lock.lock().await;
 
-        // Bind first: a port conflict must refuse the config before anything changes.
+        // Certificates first, then binding: a missing certificate or a port conflict must
+        // refuse the config before anything changes.
+        let tls = self.tls.prepare(&config)?;
         let mut fresh = Vec::new();
         {
             let running = self.listeners.lock();
@@ -197,7 +227,9 @@ impl Gateway {
             &self.store,
             &self.shared.metrics,
             &self.faults,
+            &tls,
         );
+        self.tls.commit(&tls);
         self.store.retain(&snapshot.endpoint_ids());
         let wanted: HashMap<String, (SocketAddr, u64)> = snapshot
             .config

@@ -44,10 +44,18 @@ pub struct ListenerRuntime {
     pub label: Label,
     pub protocols: Protocols,
     pub limits: Limits,
+    /// None: cleartext.
+    pub tls: Option<Arc<crate::tls_edge::ListenerTlsRuntime>>,
+    /// Every request on this (cleartext) listener gets a 308 to https on this port.
+    pub https_redirect_port: Option<u16>,
 }
 
 pub struct RouteRuntime {
     pub name: Label,
+    /// Carries the verified client certificate's subject upstream (mutual TLS).
+    pub client_cert_header: Option<http::HeaderName>,
+    /// 403 for requests on connections without a verified client certificate.
+    pub require_client_cert: bool,
     pub cluster: Arc<ClusterRuntime>,
     pub host_rewrite: Option<HeaderValue>,
     /// Time allowed for the upstream's response head.
@@ -85,17 +93,28 @@ pub struct EndpointRuntime {
 
 impl Snapshot {
     /// Builds a snapshot, reusing pools and statistics of endpoints that already exist.
+    /// `tls` holds what [`crate::tls_edge::TlsRuntimes::prepare`] loaded for this config.
     pub fn build(
         config: Config,
         generation: u64,
         store: &EndpointStore,
         metrics: &Arc<Metrics>,
         faults: &Faults,
+        tls: &crate::tls_edge::PreparedTls,
     ) -> Self {
         let clusters: Vec<Arc<ClusterRuntime>> = config
             .clusters
             .iter()
-            .map(|c| Arc::new(ClusterRuntime::build(c, store, metrics, faults)))
+            .map(|c| {
+                let upstream_tls = tls.clusters.get(&c.name).cloned();
+                Arc::new(ClusterRuntime::build(
+                    c,
+                    store,
+                    metrics,
+                    faults,
+                    upstream_tls,
+                ))
+            })
             .collect();
         let by_name: HashMap<&str, &Arc<ClusterRuntime>> =
             clusters.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -119,6 +138,11 @@ impl Snapshot {
                     cluster: Arc::clone(&cluster.name),
                 };
                 RouteRuntime {
+                    client_cert_header: r
+                        .client_cert_header
+                        .as_deref()
+                        .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
+                    require_client_cert: r.require_client_cert,
                     hedge: r.hedge.clone().map(crate::resilience::HedgeRuntime::new),
                     fault: faults.slot(Target::Route, &r.name),
                     name: label(&r.name),
@@ -148,6 +172,8 @@ impl Snapshot {
                         label: label(&l.name),
                         protocols: l.protocols,
                         limits: l.limits,
+                        tls: tls.listeners.get(&l.name).cloned(),
+                        https_redirect_port: l.https_redirect_port,
                     },
                 )
             })
@@ -227,6 +253,7 @@ impl ClusterRuntime {
         store: &EndpointStore,
         metrics: &Arc<Metrics>,
         faults: &Faults,
+        tls: Option<crate::tls_edge::UpstreamTls>,
     ) -> Self {
         let name = label(&cluster.name);
         let settings = PoolSettings {
@@ -234,6 +261,7 @@ impl ClusterRuntime {
             connect_timeout: cluster.connect_timeout,
             idle_timeout: cluster.idle_timeout,
             max_idle: cluster.max_idle_per_endpoint as usize,
+            tls,
         };
         let breaker = cluster
             .breaker

@@ -23,9 +23,17 @@ impl Validator<'_> {
         field: &str,
     ) -> Protocols {
         let (second, wrong, hint) = if tls {
-            ("h2", "h2c", "h2c is HTTP/2 in cleartext; a TLS listener offers \"h2\" by ALPN")
+            (
+                "h2",
+                "h2c",
+                "h2c is HTTP/2 in cleartext; a TLS listener offers \"h2\" by ALPN",
+            )
         } else {
-            ("h2c", "h2", "\"h2\" needs TLS; a cleartext listener speaks HTTP/2 as \"h2c\"")
+            (
+                "h2c",
+                "h2",
+                "\"h2\" needs TLS; a cleartext listener speaks HTTP/2 as \"h2c\"",
+            )
         };
         let Some(list) = &raw.protocols else {
             return Protocols {
@@ -110,7 +118,10 @@ impl Validator<'_> {
             .client_ca
             .as_ref()
             .and_then(|ca| self.file_path(ca, &format!("{field}.client_ca")));
-        let mode = raw.client_auth.as_ref().map_or("off", |m| m.get_ref().as_str());
+        let mode = raw
+            .client_auth
+            .as_ref()
+            .map_or("off", |m| m.get_ref().as_str());
         let client_auth = match (mode, ca) {
             ("off", None) => ClientAuth::Off,
             ("optional", Some(ca)) => ClientAuth::Optional { ca },
@@ -190,11 +201,7 @@ impl Validator<'_> {
                 })
             }
             (Some(only), None) | (None, Some(only)) => {
-                self.error(
-                    only,
-                    field,
-                    "a client certificate needs both cert and key",
-                );
+                self.error(only, field, "a client certificate needs both cert and key");
                 None
             }
         };
@@ -281,11 +288,17 @@ ca = "internal-ca.pem"
         assert_eq!(plain.https_redirect_port, Some(8443));
         assert!(plain.protocols.h2c && !plain.protocols.h2);
         let route = &config.routes[0];
-        assert_eq!(route.client_cert_header.as_deref(), Some("x-client-subject"));
+        assert_eq!(
+            route.client_cert_header.as_deref(),
+            Some("x-client-subject")
+        );
         assert!(route.require_client_cert);
         let upstream = config.clusters[0].tls.as_ref().unwrap();
         assert_eq!(upstream.server_name.as_deref(), Some("api.internal"));
-        assert_eq!(upstream.ca.as_deref(), Some(Path::new("/etc/gatehouse/internal-ca.pem")));
+        assert_eq!(
+            upstream.ca.as_deref(),
+            Some(Path::new("/etc/gatehouse/internal-ca.pem"))
+        );
     }
 
     #[test]
