@@ -285,6 +285,25 @@ async fn upstream_tls_verifies_the_upstream() {
         );
         assert_eq!(answer.upstream(), "secure-up");
     }
+    // Health checks go over TLS too: with fall = 1 one failed probe would take it out.
+    let checked = format!(
+        "{}[clusters.health_check]\npath = \"/status/200\"\ninterval = \"50ms\"\njitter = \"10ms\"\nfall = 1\n",
+        cluster(&ca.ca_path(), "http1")
+    );
+    let gw = Gatehouse::start(bin(), &checked, &[]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answer = get(&h1(), gw.addr("main"), "/", &[]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let metrics = get(&h1(), gw.admin.unwrap(), "/metrics", &[]).await.text();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("gatehouse_health_checks_total") && l.contains("result=\"pass\"")
+        ),
+        "{metrics}"
+    );
+    drop(gw); // its probes must not count below
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     let before = upstream.requests();
     let untrusting = Gatehouse::start(bin(), &cluster(&other_ca.ca_path(), "http1"), &[]).await;
     let answer = get(&h1(), untrusting.addr("main"), "/", &[]).await;

@@ -217,6 +217,7 @@ impl Snapshot {
                         id: endpoint.id.clone(),
                         health: Arc::clone(&endpoint.health),
                         config: check.clone(),
+                        tls: endpoint.pool.settings().tls.clone(),
                     }),
                     None => unchecked.push(Arc::clone(&endpoint.health)),
                 }
