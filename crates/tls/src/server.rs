@@ -2,7 +2,7 @@
 //!
 //! - Versions: TLS 1.3 and 1.2 (or 1.3 only). rustls has no CBC, RC4, 3DES, static-RSA or
 //!   export suites at all, so "modern suites only" holds by construction: every suite is an
-//!   AEAD with ECDHE forward secrecy.
+//!   AEAD with ECDHE forward secrecy. The server's suite order wins over the client's.
 //! - ALPN: what the listener speaks, h2 first (clients pick from our order).
 //! - Resumption: stateless tickets (TLS 1.3 and 1.2, key rotated by rustls every 6 hours)
 //!   plus a 10k-entry session cache; a resumed handshake skips the certificate signature,
@@ -76,6 +76,9 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = options.alpn.clone();
+    // Our order (AES-256-GCM, AES-128-GCM, ChaCha20) rather than whatever a client lists first:
+    // every suite is strong, but a server that defers to clients can be steered to its weakest.
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     if options.session_tickets {
         config.ticketer = rustls::crypto::ring::Ticketer::new()?;
