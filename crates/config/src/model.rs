@@ -180,6 +180,23 @@ pub struct Route {
     pub client_cert_header: Option<String>,
     /// 403 unless the connection presented a verified client certificate.
     pub require_client_cert: bool,
+    /// Fault injection from the config file (the admin API can change it at runtime).
+    pub fault: Option<FaultSettings>,
+}
+
+/// Injected faults: delays, aborts, blackholes (see docs/resilience.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FaultSettings {
+    #[serde(with = "millis")]
+    pub delay: Duration,
+    #[serde(with = "millis")]
+    pub delay_jitter: Duration,
+    /// 0 to 100.
+    pub delay_percent: f64,
+    pub abort_status: u16,
+    pub abort_percent: f64,
+    /// Requests that get no answer before their deadline (a partition), 0 to 100.
+    pub blackhole_percent: f64,
 }
 
 /// A second try, to another endpoint, when the first is slower than the route usually is.
@@ -270,6 +287,8 @@ pub struct Cluster {
     pub adaptive_timeout: Option<AdaptiveTimeout>,
     /// None: cleartext to the endpoints.
     pub tls: Option<ClusterTls>,
+    /// Fault injection from the config file (the admin API can change it at runtime).
+    pub fault: Option<FaultSettings>,
 }
 
 /// Per-try timeout = clamp(recent quantile × factor + floor, min, max).

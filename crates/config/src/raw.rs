@@ -95,6 +95,18 @@ pub struct RawRoute {
     pub hedge: Option<Spanned<RawHedge>>,
     pub client_cert_header: Option<Spanned<String>>,
     pub require_client_cert: Option<Spanned<bool>>,
+    pub fault: Option<Spanned<RawFault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub delay: Option<Spanned<String>>,
+    pub delay_jitter: Option<Spanned<String>>,
+    pub delay_percent: Option<Spanned<f64>>,
+    pub abort_status: Option<Spanned<u16>>,
+    pub abort_percent: Option<Spanned<f64>>,
+    pub blackhole_percent: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +138,7 @@ pub struct RawCluster {
     pub breaker: Option<Spanned<RawBreaker>>,
     pub adaptive_timeout: Option<Spanned<RawAdaptiveTimeout>>,
     pub tls: Option<Spanned<RawClusterTls>>,
+    pub fault: Option<Spanned<RawFault>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -511,6 +511,10 @@ impl Validator<'_> {
                 .require_client_cert
                 .as_ref()
                 .is_some_and(|r| *r.get_ref()),
+            fault: raw
+                .fault
+                .as_ref()
+                .map(|f| self.fault(f, &format!("{field}.fault"))),
         })
     }
 
@@ -739,7 +743,12 @@ impl Validator<'_> {
             .tls
             .as_ref()
             .and_then(|t| self.cluster_tls(t, &format!("{field}.tls")));
+        let fault = raw
+            .fault
+            .as_ref()
+            .map(|f| self.fault(f, &format!("{field}.fault")));
         Some(Cluster {
+            fault,
             tls,
             adaptive_timeout,
             breaker,

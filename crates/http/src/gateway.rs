@@ -221,6 +221,8 @@ impl Gateway {
         }
 
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.faults
+            .apply_config(&config, &self.shared.snapshot.load().config);
         let snapshot = Snapshot::build(
             config,
             generation,

@@ -181,6 +181,7 @@ mod tests {
             hedge: None,
             client_cert_header: None,
             require_client_cert: false,
+            fault: None,
         }
     }
 
