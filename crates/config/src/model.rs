@@ -44,12 +44,59 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-/// Which HTTP versions a cleartext listener speaks.
+/// Which HTTP versions a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Protocols {
     pub http1: bool,
     /// HTTP/2 with prior knowledge over cleartext.
     pub h2c: bool,
+    /// HTTP/2 chosen by ALPN on a TLS listener.
+    pub h2: bool,
+}
+
+/// A TLS listener's settings (see docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerTls {
+    /// Served by SNI; the first is the default. Paths are resolved against the config file's
+    /// directory.
+    pub certificates: Vec<CertificatePaths>,
+    /// TLS 1.3 only (else 1.2 and 1.3).
+    pub tls13_only: bool,
+    pub session_tickets: bool,
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CertificatePaths {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Client certificates on a TLS listener (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum ClientAuth {
+    Off,
+    /// Verified against `ca` when sent; clients without one still connect.
+    Optional {
+        ca: std::path::PathBuf,
+    },
+    /// Handshakes without a certificate chaining to `ca` fail.
+    Required {
+        ca: std::path::PathBuf,
+    },
+}
+
+/// TLS to a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterTls {
+    /// A CA bundle to trust instead of the system roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// The name checked against the upstream's certificate (and sent as SNI); None: the
+    /// endpoint's host.
+    pub server_name: Option<String>,
+    /// A client certificate for upstreams that ask for one.
+    pub client_certificate: Option<CertificatePaths>,
 }
 
 /// Per-listener protection limits.
@@ -85,6 +132,10 @@ pub struct Listener {
     pub protocols: Protocols,
     pub limits: Limits,
     pub protection: ListenerProtection,
+    /// None: cleartext.
+    pub tls: Option<ListenerTls>,
+    /// On a cleartext listener: answer every request with 308 to https on this port.
+    pub https_redirect_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -125,7 +176,29 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Hedged requests (GET/HEAD/OPTIONS without a body); None: off.
     pub hedge: Option<Hedge>,
+    /// Request header carrying the verified client certificate's subject upstream; a client's
+    /// own header of that name is always removed.
+    pub client_cert_header: Option<String>,
+    /// 403 unless the connection presented a verified client certificate.
+    pub require_client_cert: bool,
+    /// Fault injection from the config file (the admin API can change it at runtime).
+    pub fault: Option<FaultSettings>,
     pub protection: RouteProtection,
+}
+
+/// Injected faults: delays, aborts, blackholes (see docs/resilience.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FaultSettings {
+    #[serde(with = "millis")]
+    pub delay: Duration,
+    #[serde(with = "millis")]
+    pub delay_jitter: Duration,
+    /// 0 to 100.
+    pub delay_percent: f64,
+    pub abort_status: u16,
+    pub abort_percent: f64,
+    /// Requests that get no answer before their deadline (a partition), 0 to 100.
+    pub blackhole_percent: f64,
 }
 
 /// A second try, to another endpoint, when the first is slower than the route usually is.
@@ -214,6 +287,10 @@ pub struct Cluster {
     pub breaker: Option<BreakerSettings>,
     /// A per-try timeout learned from the cluster's latency; None: `try_timeout` as set.
     pub adaptive_timeout: Option<AdaptiveTimeout>,
+    /// None: cleartext to the endpoints.
+    pub tls: Option<ClusterTls>,
+    /// Fault injection from the config file (the admin API can change it at runtime).
+    pub fault: Option<FaultSettings>,
 }
 
 /// Per-try timeout = clamp(recent quantile × factor + floor, min, max).

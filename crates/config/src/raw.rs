@@ -52,6 +52,34 @@ pub struct RawListener {
     pub acl: Option<Spanned<RawAcl>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub max_connections_per_ip: Option<Spanned<u64>>,
+    pub tls: Option<Spanned<RawListenerTls>>,
+    pub https_redirect_port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Spanned<Vec<Spanned<RawCertificate>>>,
+    pub min_version: Option<Spanned<String>>,
+    pub session_tickets: Option<Spanned<bool>>,
+    pub client_auth: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClusterTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,10 +97,24 @@ pub struct RawRoute {
     pub host_rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub hedge: Option<Spanned<RawHedge>>,
+    pub client_cert_header: Option<Spanned<String>>,
+    pub require_client_cert: Option<Spanned<bool>>,
+    pub fault: Option<Spanned<RawFault>>,
     // Protection: who may use the route, how often, and the headers its responses carry.
     pub acl: Option<Spanned<RawAcl>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub security_headers: Option<Spanned<RawSecurityHeaders>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub delay: Option<Spanned<String>>,
+    pub delay_jitter: Option<Spanned<String>>,
+    pub delay_percent: Option<Spanned<f64>>,
+    pub abort_status: Option<Spanned<u16>>,
+    pub abort_percent: Option<Spanned<f64>>,
+    pub blackhole_percent: Option<Spanned<f64>>,
 }
 
 /// CIDR allow/deny lists (`[listeners.acl]`, `[routes.acl]`).
@@ -137,6 +179,8 @@ pub struct RawCluster {
     pub retry: Option<Spanned<RawRetry>>,
     pub breaker: Option<Spanned<RawBreaker>>,
     pub adaptive_timeout: Option<Spanned<RawAdaptiveTimeout>>,
+    pub tls: Option<Spanned<RawClusterTls>>,
+    pub fault: Option<Spanned<RawFault>>,
 }
 
 #[derive(Debug, Deserialize)]

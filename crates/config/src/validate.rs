@@ -11,6 +11,7 @@ use toml::Spanned;
 
 mod protection;
 mod resilience;
+mod tls;
 
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -287,37 +288,26 @@ impl Validator<'_> {
             );
         }
         let listen = self.socket_addr(&raw.listen, &format!("{field}.listen"));
-        let protocols = match &raw.protocols {
-            None => Protocols {
-                http1: true,
-                h2c: true,
-            },
-            Some(list) => {
-                let mut p = Protocols {
-                    http1: false,
-                    h2c: false,
-                };
-                for (i, proto) in list.iter().enumerate() {
-                    match proto.get_ref().as_str() {
-                        "http1" => p.http1 = true,
-                        "h2c" => p.h2c = true,
-                        other => self.error(
-                            proto,
-                            &format!("{field}.protocols[{i}]"),
-                            format!("unknown protocol {other:?}; use \"http1\" and/or \"h2c\""),
-                        ),
-                    }
-                }
-                if list.is_empty() {
-                    self.error(
-                        spanned,
-                        &format!("{field}.protocols"),
-                        "protocols is empty; use [\"http1\", \"h2c\"] or leave it out",
-                    );
-                }
-                p
+        let tls = raw
+            .tls
+            .as_ref()
+            .map(|t| self.listener_tls(t, &format!("{field}.tls")));
+        let protocols = self.protocols(spanned, raw, tls.is_some(), field);
+        let https_redirect_port = raw.https_redirect_port.as_ref().and_then(|port| {
+            if tls.is_some() {
+                self.error(
+                    port,
+                    &format!("{field}.https_redirect_port"),
+                    "this listener already serves TLS; https_redirect_port belongs on a cleartext listener",
+                );
+                None
+            } else if *port.get_ref() == 0 {
+                self.error(port, &format!("{field}.https_redirect_port"), "port 0 cannot be redirected to");
+                None
+            } else {
+                Some(*port.get_ref())
             }
-        };
+        });
         let defaults = Limits::default();
         if let Some(t) = &raw.header_read_timeout
             && parse_duration(t.get_ref()) == Ok(Duration::ZERO)
@@ -373,6 +363,8 @@ impl Validator<'_> {
             protocols,
             limits,
             protection,
+            tls: tls.flatten(),
+            https_redirect_port,
         })
     }
 
@@ -502,6 +494,10 @@ impl Validator<'_> {
             .as_ref()
             .map(|h| self.hedge(h, &format!("{field}.hedge")));
         let protection = self.route_protection(raw, &field);
+        let client_cert_header = raw.client_cert_header.as_ref().and_then(|h| {
+            self.header_name(h, &format!("{field}.client_cert_header"))
+                .then(|| h.get_ref().to_ascii_lowercase())
+        });
         Some(Route {
             name,
             listeners,
@@ -515,6 +511,15 @@ impl Validator<'_> {
             timeout,
             hedge,
             protection,
+            client_cert_header,
+            require_client_cert: raw
+                .require_client_cert
+                .as_ref()
+                .is_some_and(|r| *r.get_ref()),
+            fault: raw
+                .fault
+                .as_ref()
+                .map(|f| self.fault(f, &format!("{field}.fault"))),
         })
     }
 
@@ -739,7 +744,17 @@ impl Validator<'_> {
                 "set either try_timeout or [clusters.adaptive_timeout], not both",
             );
         }
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.cluster_tls(t, &format!("{field}.tls")));
+        let fault = raw
+            .fault
+            .as_ref()
+            .map(|f| self.fault(f, &format!("{field}.fault")));
         Some(Cluster {
+            fault,
+            tls,
             adaptive_timeout,
             breaker,
             try_timeout,

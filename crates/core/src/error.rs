@@ -49,6 +49,12 @@ pub enum ErrorKind {
         endpoint: SocketAddr,
         reason: String,
     },
+    /// The TLS handshake with the upstream failed (untrusted or mismatched certificate,
+    /// no common protocol version, the upstream wanted a client certificate...).
+    UpstreamTls {
+        endpoint: SocketAddr,
+        reason: String,
+    },
     /// The upstream closed or reset the connection before a complete response head.
     UpstreamReset { endpoint: SocketAddr },
     /// The upstream did not send a response head in time.
@@ -86,6 +92,8 @@ pub enum ErrorKind {
     AccessDenied { client: IpAddr },
     /// The route's rate limit refused the request; a request after `retry_after` is admitted.
     RateLimited { retry_after: Duration },
+    /// The route requires a verified client certificate and the connection has none.
+    ClientCertificateRequired,
 }
 
 /// A failure while proxying one request.
@@ -113,12 +121,14 @@ impl ProxyError {
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::UpstreamTls { .. }
             | ErrorKind::UpstreamReset { .. }
             | ErrorKind::UpstreamTimeout { .. }
             | ErrorKind::UpstreamProtocol { .. } => Side::Upstream,
             ErrorKind::BadRequest { .. }
             | ErrorKind::BodyTooLarge { .. }
-            | ErrorKind::ClientBody { .. } => Side::Downstream,
+            | ErrorKind::ClientBody { .. }
+            | ErrorKind::ClientCertificateRequired => Side::Downstream,
         }
     }
 
@@ -128,6 +138,8 @@ impl ProxyError {
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectTimeout { .. }
             | ErrorKind::ConnectFailed { .. }
+            // Nothing of the request was sent before the handshake completed.
+            | ErrorKind::UpstreamTls { .. }
             | ErrorKind::NoHealthyEndpoint { .. } => Retry::Safe,
             // The request may have been (partly) processed.
             ErrorKind::UpstreamReset { .. }
@@ -143,7 +155,8 @@ impl ProxyError {
             | ErrorKind::IdempotencyMismatch
             | ErrorKind::FaultInjected { .. }
             | ErrorKind::AccessDenied { .. }
-            | ErrorKind::RateLimited { .. } => Retry::Never,
+            | ErrorKind::RateLimited { .. }
+            | ErrorKind::ClientCertificateRequired => Retry::Never,
         }
     }
 
@@ -154,6 +167,7 @@ impl ProxyError {
             ErrorKind::NoHealthyEndpoint { .. } | ErrorKind::CircuitOpen { .. } => 503,
             ErrorKind::ConnectRefused { .. }
             | ErrorKind::ConnectFailed { .. }
+            | ErrorKind::UpstreamTls { .. }
             | ErrorKind::UpstreamReset { .. }
             | ErrorKind::UpstreamProtocol { .. } => 502,
             ErrorKind::ConnectTimeout { .. }
@@ -166,6 +180,7 @@ impl ProxyError {
             ErrorKind::FaultInjected { status } => *status,
             ErrorKind::AccessDenied { .. } => 403,
             ErrorKind::RateLimited { .. } => 429,
+            ErrorKind::ClientCertificateRequired => 403,
         }
     }
 
@@ -175,6 +190,7 @@ impl ProxyError {
             ErrorKind::ConnectRefused { endpoint }
             | ErrorKind::ConnectTimeout { endpoint, .. }
             | ErrorKind::ConnectFailed { endpoint, .. }
+            | ErrorKind::UpstreamTls { endpoint, .. }
             | ErrorKind::UpstreamReset { endpoint }
             | ErrorKind::UpstreamTimeout { endpoint, .. }
             | ErrorKind::UpstreamProtocol { endpoint, .. } => Some(*endpoint),
@@ -200,6 +216,9 @@ impl fmt::Display for ProxyError {
             ),
             ErrorKind::ConnectFailed { endpoint, reason } => {
                 write!(f, "TCP connect to upstream {endpoint} failed: {reason}")
+            }
+            ErrorKind::UpstreamTls { endpoint, reason } => {
+                write!(f, "TLS handshake with upstream {endpoint} failed: {reason}")
             }
             ErrorKind::UpstreamReset { endpoint } => write!(
                 f,
@@ -234,6 +253,10 @@ impl fmt::Display for ProxyError {
             ErrorKind::FaultInjected { status } => write!(
                 f,
                 "fault injection aborted this request with status {status} (see the admin API /faults)"
+            ),
+            ErrorKind::ClientCertificateRequired => write!(
+                f,
+                "this route requires a client certificate; connect with one the listener's client_ca trusts"
             ),
             ErrorKind::IdempotencyInFlight => write!(
                 f,

@@ -40,6 +40,29 @@ pub enum Command {
         /// Where the admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901", value_name = "ADDR")]
         admin: SocketAddr,
+        /// Where the demo gateway serves HTTPS (h2 and HTTP/1.1, with a certificate from a
+        /// development CA made for the demo).
+        #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+        https: SocketAddr,
+    },
+    /// Certificates for trying HTTPS locally.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Make a local CA (kept and reused in the output directory) and a server certificate
+    /// signed by it. Trust ca.pem in your client (curl --cacert) to try HTTPS.
+    Dev {
+        /// Names and addresses the certificate is for, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+        hosts: Vec<String>,
+        /// Where ca.pem, ca.key, cert.pem and key.pem are written.
+        #[arg(long, default_value = "gatehouse-dev-certs", value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -61,6 +84,22 @@ mod tests {
             Command::Run { config, workers } => {
                 assert_eq!(config, PathBuf::from("gw.toml"));
                 assert_eq!(workers, Some(1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cert_dev_takes_a_host_list() {
+        let cli =
+            Cli::try_parse_from(["gatehouse", "cert", "dev", "--hosts", "localhost,127.0.0.1"])
+                .unwrap();
+        match cli.command {
+            Command::Cert {
+                command: CertCommand::Dev { hosts, out },
+            } => {
+                assert_eq!(hosts, ["localhost", "127.0.0.1"]);
+                assert_eq!(out, PathBuf::from("gatehouse-dev-certs"));
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -16,22 +16,50 @@ use std::net::SocketAddr;
 const UPSTREAMS: usize = 3;
 
 /// Runs the demo until ctrl-c or SIGTERM.
-pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, admin: SocketAddr, https: SocketAddr) -> anyhow::Result<()> {
     let mut upstreams = Vec::new();
     for i in 1..=UPSTREAMS {
         let name = format!("demo-upstream-{i}");
         upstreams.push(start_upstream(name).await?);
     }
-    let config_text = demo_config(listen, admin, &upstreams);
+    let certs = demo_certificates(https)?;
+    let config_text = demo_config(listen, admin, https, &certs, &upstreams);
     let config = gatehouse_config::parse(&config_text, "<demo config>")
         .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
-    print_banner(listen, admin);
+    print_banner(listen, admin, https, &certs);
     crate::serve::serve(config, None).await.with_context(|| {
-        format!("is something else using {listen} or {admin}? try --listen/--admin")
+        format!(
+            "is something else using {listen}, {https} or {admin}? try --listen/--https/--admin"
+        )
     })
 }
 
-fn demo_config(listen: SocketAddr, admin: SocketAddr, upstreams: &[SocketAddr]) -> String {
+/// A development CA and a certificate for the HTTPS listener, in a fresh temporary directory
+/// (the demo's CA is thrown away with it; `gatehouse cert dev` makes one to keep).
+fn demo_certificates(https: SocketAddr) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = gatehouse_tls::dev::DevCa::generate()?;
+    let ip = https.ip().to_string();
+    let leaf = ca.issue(&["localhost", &ip], gatehouse_tls::dev::Validity::default())?;
+    for (name, contents) in [
+        ("ca.pem", &ca.cert_pem),
+        ("cert.pem", &leaf.chain_pem),
+        ("key.pem", &leaf.key_pem),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir)
+}
+
+fn demo_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    https: SocketAddr,
+    certs: &std::path::Path,
+    upstreams: &[SocketAddr],
+) -> String {
     let endpoints: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     let weighted: Vec<String> = upstreams
         .iter()
@@ -54,6 +82,12 @@ listen = "{admin}"
 [[listeners]]
 name = "demo"
 listen = "{listen}"
+
+[[listeners]]
+name = "demo-https"
+listen = "{https}"
+[listeners.tls]
+certificates = [{{ cert = "{certs}/cert.pem", key = "{certs}/key.pem" }}]
 
 [[routes]]
 name = "sticky"
@@ -87,18 +121,22 @@ endpoints = [{weighted}]
 "#,
         endpoints = endpoints.join(", "),
         weighted = weighted.join(", "),
+        certs = certs.display(),
     )
 }
 
-fn print_banner(listen: SocketAddr, admin: SocketAddr) {
+fn print_banner(listen: SocketAddr, admin: SocketAddr, https: SocketAddr, certs: &std::path::Path) {
+    let certs = certs.display();
+    let https_port = https.port();
     println!(
-        r#"gatehouse demo: gateway on http://{listen}, admin on http://{admin}, 3 demo upstreams
+        r#"gatehouse demo: gateway on http://{listen} and https://{https}, admin on http://{admin}, 3 demo upstreams
 
 Try:
   curl -s http://{listen}/                          # round robin: run it a few times
   curl -s -H 'x-user: alice' http://{listen}/sticky  # ring hash: alice always lands on the same upstream
   for i in $(seq 10); do curl -s http://{listen}/weighted; done | sort | uniq -c   # weights 3:1:1
   curl -s --http2-prior-knowledge http://{listen}/  # HTTP/2 over cleartext
+  curl -si --cacert {certs}/ca.pem https://localhost:{https_port}/   # HTTPS, h2 by ALPN
   curl -si http://{listen}/ | grep -i -e via -e x-request-id
   curl -s http://{admin}/metrics | grep gatehouse_http_requests
   curl -s http://{admin}/config
@@ -162,9 +200,12 @@ mod tests {
         let text = demo_config(
             "127.0.0.1:8080".parse().unwrap(),
             "127.0.0.1:9901".parse().unwrap(),
+            "127.0.0.1:8443".parse().unwrap(),
+            std::path::Path::new("/tmp/certs"),
             &upstreams,
         );
         let config = gatehouse_config::parse(&text, "demo").unwrap();
+        assert!(config.listeners[1].tls.is_some());
         assert_eq!(config.routes.len(), 3);
         assert_eq!(config.clusters[2].endpoints[0].weight, 3);
     }

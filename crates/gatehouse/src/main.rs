@@ -3,10 +3,12 @@
 //! - [`cli`]: the subcommands (`run`, `check`, `demo`) and their flags;
 //! - [`serve`]: starts the gateway and admin API for a config, reloads it on SIGHUP or when the
 //!   file changes, drains on SIGTERM/ctrl-c;
-//! - [`demo`]: built-in upstreams and a config that shows gatehouse with nothing installed.
+//! - [`demo`]: built-in upstreams and a config that shows gatehouse with nothing installed;
+//! - [`cert`]: `gatehouse cert dev`, a local CA and certificate for trying HTTPS.
 //!
 //! Logic belongs in the library crates; this crate only connects them.
 
+mod cert;
 mod cli;
 mod demo;
 mod serve;
@@ -25,6 +27,12 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Check { config } => match gatehouse_config::load(&config) {
             Ok(c) => {
+                // The config is well formed; its certificates must also load and be in date.
+                if let Err(err) = gatehouse_http::tls_edge::check(&c) {
+                    eprintln!("{}: {err}", config.display());
+                    eprintln!("1 error; nothing was started");
+                    return ExitCode::from(2);
+                }
                 println!(
                     "{}: OK ({} listeners, {} routes, {} clusters)",
                     config.display(),
@@ -59,7 +67,17 @@ fn main() -> ExitCode {
             workers,
             listen,
             admin,
-        } => run_async(workers, demo::run(listen, admin)),
+            https,
+        } => run_async(workers, demo::run(listen, admin, https)),
+        cli::Command::Cert {
+            command: cli::CertCommand::Dev { hosts, out },
+        } => match cert::dev(&hosts, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("gatehouse: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -26,6 +26,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Gateway::new(metrics);
     // Latency ejection compares endpoints periodically (consecutive failures eject at once).
     tokio::spawn(Arc::clone(&gateway).sweep_outliers(std::time::Duration::from_secs(1)));
+    tokio::spawn(Arc::clone(&gateway).watch_certificates());
     let admin = config.admin.clone();
     gateway.apply(config).await.context("cannot start")?;
     for (name, addr) in gateway.bound_addresses() {

@@ -31,6 +31,7 @@ const END_HEADERS: u8 = 4;
 
 const NO_ERROR: u32 = 0;
 const PROTOCOL_ERROR: u32 = 1;
+const FRAME_SIZE_ERROR: u32 = 6;
 const FLOW_CONTROL_ERROR: u32 = 3;
 const REFUSED_STREAM: u32 = 7;
 const CANCEL: u32 = 8;
@@ -591,6 +592,15 @@ async fn connection_errors_get_goaway() {
         &frame(DATA, 0, 0, b"x"),
         PROTOCOL_ERROR,
         "DATA on stream 0",
+    )
+    .await;
+    // A frame longer than our SETTINGS_MAX_FRAME_SIZE (the default 16 KiB), refused before
+    // its payload is waited for.
+    expect_goaway(
+        addr,
+        &frame(DATA, 0, 1, &vec![0u8; 16_385]),
+        FRAME_SIZE_ERROR,
+        "oversized frame",
     )
     .await;
     expect_goaway(

@@ -1,5 +1,6 @@
 //! Protection end to end, against the real binary: listener and route ACLs, trusted proxies and
-//! the real client address, rate limits, connections per client address, security headers.
+//! the real client address, rate limits, connections per client address, security headers (HSTS
+//! over a real TLS connection).
 //! Several clients are played from distinct loopback addresses (127.0.0.1, 127.0.0.2, ...).
 
 mod common;
@@ -448,5 +449,69 @@ cluster = "c""#,
             !off.headers.contains_key(name),
             "{name} on a route without headers"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_is_sent_on_https_responses_and_can_be_changed_or_removed() {
+    use gatehouse_test_support::process::temp_dir;
+    use gatehouse_test_support::tls::{HttpsSession, TestCa};
+
+    let dir = temp_dir("gh-protect-hsts");
+    let ca = TestCa::new(&dir);
+    let cert = ca.server("site", &["localhost"]);
+    let up = TestUpstream::start("up").await;
+    let listener = format!(
+        "[listeners.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let gw = Gatehouse::start(
+        bin(),
+        &gateway_config(
+            &listener,
+            r#"[[routes]]
+name = "short"
+path_prefix = "/short"
+cluster = "c"
+[routes.security_headers]
+strict_transport_security = "max-age=300"
+[[routes]]
+name = "none"
+path_prefix = "/none"
+cluster = "c"
+[routes.security_headers]
+strict_transport_security = ""
+[[routes]]
+name = "default"
+cluster = "c""#,
+            &up,
+        ),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let config = ca.client_config(&[alpn], None);
+        // A fresh connection per request: an HTTP/1.1 session is not waited on between them.
+        let get = async |path: &str| {
+            let mut session = HttpsSession::open(addr, "localhost", config.clone())
+                .await
+                .unwrap();
+            session.get(path, &[]).await.unwrap()
+        };
+        let answer = get("/").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.headers["strict-transport-security"],
+            "max-age=31536000; includeSubDomains"
+        );
+        assert_eq!(answer.headers["x-content-type-options"], "nosniff");
+        let short = get("/short").await;
+        assert_eq!(short.headers["strict-transport-security"], "max-age=300");
+        let none = get("/none").await;
+        assert!(!none.headers.contains_key("strict-transport-security"));
+        assert_eq!(none.headers["x-frame-options"], "DENY");
     }
 }

@@ -787,3 +787,38 @@ slow_start = "3s""#,
         share(&later) * 100.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_can_come_from_the_config_file_and_reloads_change_them() {
+    let up = TestUpstream::start("up").await;
+    let with_fault = |fault: &str| {
+        config(&format!(
+            "[[routes]]\nname = \"r\"\ncluster = \"c\"\n{fault}\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
+            endpoints(&[&up])
+        ))
+    };
+    let gw = Gatehouse::start(
+        bin(),
+        &with_fault("[routes.fault]\nabort_status = 418\nabort_percent = 100"),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    assert_eq!(
+        get(&c, addr, "/", &[]).await.status,
+        StatusCode::IM_A_TEAPOT
+    );
+    let listed = get(&c, gw.admin.unwrap(), "/faults", &[]).await.json();
+    assert_eq!(listed["faults"][0]["abort_status"], 418, "{listed}");
+    assert_eq!(up.requests(), 0);
+
+    // A reload without the fault clears it.
+    gw.write_config(&with_fault(""));
+    gw.signal("HUP");
+    let cleared = eventually(Duration::from_secs(5), async || {
+        get(&c, addr, "/", &[]).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(cleared, "the fault outlived its removal from the config");
+}

@@ -117,6 +117,7 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         ConnectRefused { .. } => "connect_refused",
         ConnectTimeout { .. } => "connect_timeout",
         ConnectFailed { .. } => "connect_failed",
+        UpstreamTls { .. } => "upstream_tls",
         UpstreamReset { .. } => "upstream_reset",
         UpstreamTimeout { .. } => "upstream_timeout",
         UpstreamProtocol { .. } => "upstream_protocol",
@@ -130,5 +131,6 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         FaultInjected { .. } => "fault_injected",
         AccessDenied { .. } => "access_denied",
         RateLimited { .. } => "rate_limited",
+        ClientCertificateRequired => "client_certificate_required",
     }
 }

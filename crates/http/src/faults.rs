@@ -1,5 +1,6 @@
-//! Fault injection, set at runtime through the admin API: added latency, aborts with a status,
-//! and blackholes (an unreachable upstream: the request hangs until its deadline, then 504).
+//! Fault injection, set in the config file (`fault` on a route or cluster) or at runtime through
+//! the admin API: added latency, aborts with a status, and blackholes (an unreachable upstream:
+//! the request hangs until its deadline, then 504).
 //!
 //! Each route and cluster name has one slot, looked up once per snapshot, so a request pays
 //! one atomic load per slot and nothing else while no fault is set. Slots outlive reloads: a
@@ -43,6 +44,20 @@ impl Fault {
 
 pub type FaultSlot = Arc<ArcSwapOption<Fault>>;
 
+/// A fault as the config file states it.
+pub fn from_settings(settings: gatehouse_config::FaultSettings) -> Fault {
+    Fault {
+        config: FaultConfig {
+            delay: settings.delay,
+            delay_jitter: settings.delay_jitter,
+            delay_percent: BasisPoints::from_percent(settings.delay_percent),
+            abort_status: settings.abort_status,
+            abort_percent: BasisPoints::from_percent(settings.abort_percent),
+        },
+        blackhole_percent: BasisPoints::from_percent(settings.blackhole_percent),
+    }
+}
+
 /// Whether a fault targets a route or a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +81,35 @@ impl Faults {
                 .entry((target, name.to_owned()))
                 .or_default(),
         )
+    }
+
+    /// Applies the faults a config file sets, where they differ from `previous`'s: a reload that
+    /// leaves a route's `fault` table as it was keeps whatever the admin API set since.
+    pub fn apply_config(
+        &self,
+        config: &gatehouse_config::Config,
+        previous: &gatehouse_config::Config,
+    ) {
+        for route in &config.routes {
+            let before = previous
+                .routes
+                .iter()
+                .find(|r| r.name == route.name)
+                .and_then(|r| r.fault);
+            if route.fault != before {
+                self.set(Target::Route, &route.name, route.fault.map(from_settings));
+            }
+        }
+        for cluster in &config.clusters {
+            let before = previous.cluster(&cluster.name).and_then(|c| c.fault);
+            if cluster.fault != before {
+                self.set(
+                    Target::Cluster,
+                    &cluster.name,
+                    cluster.fault.map(from_settings),
+                );
+            }
+        }
     }
 
     /// Sets (Some) or clears (None) the fault of a route or cluster.

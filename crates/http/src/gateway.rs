@@ -33,6 +33,8 @@ pub enum ApplyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls_edge::TlsSetupError),
 }
 
 /// A running listener.
@@ -55,6 +57,7 @@ pub struct Gateway {
     limiters: RateLimiterStore,
     faults: Faults,
     health_checkers: HealthCheckers,
+    tls: crate::tls_edge::TlsRuntimes,
     generation: AtomicU64,
     /// Serialises reloads (SIGHUP and file watch may race).
     apply_lock: tokio::sync::Mutex<()>,
@@ -76,7 +79,15 @@ impl Gateway {
         let store = EndpointStore::default();
         let faults = Faults::default();
         let limiters = RateLimiterStore::default();
-        let snapshot = Snapshot::build(empty, 0, &store, &limiters, &metrics, &faults);
+        let snapshot = Snapshot::build(
+            empty,
+            0,
+            &store,
+            &limiters,
+            &metrics,
+            &faults,
+            &crate::tls_edge::PreparedTls::default(),
+        );
         Arc::new(Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -94,9 +105,27 @@ impl Gateway {
             limiters,
             faults,
             health_checkers: HealthCheckers::default(),
+            tls: crate::tls_edge::TlsRuntimes::default(),
             generation: AtomicU64::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reloads listener certificates whose files changed, until shutdown (see
+    /// [`crate::tls_edge`]).
+    pub async fn watch_certificates(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(crate::tls_edge::CERT_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shared.draining.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // File system calls: kept off the reactor threads.
+            let gateway = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || gateway.tls.reload_changed_certificates())
+                .await;
+        }
     }
 
     /// Runs outlier detection's periodic pass (latency ejections) over the serving snapshot,
@@ -154,7 +183,9 @@ impl Gateway {
     pub async fn apply(&self, config: Config) -> Result<u64, ApplyError> {
         let _serialised = self.apply_lock.lock().await;
 
-        // Bind first: a port conflict must refuse the config before anything changes.
+        // Certificates first, then binding: a missing certificate or a port conflict must
+        // refuse the config before anything changes.
+        let tls = self.tls.prepare(&config)?;
         let mut fresh = Vec::new();
         {
             let running = self.listeners.lock();
@@ -196,6 +227,8 @@ impl Gateway {
         }
 
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.faults
+            .apply_config(&config, &self.shared.snapshot.load().config);
         let snapshot = Snapshot::build(
             config,
             generation,
@@ -203,7 +236,9 @@ impl Gateway {
             &self.limiters,
             &self.shared.metrics,
             &self.faults,
+            &tls,
         );
+        self.tls.commit(&tls);
         self.store.retain(&snapshot.endpoint_ids());
         let wanted: HashMap<String, (SocketAddr, u64)> = snapshot
             .config

@@ -16,6 +16,7 @@
 
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
+use crate::stream_io::{ConnRead, ConnWrite};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -26,9 +27,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Largest response head accepted from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -47,9 +46,9 @@ const MAX_IDLE_BUFFER: usize = 64 * 1024;
 /// One keep-alive connection to an upstream. Its halves are owned separately so a request body
 /// can keep streaming up while the response streams down (full duplex).
 pub struct H1Connection {
-    read: OwnedReadHalf,
+    read: ConnRead,
     /// Lent to a body upload that outlives the response head; back when the upload ends.
-    write: Option<OwnedWriteHalf>,
+    write: Option<ConnWrite>,
     /// Bytes received and not yet consumed.
     read_buf: BytesMut,
     /// The head of the request being sent, encoded into a buffer the connection keeps, so a
@@ -64,8 +63,7 @@ pub struct H1Connection {
 
 /// The rest of a request body still being sent after the response head arrived. It gives the
 /// write half back when done (and says whether the whole body went out).
-type Upload =
-    Pin<Box<dyn Future<Output = (OwnedWriteHalf, Result<(), ExchangeError>)> + Send + Sync>>;
+type Upload = Pin<Box<dyn Future<Output = (ConnWrite, Result<(), ExchangeError>)> + Send + Sync>>;
 
 /// Why an exchange failed, precisely enough for the pool to decide on a retry and for the proxy
 /// to pick the status.
@@ -101,9 +99,8 @@ pub enum ResponseFraming {
 }
 
 impl H1Connection {
-    /// A fresh connection for a request that arrived at `now`.
-    pub fn new(stream: TcpStream, now: Instant) -> Self {
-        let (read, write) = stream.into_split();
+    /// A fresh connection (its halves, cleartext or TLS) for a request that arrived at `now`.
+    pub fn new((read, write): (ConnRead, ConnWrite), now: Instant) -> Self {
         Self {
             read,
             write: Some(write),
@@ -121,17 +118,17 @@ impl H1Connection {
 
     /// Whether the upstream closed (or wrote to) this idle connection. Costs no system call
     /// unless the reactor has already seen the socket become readable.
-    pub fn is_stale(&self) -> bool {
+    pub fn is_stale(&mut self) -> bool {
+        // A read with a waker that is never woken: a pending read means nothing arrived (and,
+        // on a socket the reactor has not seen become readable, costs no system call); data or
+        // end of stream on an idle connection means the upstream closed it or broke protocol.
         let mut cx = Context::from_waker(Waker::noop());
-        let readable = std::pin::pin!(self.read.readable());
-        match readable.poll(&mut cx) {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                !matches!(self.read.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [0u8; 1];
+        let mut probe = tokio::io::ReadBuf::new(&mut probe);
+        !matches!(
+            Pin::new(&mut self.read).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
     }
 
     /// Writes the request head and streams the body after it. An upstream may answer before it
@@ -155,23 +152,15 @@ impl H1Connection {
         let head = std::mem::take(&mut self.head);
         let mut upload: Upload = Box::pin(upload(writer, head, body, framing));
         let H1Connection { read, read_buf, .. } = self;
-        let early_answer = async {
-            loop {
-                read.readable().await?;
-                match read.try_read_buf(read_buf) {
-                    Ok(_) => return Ok::<_, io::Error>(()), // data or end of stream
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        // Data or end of stream from the upstream while the body still goes up.
+        let early_answer = read.read_buf(read_buf);
         tokio::select! {
             biased;
             (writer, sent) = &mut upload => {
                 self.write = Some(writer);
                 sent.map(|()| None)
             }
-            answered = early_answer => answered.map(|()| Some(upload)).map_err(ExchangeError::Read),
+            answered = early_answer => answered.map(|_| Some(upload)).map_err(ExchangeError::Read),
         }
     }
 
@@ -226,17 +215,17 @@ impl H1Connection {
 /// Writes `head` and then the body in the given framing, in writes of up to `WRITE_CHUNK`;
 /// gives the write half back with the outcome.
 async fn upload(
-    mut writer: OwnedWriteHalf,
+    mut writer: ConnWrite,
     mut head: Vec<u8>,
     body: ProxyBody,
     framing: RequestFraming,
-) -> (OwnedWriteHalf, Result<(), ExchangeError>) {
+) -> (ConnWrite, Result<(), ExchangeError>) {
     let result = write_body(&mut writer, &mut head, body, framing).await;
     (writer, result)
 }
 
 async fn write_body(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut ConnWrite,
     out: &mut Vec<u8>,
     body: ProxyBody,
     framing: RequestFraming,
@@ -778,7 +767,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         });
         let mut connection = H1Connection::new(
-            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            crate::stream_io::split_tcp(tokio::net::TcpStream::connect(addr).await.unwrap()),
             Instant::now(),
         );
         let head = b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -840,7 +829,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         });
         let mut connection = H1Connection::new(
-            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            crate::stream_io::split_tcp(tokio::net::TcpStream::connect(addr).await.unwrap()),
             Instant::now(),
         );
         connection
@@ -895,7 +884,7 @@ mod tests {
                 .unwrap();
         });
         let mut connection = H1Connection::new(
-            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            crate::stream_io::split_tcp(tokio::net::TcpStream::connect(addr).await.unwrap()),
             Instant::now(),
         );
         let body = http_body_util::Full::new(Bytes::from(vec![7u8; SIZE]))

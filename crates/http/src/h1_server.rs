@@ -16,6 +16,7 @@
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
+use crate::stream_io::{ConnRead, ConnWrite};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -26,8 +27,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +40,11 @@ pub struct H1Settings {
     pub header_timeout: Duration,
 }
 
-/// Serves one HTTP/1 connection until it closes. `prefix` holds bytes already read from it, and
-/// `first_deadline` is when its first head must be complete (reading the prefix counts).
+/// Serves one HTTP/1 connection (its two halves, cleartext or TLS) until it closes. `prefix`
+/// holds bytes already read from it, and `first_deadline` is when its first head must be
+/// complete (reading the prefix counts).
 pub async fn serve<H, F>(
-    stream: TcpStream,
+    (read, mut write): (ConnRead, ConnWrite),
     prefix: BytesMut,
     first_deadline: tokio::time::Instant,
     settings: H1Settings,
@@ -55,7 +55,6 @@ pub async fn serve<H, F>(
     H: Fn(Request<ProxyBody>) -> F,
     F: Future<Output = Response<ProxyBody>>,
 {
-    let (read, mut write) = stream.into_split();
     // Lent to the request body while a request with a body is handled.
     let mut read = Some(read);
     let mut buf = prefix;
@@ -197,7 +196,7 @@ impl HeadTimer<'_> {
 /// client bytes sends a reset, which can destroy the response in flight. So: shut down our side,
 /// then read and discard what the client still sends, for a bounded time and amount (as nginx's
 /// lingering close does).
-async fn linger(read: &mut OwnedReadHalf, write: &mut OwnedWriteHalf) {
+async fn linger(read: &mut ConnRead, write: &mut ConnWrite) {
     const LINGER_TIME: Duration = Duration::from_secs(2);
     const LINGER_BYTES: usize = 1 << 20;
     let _ = write.shutdown().await;
@@ -224,7 +223,7 @@ enum HeadOutcome {
 
 /// Reads until `buf` starts with a complete, valid head; refuses bad or late ones.
 async fn read_head(
-    read: &mut OwnedReadHalf,
+    read: &mut ConnRead,
     buf: &mut BytesMut,
     settings: H1Settings,
     timer: &mut HeadTimer<'_>,
@@ -307,7 +306,7 @@ enum Delimit {
 
 /// Writes a response; returns false when the connection must end (error or close-delimited).
 async fn write_response(
-    write: &mut OwnedWriteHalf,
+    write: &mut ConnWrite,
     out: &mut Vec<u8>,
     response: Response<ProxyBody>,
     is_head: bool,
@@ -436,7 +435,7 @@ pub fn refusal_response(rejection: Rejection) -> Vec<u8> {
 
 /// What a request body gives back to its connection.
 struct Returned {
-    read: OwnedReadHalf,
+    read: ConnRead,
     buf: BytesMut,
     /// The body was read to its end: the connection can carry another request.
     complete: bool,
@@ -450,7 +449,7 @@ enum BodyFraming {
 
 /// A request body read straight from the client connection.
 struct RequestBody {
-    read: Option<OwnedReadHalf>,
+    read: Option<ConnRead>,
     buf: BytesMut,
     framing: BodyFraming,
     done: bool,

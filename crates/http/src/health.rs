@@ -11,6 +11,7 @@
 //! loads and no lock. It lives in the endpoint store, so a reload keeps it.
 //! [`HealthCheckers`] keeps exactly one probe task per endpoint whose cluster asks for checks.
 
+use crate::tls_edge::UpstreamTls;
 use gatehouse_balance::{Health, HealthConfig, HealthState};
 use gatehouse_config::{HealthCheck, HealthProbe};
 use gatehouse_core::{EndpointId, MonotonicClock};
@@ -21,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -126,6 +127,7 @@ pub struct HealthCheckers {
 
 struct RunningCheck {
     config: HealthCheck,
+    tls: Option<UpstreamTls>,
     stop: CancellationToken,
 }
 
@@ -134,6 +136,8 @@ pub struct CheckTarget {
     pub id: EndpointId,
     pub health: Arc<EndpointHealth>,
     pub config: HealthCheck,
+    /// The cluster's upstream TLS: probes go over TLS as requests do.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl HealthCheckers {
@@ -150,7 +154,9 @@ impl HealthCheckers {
         let wanted: HashMap<&EndpointId, &CheckTarget> =
             targets.iter().map(|t| (&t.id, t)).collect();
         tasks.retain(|id, running| {
-            let keep = wanted.get(id).is_some_and(|t| t.config == running.config);
+            let keep = wanted
+                .get(id)
+                .is_some_and(|t| t.config == running.config && t.tls == running.tls);
             if !keep {
                 running.stop.cancel();
             }
@@ -168,6 +174,7 @@ impl HealthCheckers {
                 target.id.clone(),
                 Arc::clone(&target.health),
                 target.config.clone(),
+                target.tls.clone(),
                 stop.clone(),
                 Arc::clone(metrics),
                 clock,
@@ -176,6 +183,7 @@ impl HealthCheckers {
                 target.id.clone(),
                 RunningCheck {
                     config: target.config.clone(),
+                    tls: target.tls.clone(),
                     stop,
                 },
             );
@@ -208,6 +216,7 @@ async fn run_checks(
     id: EndpointId,
     health: Arc<EndpointHealth>,
     check: HealthCheck,
+    tls: Option<UpstreamTls>,
     stop: CancellationToken,
     metrics: Arc<Metrics>,
     clock: MonotonicClock,
@@ -246,7 +255,7 @@ async fn run_checks(
         }
         let passed = tokio::select! {
             _ = stop.cancelled() => return,
-            passed = probe(id.addr, &check) => passed,
+            passed = probe(id.addr, &check, tls.as_ref()) => passed,
         };
         metrics
             .health_checks
@@ -276,17 +285,46 @@ async fn run_checks(
 }
 
 /// One probe; Err says why it failed.
-pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
-    match tokio::time::timeout(check.timeout, probe_inner(addr, &check.probe)).await {
+pub async fn probe(
+    addr: SocketAddr,
+    check: &HealthCheck,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), String> {
+    match tokio::time::timeout(check.timeout, probe_inner(addr, &check.probe, tls)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
     }
 }
 
-async fn probe_inner(addr: SocketAddr, probe: &HealthProbe) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
+/// Connects (and, for a TLS cluster, completes the handshake: a "tcp" check then also proves
+/// the upstream's certificate verifies), then asks over whichever stream results.
+async fn probe_inner(
+    addr: SocketAddr,
+    probe: &HealthProbe,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    match tls {
+        None => ask(stream, addr, probe).await,
+        Some(tls) => {
+            let stream = tls
+                .connector
+                .connect(tls.name_for(addr), stream)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            ask(stream, addr, probe).await
+        }
+    }
+}
+
+/// The HTTP part of a probe (nothing for a TCP probe).
+async fn ask(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    addr: SocketAddr,
+    probe: &HealthProbe,
+) -> Result<(), String> {
     let HealthProbe::Http { path, host, expect } = probe else {
         return Ok(());
     };

@@ -45,10 +45,13 @@ pub mod limits;
 pub mod pool;
 pub mod protect;
 pub mod proxy;
+pub mod redirect;
 pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod stream_io;
+pub mod tls_edge;
 pub mod wire;
 
 pub use gateway::{ApplyError, Gateway};

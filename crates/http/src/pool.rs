@@ -12,6 +12,7 @@
 
 use crate::body::{BoxError, ProxyBody};
 use crate::h1_client::{self, ConnectionHome, ExchangeError, H1Connection, RequestFraming};
+use crate::stream_io::{self, ConnRead, ConnWrite};
 use gatehouse_config::UpstreamProtocol;
 use gatehouse_core::{ErrorKind, ProxyError};
 use http_body_util::BodyExt;
@@ -29,9 +30,12 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub protocol: UpstreamProtocol,
+    /// Covers the TCP connect and, with TLS, the handshake.
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// None: cleartext.
+    pub tls: Option<crate::tls_edge::UpstreamTls>,
 }
 
 /// Counts connections opened (for metrics), without this module knowing the metrics registry.
@@ -117,7 +121,7 @@ impl EndpointPool {
             let reused = pooled.is_some();
             let mut connection = match pooled {
                 Some(connection) => connection,
-                None => H1Connection::new(self.connect_tcp().await?, arrived),
+                None => H1Connection::new(self.connect_h1().await?, arrived),
             };
             connection.last_used = arrived;
             connection.encode_head(parts, framing);
@@ -181,7 +185,7 @@ impl EndpointPool {
     /// The most recently used idle connection that has not expired by `now`.
     fn checkout_idle(&self, now: Instant) -> Option<H1Connection> {
         let mut idle = self.idle.lock();
-        while let Some(connection) = idle.pop_back() {
+        while let Some(mut connection) = idle.pop_back() {
             if now.saturating_duration_since(connection.last_used) < self.settings.idle_timeout
                 && !connection.is_stale()
             {
@@ -210,16 +214,64 @@ impl EndpointPool {
         Ok(stream)
     }
 
+    /// A new HTTP/1 connection, TLS when the cluster says so.
+    async fn connect_h1(&self) -> Result<(ConnRead, ConnWrite), ProxyError> {
+        let started = tokio::time::Instant::now();
+        let tcp = self.connect_tcp().await?;
+        Ok(match &self.settings.tls {
+            None => stream_io::split_tcp(tcp),
+            Some(tls) => stream_io::split_client_tls(self.handshake(tls, tcp, started).await?),
+        })
+    }
+
     async fn connect_h2(&self) -> Result<http2::SendRequest<ProxyBody>, ProxyError> {
-        let stream = self.connect_tcp().await?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| self.map_hyper_error(err))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let started = tokio::time::Instant::now();
+        let tcp = self.connect_tcp().await?;
+        let builder = http2::Builder::new(TokioExecutor::new());
+        // Two handshakes, not one over a boxed stream: the cleartext path keeps its plain type.
+        let sender = match &self.settings.tls {
+            None => {
+                let (sender, connection) = builder
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|err| self.map_hyper_error(err))?;
+                tokio::spawn(connection);
+                sender
+            }
+            Some(tls) => {
+                let stream = self.handshake(tls, tcp, started).await?;
+                let (sender, connection) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|err| self.map_hyper_error(err))?;
+                tokio::spawn(connection);
+                sender
+            }
+        };
         Ok(sender)
+    }
+
+    /// The TLS handshake over a fresh connection, within what is left of the connect timeout.
+    async fn handshake(
+        &self,
+        tls: &crate::tls_edge::UpstreamTls,
+        tcp: TcpStream,
+        started: tokio::time::Instant,
+    ) -> Result<stream_io::ClientTls, ProxyError> {
+        let endpoint = self.addr;
+        let timeout = self.settings.connect_timeout;
+        let handshake = tls.connector.connect(tls.name_for(endpoint), tcp);
+        match tokio::time::timeout_at(started + timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(err)) => Err(ProxyError::new(ErrorKind::UpstreamTls {
+                endpoint,
+                reason: err.to_string(),
+            })),
+            Err(_) => Err(ProxyError::new(ErrorKind::ConnectTimeout {
+                endpoint,
+                after: timeout,
+            })),
+        }
     }
 
     fn map_connect_error(&self, err: &io::Error) -> ProxyError {
@@ -334,7 +386,7 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        H1Connection::new(stream, Instant::now())
+        H1Connection::new(stream_io::split_tcp(stream), Instant::now())
     }
 
     #[tokio::test]
@@ -347,6 +399,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 max_idle: 8,
+                tls: None,
             },
             Box::new(|| {}),
         );

@@ -47,7 +47,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// What the data path knows about the client connection a request came on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub local: SocketAddr,
@@ -56,6 +56,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The client's address as a header value, formatted once for all its requests.
     pub client_ip: HeaderValue,
+    /// The subject of the client certificate verified in the TLS handshake (mutual TLS).
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl ConnInfo {
@@ -71,6 +73,7 @@ impl ConnInfo {
             listener,
             scheme,
             client_ip: headers::ip_value(client.ip()),
+            client_cert: None,
         }
     }
 }
@@ -110,6 +113,9 @@ pub async fn forward(
     ctx: &ForwardContext<'_>,
 ) -> Result<Forwarded, ProxyError> {
     let cluster = &route.cluster;
+    if route.require_client_cert && ctx.conn.client_cert.is_none() {
+        return Err(ProxyError::new(ErrorKind::ClientCertificateRequired));
+    }
     inject_faults(route, ctx).await?;
     let Some(breaker) = &cluster.resilience.breaker else {
         return forward_tries(route, request, ctx).await;
@@ -934,6 +940,13 @@ fn rewrite_request(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if let Some(name) = &route.client_cert_header {
+        // Only gatehouse may set it: a client's own value would be a forged identity.
+        parts.headers.remove(name);
+        if let Some(subject) = &ctx.conn.client_cert {
+            parts.headers.insert(name.clone(), subject.clone());
+        }
+    }
     // gatehouse answered `Expect: 100-continue` itself and streams the body as it comes; the
     // upstream must not wait to send a 100 of its own.
     parts.headers.remove(header::EXPECT);

@@ -179,6 +179,9 @@ mod tests {
             host_rewrite: None,
             timeout: None,
             hedge: None,
+            client_cert_header: None,
+            require_client_cert: false,
+            fault: None,
             protection: Default::default(),
         }
     }

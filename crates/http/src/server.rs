@@ -195,72 +195,186 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
             protocols: gatehouse_config::Protocols {
                 http1: true,
                 h2c: true,
+                h2: false,
             },
             limits: gatehouse_config::Limits::default(),
             protection: Arc::default(),
+            tls: None,
+            https_redirect_port: None,
         });
-    let draining = shared.draining.clone();
     let limits = settings.limits;
-    let protocols = settings.protocols;
-    if !protocols.http1 {
-        h2::serve(
-            stream,
-            BytesMut::new(),
-            h2_settings(&limits),
-            draining,
-            |request| handle_request(request, &conn, &shared),
-        )
-        .await;
-        open.dec();
-        return;
-    }
     let h1 = H1Settings {
         max_head: usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX),
         header_timeout: limits.header_read_timeout,
     };
-    let mut stream = stream;
-    let mut prefix = BytesMut::new();
-    // One deadline for the first head, whether or not detection read part of it.
+    // One deadline for the first head, whether or not a TLS handshake or protocol detection
+    // read part of it.
     let first_deadline = tokio::time::Instant::now() + h1.header_timeout;
+    match &settings.tls {
+        Some(tls) => serve_tls(stream, conn, &shared, &settings, tls, h1, first_deadline).await,
+        None => serve_cleartext(stream, conn, &shared, &settings, h1, first_deadline).await,
+    }
+    open.dec();
+}
+
+async fn serve_cleartext(
+    mut stream: TcpStream,
+    conn: Arc<ConnInfo>,
+    shared: &Arc<Shared>,
+    settings: &ListenerRuntime,
+    h1: H1Settings,
+    first_deadline: tokio::time::Instant,
+) {
+    let draining = shared.draining.clone();
+    let protocols = settings.protocols;
+    if let Some(port) = settings.https_redirect_port {
+        let on_reject = rejection_counter(&conn, shared);
+        let redirect = |request: Request<ProxyBody>| {
+            std::future::ready(crate::redirect::to_https(&request, port))
+        };
+        let halves = crate::stream_io::split_tcp(stream);
+        h1_server::serve(
+            halves,
+            BytesMut::new(),
+            first_deadline,
+            h1,
+            draining,
+            on_reject,
+            redirect,
+        )
+        .await;
+        return;
+    }
+    let handler = |request| handle_request(request, &conn, shared);
+    if !protocols.http1 {
+        h2::serve(
+            stream,
+            BytesMut::new(),
+            h2_settings(&settings.limits),
+            draining,
+            handler,
+        )
+        .await;
+        return;
+    }
+    let mut prefix = BytesMut::new();
     if protocols.h2c {
         match detect_h2_preface(&mut stream, &mut prefix, first_deadline).await {
             Detected::Http2 => {
-                h2::serve(stream, prefix, h2_settings(&limits), draining, |request| {
-                    handle_request(request, &conn, &shared)
-                })
+                h2::serve(
+                    stream,
+                    prefix,
+                    h2_settings(&settings.limits),
+                    draining,
+                    handler,
+                )
                 .await;
-                open.dec();
                 return;
             }
             Detected::Http1 => {}
-            Detected::Closed => {
-                open.dec();
-                return;
-            }
+            Detected::Closed => return,
         }
     }
-    let metrics = Arc::clone(&shared.metrics);
-    let on_reject = |rejection: crate::h1_guard::Rejection| {
-        tracing::debug!(client = %conn.client, status = rejection.status, reason = rejection.reason, "request refused");
-        metrics
-            .rejected
-            .get_or_create(&RejectLabels {
-                listener: Arc::clone(&conn.listener),
-                reason: rejection.reason,
-            })
-            .inc();
-    };
+    let halves = crate::stream_io::split_tcp(stream);
+    let on_reject = rejection_counter(&conn, shared);
     h1_server::serve(
-        stream,
+        halves,
         prefix,
         first_deadline,
         h1,
         draining,
         on_reject,
-        |request| handle_request(request, &conn, &shared),
+        handler,
     )
     .await;
-    open.dec();
+}
+
+/// Completes the TLS handshake (within the first head's deadline), then serves the protocol
+/// ALPN chose: h2, or HTTP/1.1 (also for clients that offer no ALPN).
+async fn serve_tls(
+    stream: TcpStream,
+    conn: Arc<ConnInfo>,
+    shared: &Arc<Shared>,
+    settings: &ListenerRuntime,
+    tls: &crate::tls_edge::ListenerTlsRuntime,
+    h1: H1Settings,
+    first_deadline: tokio::time::Instant,
+) {
+    let stream = match tokio::time::timeout_at(first_deadline, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        failed => {
+            let reason = match failed {
+                Ok(Err(err)) => {
+                    tracing::debug!(client = %conn.client, error = %err, "TLS handshake failed");
+                    "tls_handshake_failed"
+                }
+                _ => "tls_handshake_timeout",
+            };
+            count_rejection(shared, &conn, reason);
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let h2 = match session.alpn_protocol() {
+        Some(protocol) => protocol == b"h2",
+        None => !settings.protocols.http1,
+    };
+    let client_cert = session
+        .peer_certificates()
+        .and_then(gatehouse_tls::identity::client_subject)
+        .and_then(|subject| http::HeaderValue::from_str(&subject).ok());
+    let conn = Arc::new(ConnInfo {
+        scheme: "https",
+        client_cert,
+        ..Arc::unwrap_or_clone(conn)
+    });
+    let draining = shared.draining.clone();
+    let handler = |request| handle_request(request, &conn, shared);
+    if h2 {
+        h2::serve(
+            stream,
+            BytesMut::new(),
+            h2_settings(&settings.limits),
+            draining,
+            handler,
+        )
+        .await;
+    } else {
+        let halves = crate::stream_io::split_server_tls(stream);
+        let on_reject = rejection_counter(&conn, shared);
+        h1_server::serve(
+            halves,
+            BytesMut::new(),
+            first_deadline,
+            h1,
+            draining,
+            on_reject,
+            handler,
+        )
+        .await;
+    }
+}
+
+/// Counts (and logs at debug level) a request the HTTP/1 guard refused.
+fn rejection_counter<'a>(
+    conn: &'a ConnInfo,
+    shared: &'a Shared,
+) -> impl Fn(crate::h1_guard::Rejection) + 'a {
+    move |rejection| {
+        tracing::debug!(client = %conn.client, status = rejection.status, reason = rejection.reason, "request refused");
+        count_rejection(shared, conn, rejection.reason);
+    }
+}
+
+fn count_rejection(shared: &Shared, conn: &ConnInfo, reason: &'static str) {
+    shared
+        .metrics
+        .rejected
+        .get_or_create(&RejectLabels {
+            listener: Arc::clone(&conn.listener),
+            reason,
+        })
+        .inc();
 }
 
 /// HTTP/2 settings from a listener's limits: the header list limit is `max_header_bytes`, and

@@ -47,10 +47,18 @@ pub struct ListenerRuntime {
     pub protocols: Protocols,
     pub limits: Limits,
     pub protection: Arc<ListenerProtection>,
+    /// None: cleartext.
+    pub tls: Option<Arc<crate::tls_edge::ListenerTlsRuntime>>,
+    /// Every request on this (cleartext) listener gets a 308 to https on this port.
+    pub https_redirect_port: Option<u16>,
 }
 
 pub struct RouteRuntime {
     pub name: Label,
+    /// Carries the verified client certificate's subject upstream (mutual TLS).
+    pub client_cert_header: Option<http::HeaderName>,
+    /// 403 for requests on connections without a verified client certificate.
+    pub require_client_cert: bool,
     pub cluster: Arc<ClusterRuntime>,
     pub host_rewrite: Option<HeaderValue>,
     /// Time allowed for the upstream's response head.
@@ -91,6 +99,7 @@ pub struct EndpointRuntime {
 impl Snapshot {
     /// Builds a snapshot, reusing pools and statistics of endpoints that already exist, and
     /// the rate limiters of routes whose limit did not change.
+    /// `tls` holds what [`crate::tls_edge::TlsRuntimes::prepare`] loaded for this config.
     pub fn build(
         config: Config,
         generation: u64,
@@ -98,11 +107,21 @@ impl Snapshot {
         limiters: &RateLimiterStore,
         metrics: &Arc<Metrics>,
         faults: &Faults,
+        tls: &crate::tls_edge::PreparedTls,
     ) -> Self {
         let clusters: Vec<Arc<ClusterRuntime>> = config
             .clusters
             .iter()
-            .map(|c| Arc::new(ClusterRuntime::build(c, store, metrics, faults)))
+            .map(|c| {
+                let upstream_tls = tls.clusters.get(&c.name).cloned();
+                Arc::new(ClusterRuntime::build(
+                    c,
+                    store,
+                    metrics,
+                    faults,
+                    upstream_tls,
+                ))
+            })
             .collect();
         let by_name: HashMap<&str, &Arc<ClusterRuntime>> =
             clusters.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -127,6 +146,11 @@ impl Snapshot {
                 };
                 RouteRuntime {
                     protection: RouteProtection::build(&r.name, &r.protection, limiters, metrics),
+                    client_cert_header: r
+                        .client_cert_header
+                        .as_deref()
+                        .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
+                    require_client_cert: r.require_client_cert,
                     hedge: r.hedge.clone().map(crate::resilience::HedgeRuntime::new),
                     fault: faults.slot(Target::Route, &r.name),
                     name: label(&r.name),
@@ -163,6 +187,8 @@ impl Snapshot {
                         protocols: l.protocols,
                         limits: l.limits,
                         protection: Arc::new(ListenerProtection::build(&l.protection)),
+                        tls: tls.listeners.get(&l.name).cloned(),
+                        https_redirect_port: l.https_redirect_port,
                     },
                 )
             })
@@ -206,6 +232,7 @@ impl Snapshot {
                         id: endpoint.id.clone(),
                         health: Arc::clone(&endpoint.health),
                         config: check.clone(),
+                        tls: endpoint.pool.settings().tls.clone(),
                     }),
                     None => unchecked.push(Arc::clone(&endpoint.health)),
                 }
@@ -242,6 +269,7 @@ impl ClusterRuntime {
         store: &EndpointStore,
         metrics: &Arc<Metrics>,
         faults: &Faults,
+        tls: Option<crate::tls_edge::UpstreamTls>,
     ) -> Self {
         let name = label(&cluster.name);
         let settings = PoolSettings {
@@ -249,6 +277,7 @@ impl ClusterRuntime {
             connect_timeout: cluster.connect_timeout,
             idle_timeout: cluster.idle_timeout,
             max_idle: cluster.max_idle_per_endpoint as usize,
+            tls,
         };
         let breaker = cluster
             .breaker

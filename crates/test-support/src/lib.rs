@@ -6,8 +6,11 @@
 //!   answers any status, or resets the connection, as the request path asks.
 //! - [`process`]: [`Gatehouse`], the real gatehouse binary started on a config file in a fresh
 //!   temporary directory, with the addresses it bound read from its output.
+//! - [`tls`]: a test CA that writes server and client certificates to files, rustls configs
+//!   for TLS upstreams, and an HTTPS client that reports what the handshake chose.
 
 pub mod process;
+pub mod tls;
 pub mod upstream;
 
 pub use process::Gatehouse;

@@ -53,8 +53,27 @@ impl TestUpstream {
         Self::serve(name, listener)
     }
 
+    /// Starts an upstream that speaks HTTPS with `tls` (HTTP/1.1 or h2 by ALPN).
+    pub async fn start_tls(
+        name: &str,
+        tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind test upstream");
+        Self::serve_with(name, listener, Some(tokio_rustls::TlsAcceptor::from(tls)))
+    }
+
     /// Starts an upstream on an existing listener (to restart one on the same port).
     pub fn serve(name: &str, listener: TcpListener) -> Self {
+        Self::serve_with(name, listener, None)
+    }
+
+    fn serve_with(
+        name: &str,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
@@ -76,6 +95,7 @@ impl TestUpstream {
                     let delay_ms = Arc::clone(&delay_ms);
                     let name = Arc::clone(&name_arc);
                     let stop = stop.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let reset = CancellationToken::new();
                         let reset_signal = reset.clone();
@@ -92,11 +112,27 @@ impl TestUpstream {
                             }
                         });
                         let builder = auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        tokio::select! {
-                            _ = conn => {}
-                            _ = reset.cancelled() => {}
-                            _ = stop.cancelled() => {}
+                        match tls {
+                            None => {
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                tokio::select! {
+                                    _ = conn => {}
+                                    _ = reset.cancelled() => {}
+                                    _ = stop.cancelled() => {}
+                                }
+                            }
+                            Some(acceptor) => {
+                                // A failed handshake (an untrusting client) just ends it.
+                                let Ok(stream) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                tokio::select! {
+                                    _ = conn => {}
+                                    _ = reset.cancelled() => {}
+                                    _ = stop.cancelled() => {}
+                                }
+                            }
                         }
                     });
                 }

@@ -4,9 +4,12 @@
 
 use super::Validator;
 use crate::model::{
-    AdaptiveTimeout, BreakerSettings, HealthCheck, HealthProbe, Hedge, Outlier, RetrySettings,
+    AdaptiveTimeout, BreakerSettings, FaultSettings, HealthCheck, HealthProbe, Hedge, Outlier,
+    RetrySettings,
 };
-use crate::raw::{RawAdaptiveTimeout, RawBreaker, RawHealthCheck, RawHedge, RawOutlier, RawRetry};
+use crate::raw::{
+    RawAdaptiveTimeout, RawBreaker, RawFault, RawHealthCheck, RawHedge, RawOutlier, RawRetry,
+};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -331,6 +334,62 @@ impl Validator<'_> {
         settings
     }
 
+    pub(super) fn fault(&mut self, spanned: &Spanned<RawFault>, field: &str) -> FaultSettings {
+        let raw = spanned.get_ref();
+        let mut percent = |value: &Option<Spanned<f64>>, name: &str| match value {
+            None => 0.0,
+            Some(v) if (0.0..=100.0).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.error(
+                    v,
+                    &format!("{field}.{name}"),
+                    "must be a number from 0 to 100",
+                );
+                0.0
+            }
+        };
+        let delay_percent = percent(&raw.delay_percent, "delay_percent");
+        let abort_percent = percent(&raw.abort_percent, "abort_percent");
+        let blackhole_percent = percent(&raw.blackhole_percent, "blackhole_percent");
+        let abort_status = match &raw.abort_status {
+            None => 503,
+            Some(s) if (200..=599).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                self.error(
+                    s,
+                    &format!("{field}.abort_status"),
+                    "must be an HTTP status from 200 to 599",
+                );
+                503
+            }
+        };
+        let delay = self.duration_or(
+            raw.delay.as_ref(),
+            &format!("{field}.delay"),
+            Duration::ZERO,
+        );
+        let delay_jitter = self.duration_or(
+            raw.delay_jitter.as_ref(),
+            &format!("{field}.delay_jitter"),
+            Duration::ZERO,
+        );
+        if delay_percent > 0.0 && delay.is_zero() && delay_jitter.is_zero() {
+            self.error(
+                spanned,
+                &format!("{field}.delay"),
+                "delay_percent is set but there is no delay (set delay and/or delay_jitter)",
+            );
+        }
+        FaultSettings {
+            delay,
+            delay_jitter,
+            delay_percent,
+            abort_status,
+            abort_percent,
+            blackhole_percent,
+        }
+    }
+
     pub(super) fn hedge(&mut self, spanned: &Spanned<RawHedge>, field: &str) -> Hedge {
         let raw = spanned.get_ref();
         let min_delay = self.positive_duration(
@@ -499,6 +558,29 @@ mod tests {
     use crate::HealthProbe;
 
     const BASE: &str = "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn faults_from_the_config_file() {
+        let good = format!(
+            "{BASE}[clusters.fault]\ndelay = \"50ms\"\ndelay_percent = 25\nabort_percent = 1.5\n"
+        );
+        let config = crate::parse(&good, "t.toml").unwrap();
+        let fault = config.clusters[0].fault.unwrap();
+        assert_eq!(fault.delay.as_millis(), 50);
+        assert_eq!((fault.delay_percent, fault.abort_percent), (25.0, 1.5));
+        assert_eq!(fault.abort_status, 503, "the default abort status");
+        let bad = format!(
+            "{BASE}[clusters.fault]\ndelay_percent = 50\nabort_status = 99\nblackhole_percent = 101\n"
+        );
+        let text = crate::parse(&bad, "t.toml").unwrap_err().to_string();
+        for expected in [
+            "clusters[0].fault.abort_status",
+            "clusters[0].fault.blackhole_percent",
+            "there is no delay",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+    }
 
     #[test]
     fn defaults_are_safe_retries_and_gateway_failure_ejection() {
