@@ -441,7 +441,9 @@ async fn one_idempotency_key_runs_a_post_once() {
             .status
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the upstream has it, the first is certainly still running (it takes 600 ms).
+    let running = eventually(Duration::from_secs(5), async || up.requests() == 2).await;
+    assert!(running, "the slow request never reached the upstream");
     assert_eq!(
         pay("order-2", b"x", "/slow/600").await.status,
         StatusCode::CONFLICT

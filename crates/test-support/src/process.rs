@@ -23,6 +23,8 @@ pub struct Gatehouse {
     pub admin: Option<SocketAddr>,
     /// Everything the process logged on stderr (collected in the background).
     stderr: std::sync::Arc<Mutex<String>>,
+    /// The task collecting stderr; it ends when the process closes its stderr.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A fresh directory under the system temp dir, unique per process and call.
@@ -57,10 +59,11 @@ impl Gatehouse {
             .expect("spawn gatehouse");
 
         let stderr = std::sync::Arc::new(Mutex::new(String::new()));
+        let mut stderr_reader = None;
         {
             let stderr = std::sync::Arc::clone(&stderr);
             let pipe = child.stderr.take().expect("stderr");
-            tokio::spawn(async move {
+            stderr_reader = Some(tokio::spawn(async move {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Ok(mut s) = stderr.lock() {
@@ -68,7 +71,7 @@ impl Gatehouse {
                         s.push('\n');
                     }
                 }
-            });
+            }));
         }
 
         let expected = config.matches("[[listeners]]").count();
@@ -105,6 +108,7 @@ impl Gatehouse {
             listeners,
             admin,
             stderr,
+            stderr_reader,
         }
     }
 
@@ -154,12 +158,17 @@ impl Gatehouse {
             .unwrap_or(0)
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits for the process to exit and returns its exit code; [`Gatehouse::stderr`] then
+    /// holds everything it logged.
     pub async fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        match tokio::time::timeout(timeout, self.child.wait()).await {
+        let code = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(status)) => status.code(),
-            _ => None,
+            _ => return None,
+        };
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
+        code
     }
 }
 
