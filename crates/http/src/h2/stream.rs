@@ -46,9 +46,16 @@ pub struct CheckedHead {
     pub content_length: Option<u64>,
 }
 
+/// Room for a typical request's fields plus the ones the proxy adds (X-Forwarded-*, Via,
+/// X-Request-Id, TE), so the map is allocated once and never grows on the way upstream.
+const TYPICAL_FIELDS: usize = 16;
+
 impl RequestHead {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            headers: HeaderMap::with_capacity(TYPICAL_FIELDS),
+            ..Self::default()
+        }
     }
 
     /// Adds one decoded field.
