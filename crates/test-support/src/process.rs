@@ -59,11 +59,10 @@ impl Gatehouse {
             .expect("spawn gatehouse");
 
         let stderr = std::sync::Arc::new(Mutex::new(String::new()));
-        let mut stderr_reader = None;
-        {
+        let stderr_reader = {
             let stderr = std::sync::Arc::clone(&stderr);
             let pipe = child.stderr.take().expect("stderr");
-            stderr_reader = Some(tokio::spawn(async move {
+            Some(tokio::spawn(async move {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Ok(mut s) = stderr.lock() {
@@ -71,8 +70,8 @@ impl Gatehouse {
                         s.push('\n');
                     }
                 }
-            }));
-        }
+            }))
+        };
 
         let expected = config.matches("[[listeners]]").count();
         let wants_admin = config.contains("[admin]");
