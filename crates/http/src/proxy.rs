@@ -142,7 +142,12 @@ pub async fn forward(
     };
     let result = forward_tries(route, request, ctx).await;
     let outcome = breaker_outcome(result.as_ref().map(|f| f.response.status().as_u16()));
-    settle(breaker, permit, outcome, ctx.clock.now_nanos(), scope);
+    // A response's head time stands in for the clock (the breaker's windows count seconds).
+    let now = match &result {
+        Ok(forwarded) => ctx.clock.nanos_at(ctx.started + forwarded.head_latency),
+        Err(_) => ctx.clock.now_nanos(),
+    };
+    settle(breaker, permit, outcome, now, scope);
     result
 }
 
@@ -274,13 +279,21 @@ async fn forward_tries(
         let (index, endpoint_permit) = pick_admitted(cluster, hash, ctx, &tried)?;
         tried.insert(index);
         let endpoint = &cluster.endpoints[index];
-        // The clock is read here only when something needs the time left: a retry, a per-try
-        // timeout or a budget to pass on. A first try without them just waits for the deadline.
+        // The time left matters only to a retry, a per-try timeout or a budget to pass on. For
+        // a first try's timeout the request's arrival serves as "now" (microseconds ago, no
+        // clock read); a retry, and a budget passed upstream (which must show this hop's
+        // time), read the clock.
         let needs_now = attempts > 1
             || propagate
             || cluster.resilience.try_timeout.is_some()
             || cluster.resilience.adaptive_timeout.is_some();
-        let now = needs_now.then(tokio::time::Instant::now);
+        let now = needs_now.then(|| {
+            if attempts == 1 && !propagate {
+                tokio::time::Instant::from_std(ctx.started)
+            } else {
+                tokio::time::Instant::now()
+            }
+        });
         if let Some(now) = now
             && now >= deadline
         {
@@ -300,7 +313,13 @@ async fn forward_tries(
             }
         }
         // This try ends at the per-try timeout or the request's deadline, whichever is first.
-        let limit = cluster.resilience.try_timeout(|| ctx.clock.now_nanos());
+        // (The adaptive timeout's estimate is refreshed every 100 ms: "now" needs no precision.)
+        let limit = cluster.resilience.try_timeout(|| {
+            now.map_or_else(
+                || ctx.clock.now_nanos(),
+                |n| ctx.clock.nanos_at(n.into_std()),
+            )
+        });
         let (try_deadline, try_limited) = match (limit, now) {
             (Some(limit), Some(now)) if now + limit < deadline => (now + limit, Some(limit)),
             _ => (deadline, None),
@@ -464,17 +483,25 @@ async fn exchange(
     };
     let resilience = &cluster.resilience;
     let timed = resilience.adaptive_timeout.is_some() || resilience.tracks_latency();
-    let started = timed.then(std::time::Instant::now);
+    // Latency estimates need a sample, not every try: one in LATENCY_SAMPLE is timed and
+    // recorded (each is a locked histogram insert), so the others cost no clock read.
+    let sampled = timed && fastrand::u32(..LATENCY_SAMPLE) == 0;
+    let started = sampled.then(std::time::Instant::now);
     let sent =
         tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body, ctx.started)).await;
-    // Latency estimates need a sample, not every try: one in LATENCY_SAMPLE is recorded (each
-    // is a locked histogram insert), except timed-out tries, which the adaptive timeout must
-    // always see (leaving them out would make it shrink).
-    if let Some(started) = started
-        && (sent.is_err() || fastrand::u32(..LATENCY_SAMPLE) == 0)
-    {
-        let took = started.elapsed();
-        let now = ctx.clock.nanos_at(started + took);
+    let took = match started {
+        Some(started) => Some(started.elapsed()),
+        // Timed-out tries are always recorded: the adaptive timeout must see them (leaving them
+        // out would make it shrink). Their wait is at least this; for a retry, it is more.
+        None if timed && sent.is_err() => Some(
+            try_deadline
+                .into_std()
+                .saturating_duration_since(ctx.started),
+        ),
+        None => None,
+    };
+    if let Some(took) = took {
+        let now = ctx.clock.nanos_at(ctx.started + took);
         resilience.observe_try(now, took);
         if resilience.tracks_latency() {
             resilience.observe_latency(index, now, took);
@@ -491,7 +518,13 @@ async fn exchange(
             endpoint: Some(&endpoint.label),
             metrics: ctx.metrics,
         };
-        let now = started.map_or_else(|| ctx.clock.now_nanos(), |t| ctx.clock.nanos_at(t));
+        // The breaker's windows count seconds: a success is placed at the request's arrival
+        // (no clock read); a failure, rarer, at the time it happened.
+        let now = match (&sent, took) {
+            (Ok(Ok(_)), Some(took)) => ctx.clock.nanos_at(ctx.started + took),
+            (Ok(Ok(_)), None) => ctx.clock.nanos_at(ctx.started),
+            _ => ctx.clock.now_nanos(),
+        };
         settle(breaker, permit, outcome, now, scope);
     }
     let result = match sent {
@@ -533,9 +566,13 @@ async fn hedged(
     try_deadline: tokio::time::Instant,
 ) -> Exchanged {
     let mut first = std::pin::pin!(first);
+    // Counted from the request's arrival (a first try starts microseconds after it), so
+    // arming the timer needs no clock read.
+    let hedge_at = tokio::time::Instant::from_std(ctx.started + delay);
     tokio::select! {
+        biased;
         done = &mut first => return done,
-        _ = tokio::time::sleep(delay) => {}
+        () = tokio::time::sleep_until(hedge_at) => {}
     }
     let Ok((index, permit)) = pick_admitted(cluster, hash, ctx, tried) else {
         return first.await;
@@ -561,6 +598,7 @@ async fn hedged(
         ctx,
     );
     tokio::select! {
+        biased;
         done = &mut first => done,
         done = second => done,
     }
