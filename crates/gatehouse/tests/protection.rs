@@ -515,3 +515,40 @@ cluster = "c""#,
         assert_eq!(none.headers["x-frame-options"], "DENY");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_hashing_uses_the_client_a_trusted_proxy_names() {
+    let ups = [
+        TestUpstream::start("u1").await,
+        TestUpstream::start("u2").await,
+        TestUpstream::start("u3").await,
+    ];
+    let gw = Gatehouse::start(
+        bin(),
+        &config(&format!(
+            "trusted_proxies = [\"127.0.0.1\"]\n[[routes]]\ncluster = \"h\"\n[[clusters]]\nname = \"h\"\nbalance = \"ring_hash\"\nhash_on = \"client_ip\"\nendpoints = {}\n",
+            endpoints(&[&ups[0], &ups[1], &ups[2]])
+        )),
+        &[],
+    )
+    .await;
+    let addr = gw.addr("main");
+    let c = h1();
+    let upstream_for = async |client: &str| {
+        get(&c, addr, "/", &[("x-forwarded-for", client)])
+            .await
+            .upstream()
+    };
+    // One client behind the proxy always lands on one upstream...
+    let first = upstream_for("203.0.113.7").await;
+    for _ in 0..10 {
+        assert_eq!(upstream_for("203.0.113.7").await, first);
+    }
+    // ...while the proxy's many clients spread: every request comes from the same TCP peer,
+    // so a hash of the peer would send them all to one upstream.
+    let mut seen = std::collections::HashSet::new();
+    for i in 1..=60 {
+        seen.insert(upstream_for(&format!("198.51.100.{i}")).await);
+    }
+    assert!(seen.len() >= 2, "all clients hashed alike: {seen:?}");
+}
