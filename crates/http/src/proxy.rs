@@ -39,7 +39,6 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::cell::Cell;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -329,15 +328,6 @@ async fn forward_tries(
                 reason: "the request body was already sent".into(),
             }));
         };
-        let first = exchange(
-            cluster,
-            index,
-            endpoint_permit,
-            &parts,
-            try_body,
-            try_deadline,
-            ctx,
-        );
         let hedgeable = attempts == 1
             && matches!(body, ReplayBody::Empty)
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -346,8 +336,13 @@ async fn forward_tries(
                 let delay = hedge.delay(ctx.clock.nanos_at(ctx.started));
                 // Boxed: two tries in flight make a large future, and only hedged routes need it
                 // (inline, it would enlarge every request's future, which is copied as it moves).
+                // The first try is started inside, so its future is not moved into the box.
                 Box::pin(hedged(
-                    first,
+                    FirstTry {
+                        index,
+                        permit: endpoint_permit,
+                        body: try_body,
+                    },
                     delay,
                     cluster,
                     hash,
@@ -358,7 +353,18 @@ async fn forward_tries(
                 ))
                 .await
             }
-            _ => first.await,
+            _ => {
+                exchange(
+                    cluster,
+                    index,
+                    endpoint_permit,
+                    &parts,
+                    try_body,
+                    try_deadline,
+                    ctx,
+                )
+                .await
+            }
         };
         let Exchanged {
             index,
@@ -551,12 +557,19 @@ async fn exchange(
     }
 }
 
+/// What the first try of a hedged request needs.
+struct FirstTry {
+    index: usize,
+    permit: Option<Permit>,
+    body: ProxyBody,
+}
+
 /// Races `first` against a second try to another endpoint that starts after `delay`: the
 /// first answer wins, and the other try is dropped (its upstream connection is closed, which
 /// cancels it). Without another endpoint to ask, it just waits for `first`.
 #[allow(clippy::too_many_arguments)]
 async fn hedged(
-    first: impl Future<Output = Exchanged>,
+    first: FirstTry,
     delay: Duration,
     cluster: &ClusterRuntime,
     hash: Option<u64>,
@@ -565,7 +578,15 @@ async fn hedged(
     parts: &http::request::Parts,
     try_deadline: tokio::time::Instant,
 ) -> Exchanged {
-    let mut first = std::pin::pin!(first);
+    let mut first = std::pin::pin!(exchange(
+        cluster,
+        first.index,
+        first.permit,
+        parts,
+        first.body,
+        try_deadline,
+        ctx,
+    ));
     // Counted from the request's arrival (a first try starts microseconds after it), so
     // arming the timer needs no clock read.
     let hedge_at = tokio::time::Instant::from_std(ctx.started + delay);
