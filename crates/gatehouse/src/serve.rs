@@ -27,6 +27,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Latency ejection compares endpoints periodically (consecutive failures eject at once).
     tokio::spawn(Arc::clone(&gateway).sweep_outliers(std::time::Duration::from_secs(1)));
     tokio::spawn(Arc::clone(&gateway).watch_certificates());
+    tokio::spawn(Arc::clone(&gateway).run_hedge_timers());
     let admin = config.admin.clone();
     gateway.apply(config).await.context("cannot start")?;
     for (name, addr) in gateway.bound_addresses() {

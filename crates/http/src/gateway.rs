@@ -99,6 +99,7 @@ impl Gateway {
                 idempotency: Arc::new(gatehouse_resilience::idempotency::InMemoryStore::new(
                     gatehouse_resilience::idempotency::StoreLimits::default(),
                 )),
+                hedges: Arc::default(),
             }),
             listeners: Mutex::new(HashMap::new()),
             store,
@@ -126,6 +127,14 @@ impl Gateway {
             let _ = tokio::task::spawn_blocking(move || gateway.tls.reload_changed_certificates())
                 .await;
         }
+    }
+
+    /// Fires hedged requests' deadlines until shutdown (without it running, hedged routes
+    /// just wait for their first try).
+    pub async fn run_hedge_timers(self: Arc<Self>) {
+        Arc::clone(&self.shared.hedges)
+            .run(self.shared.draining.clone())
+            .await;
     }
 
     /// Runs outlier detection's periodic pass (latency ejections) over the serving snapshot,

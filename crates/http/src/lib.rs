@@ -16,7 +16,7 @@
 //! - [`h1_server`]: HTTP/1.1 for clients, one task per connection, no intermediate layers;
 //!   [`h1_guard`]: strict head scanning and parsing (what may be smuggled is refused);
 //!   [`wire`]: writing HTTP/1.1 bodies (shared by server and client).
-//! - [`h2`]: HTTP/2 for clients (h2c today), one task per connection: frame codec, HPACK, flow
+//! - [`h2`]: HTTP/2 for clients (h2c, and h2 over TLS), one task per connection: frame codec, HPACK, flow
 //!   control, streams polled inside the connection's future.
 //! - [`router`]: host/path/method/header matching, no I/O.
 //! - [`proxy`]: forwarding one request in named phases.
@@ -25,10 +25,14 @@
 //! - [`headers`]: hop-by-hop removal, X-Forwarded-*, Via, request ids.
 //! - [`health`]: endpoint health (active checks, ejections) as lock-free flags;
 //!   [`resilience`]: a cluster's retry policy and budget, breakers and outlier detector;
+//!   [`hedge_timer`]: hedged requests' deadlines, kept off tokio's timer wheel;
 //!   [`idempotency`]: `Idempotency-Key` claims, replays and recording.
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
 //! - [`protect`]: listener and route ACLs, trusted proxies and the real client address,
 //!   connections per client, rate limits, security headers.
+//! - [`tls_edge`]: TLS listeners' acceptors and certificate watching, clusters' upstream TLS;
+//!   [`stream_io`]: one read/write half type for cleartext and TLS connections;
+//!   [`redirect`]: 308 to https for cleartext listeners that only redirect.
 
 pub mod body;
 pub mod chunked;
@@ -40,6 +44,7 @@ pub mod h1_server;
 pub mod h2;
 pub mod headers;
 pub mod health;
+pub mod hedge_timer;
 pub mod idempotency;
 pub mod limits;
 pub mod pool;

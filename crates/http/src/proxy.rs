@@ -101,6 +101,8 @@ pub struct ForwardContext<'a> {
     pub metrics: &'a Metrics,
     /// Where POST/PATCH responses keyed by `Idempotency-Key` are kept.
     pub idempotency: &'a Arc<dyn IdempotencyStore>,
+    /// Hedge deadlines (see `hedge_timer`).
+    pub hedges: &'a crate::hedge_timer::HedgeTimers,
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
@@ -588,12 +590,11 @@ async fn hedged(
         ctx,
     ));
     // Counted from the request's arrival (a first try starts microseconds after it), so
-    // arming the timer needs no clock read.
-    let hedge_at = tokio::time::Instant::from_std(ctx.started + delay);
+    // arming it needs no clock read; not a tokio timer (see `hedge_timer`).
     tokio::select! {
         biased;
         done = &mut first => return done,
-        () = tokio::time::sleep_until(hedge_at) => {}
+        () = ctx.hedges.at(ctx.started + delay) => {}
     }
     let Ok((index, permit)) = pick_admitted(cluster, hash, ctx, tried) else {
         return first.await;

@@ -40,6 +40,8 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// Responses of POST/PATCH requests keyed by `Idempotency-Key`.
     pub idempotency: Arc<dyn gatehouse_resilience::idempotency::IdempotencyStore>,
+    /// Deadlines of hedged requests, fired by [`crate::gateway::Gateway::run_hedge_timers`].
+    pub hedges: Arc<crate::hedge_timer::HedgeTimers>,
 }
 
 /// A listener's cap on open connections; resizable, so a reload can change it in place.
@@ -482,6 +484,7 @@ pub async fn handle_request(
                         deadline_header: snapshot.deadline_header.as_ref(),
                         metrics: &shared.metrics,
                         idempotency: &shared.idempotency,
+                        hedges: &shared.hedges,
                     };
                     proxy::forward(route, request, &ctx).await
                 }
