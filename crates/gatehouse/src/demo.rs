@@ -27,11 +27,14 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, https: SocketAddr) -> an
     let config = gatehouse_config::parse(&config_text, "<demo config>")
         .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
     print_banner(listen, admin, https, &certs);
-    crate::serve::serve(config, None).await.with_context(|| {
+    let served = crate::serve::serve(config, None).await.with_context(|| {
         format!(
             "is something else using {listen}, {https} or {admin}? try --listen/--https/--admin"
         )
-    })
+    });
+    // The demo's CA and keys are throwaway: leave nothing behind.
+    let _ = std::fs::remove_dir_all(&certs);
+    served
 }
 
 /// A development CA and a certificate for the HTTPS listener, in a fresh temporary directory

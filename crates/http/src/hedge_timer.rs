@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often pending deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(1);
+/// Arming prunes cancelled deadlines once the list is this long.
+const PRUNE_AT: usize = 4096;
 
 /// The pending hedge deadlines of one gateway.
 #[derive(Default)]
@@ -50,6 +52,10 @@ impl HedgeTimers {
         let slot = Arc::new(Slot::default());
         let mut pending = self.pending.lock();
         let was_empty = pending.is_empty();
+        if pending.len() >= PRUNE_AT {
+            // The ticker prunes every tick; this bounds the list should it not be running.
+            pending.retain(|(_, slot)| Arc::strong_count(slot) > 1);
+        }
         pending.push((at, Arc::clone(&slot)));
         drop(pending);
         if was_empty {
@@ -148,6 +154,15 @@ mod tests {
         assert_eq!(timers.pending.lock().len(), 1);
         drop(later);
         assert!(!timers.fire_due(now), "nothing left");
+    }
+
+    #[test]
+    fn without_a_ticker_the_list_stays_bounded() {
+        let timers = HedgeTimers::default();
+        for _ in 0..3 * PRUNE_AT {
+            drop(timers.at(Instant::now()));
+        }
+        assert!(timers.pending.lock().len() <= PRUNE_AT);
     }
 
     #[tokio::test]
