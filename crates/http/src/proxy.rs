@@ -39,6 +39,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -336,24 +337,39 @@ async fn forward_tries(
         let exchanged = match (&route.hedge, hedgeable) {
             (Some(hedge), true) => {
                 let delay = hedge.delay(ctx.clock.nanos_at(ctx.started));
-                // Boxed: two tries in flight make a large future, and only hedged routes need it
-                // (inline, it would enlarge every request's future, which is copied as it moves).
-                // The first try is started inside, so its future is not moved into the box.
-                Box::pin(hedged(
-                    FirstTry {
-                        index,
-                        permit: endpoint_permit,
-                        body: try_body,
-                    },
-                    delay,
+                let mut first = std::pin::pin!(exchange(
                     cluster,
-                    hash,
-                    ctx,
-                    &mut tried,
+                    index,
+                    endpoint_permit,
                     &parts,
+                    try_body,
                     try_deadline,
-                ))
-                .await
+                    ctx,
+                ));
+                // Counted from the request's arrival (a first try starts microseconds after
+                // it), so arming it needs no clock read; not a tokio timer (see `hedge_timer`).
+                let due = tokio::select! {
+                    biased;
+                    done = first.as_mut() => Err(done),
+                    () = ctx.hedges.at(ctx.started + delay) => Ok(()),
+                };
+                match due {
+                    Err(done) => done,
+                    // Boxed, and only now: a second try in flight makes a large future, and
+                    // most hedgeable requests answer before their hedge is due.
+                    Ok(()) => {
+                        Box::pin(race_hedge(
+                            first,
+                            cluster,
+                            hash,
+                            ctx,
+                            &mut tried,
+                            &parts,
+                            try_deadline,
+                        ))
+                        .await
+                    }
+                }
             }
             _ => {
                 exchange(
@@ -559,20 +575,11 @@ async fn exchange(
     }
 }
 
-/// What the first try of a hedged request needs.
-struct FirstTry {
-    index: usize,
-    permit: Option<Permit>,
-    body: ProxyBody,
-}
-
-/// Races `first` against a second try to another endpoint that starts after `delay`: the
-/// first answer wins, and the other try is dropped (its upstream connection is closed, which
-/// cancels it). Without another endpoint to ask, it just waits for `first`.
-#[allow(clippy::too_many_arguments)]
-async fn hedged(
-    first: FirstTry,
-    delay: Duration,
+/// A hedge is due: races the still-running `first` try against a second try to another
+/// endpoint. The first answer wins, and the other try is dropped (its upstream connection is
+/// closed, which cancels it). Without another endpoint to ask, it just waits for `first`.
+async fn race_hedge(
+    mut first: std::pin::Pin<&mut impl Future<Output = Exchanged>>,
     cluster: &ClusterRuntime,
     hash: Option<u64>,
     ctx: &ForwardContext<'_>,
@@ -580,22 +587,6 @@ async fn hedged(
     parts: &http::request::Parts,
     try_deadline: tokio::time::Instant,
 ) -> Exchanged {
-    let mut first = std::pin::pin!(exchange(
-        cluster,
-        first.index,
-        first.permit,
-        parts,
-        first.body,
-        try_deadline,
-        ctx,
-    ));
-    // Counted from the request's arrival (a first try starts microseconds after it), so
-    // arming it needs no clock read; not a tokio timer (see `hedge_timer`).
-    tokio::select! {
-        biased;
-        done = &mut first => return done,
-        () = ctx.hedges.at(ctx.started + delay) => {}
-    }
     let Ok((index, permit)) = pick_admitted(cluster, hash, ctx, tried) else {
         return first.await;
     };
@@ -621,7 +612,7 @@ async fn hedged(
     );
     tokio::select! {
         biased;
-        done = &mut first => done,
+        done = first.as_mut() => done,
         done = second => done,
     }
 }
