@@ -29,7 +29,8 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Start a self-contained demo: the gateway, three demo upstreams and the admin API.
+    /// Start a self-contained demo: the gateway (HTTP and HTTPS), three demo upstreams and the
+    /// admin API.
     Demo {
         /// Worker threads (default: one per core).
         #[arg(long, value_name = "N")]

@@ -24,7 +24,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
-    raise_open_file_limit();
+    if let Err(err) = gatehouse_net::raise_open_file_limit() {
+        tracing::warn!(error = %err, "cannot raise the open file limit; connections beyond it will fail");
+    }
     match cli.command {
         cli::Command::Check { config } => match gatehouse_config::load(&config) {
             Ok(c) => {
@@ -113,26 +115,6 @@ fn run_async(
         Err(err) => {
             eprintln!("gatehouse: {err:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Every connection is a file descriptor, and distributions still default the soft limit to
-/// 1024: raise it to the hard limit, as nginx's `worker_rlimit_nofile` does, so that listener
-/// `max_connections` is the limit that applies rather than EMFILE.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::warn!("cannot raise the open file limit; connections beyond it will fail");
-            }
         }
     }
 }

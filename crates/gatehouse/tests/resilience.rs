@@ -22,18 +22,6 @@ fn closed_addr() -> std::net::SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// Polls `check` every 50 ms until it holds, for at most `within`.
-async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_dead_endpoints_out_and_bring_them_back() {
     let a = TestUpstream::start("a").await;

@@ -37,25 +37,10 @@ async fn trickle(addr: std::net::SocketAddr) -> (Duration, String) {
     )
 }
 
-/// This test process holds a thousand sockets: more than the soft limit of 1024 many systems
-/// start with once the runtime's own descriptors count.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_slow_clients_do_not_stop_normal_ones() {
-    raise_open_file_limit();
+    // This process holds a thousand sockets: more than a 1024 soft limit leaves room for.
+    gatehouse_net::raise_open_file_limit().expect("raise the open file limit");
     let up = TestUpstream::start("up").await;
     let gw = Gatehouse::start(
         bin(),

@@ -12,7 +12,7 @@ use gatehouse_test_support::tls::{
 };
 use gatehouse_test_support::{Gatehouse, TestUpstream};
 use http::StatusCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A config with one TLS listener "main" (`tls` is the `[listeners.tls]` body) routing to `upstream`.
 fn tls_config(tls: &str, upstream: &TestUpstream, route_extra: &str) -> String {
@@ -344,15 +344,13 @@ async fn rotated_certificates_apply_to_new_connections_and_spare_open_ones() {
     let second = ca.server("second", &["localhost"]);
     std::fs::rename(&second.key, &first.key).unwrap();
     std::fs::rename(&second.cert, &first.cert).unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut rotated = false;
-    while Instant::now() < end && !rotated {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let rotated = eventually(Duration::from_secs(10), async || {
         // A fresh client each time: a resumed session would show the old certificate.
         let fresh = ca.client_config(&[b"http/1.1"], None);
         let answer = https_get(addr, "localhost", fresh, "/").await.unwrap();
-        rotated = answer.server_cert == leaf_der(&second.issued.chain_pem);
-    }
+        answer.server_cert == leaf_der(&second.issued.chain_pem)
+    })
+    .await;
     assert!(
         rotated,
         "new handshakes get the new certificate; stderr:\n{}",

@@ -133,10 +133,16 @@ mod tests {
         let stop = CancellationToken::new();
         tokio::spawn(Arc::clone(&timers).run(stop.clone()));
         let started = Instant::now();
-        timers.at(started + Duration::from_millis(20)).await;
+        let deadline = timers.at(started + Duration::from_millis(20));
+        // A guard against hanging, not a measure of speed.
+        tokio::time::timeout(Duration::from_secs(5), deadline)
+            .await
+            .expect("the deadline never fired");
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(20), "{waited:?}");
-        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(20),
+            "fired early: {waited:?}"
+        );
         stop.cancel();
     }
 

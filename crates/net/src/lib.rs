@@ -2,6 +2,7 @@
 //!
 //! - [`bind_listener`]: a TCP listener with the options a proxy wants (SO_REUSEADDR so restarts
 //!   do not wait out TIME_WAIT, a deep accept backlog, non-blocking for tokio).
+//! - [`raise_open_file_limit`]: the open-file soft limit up to the hard limit.
 //! - [`tune_stream`]: per-connection options (TCP_NODELAY: a proxy forwards small writes and
 //!   must not let Nagle hold them back behind delayed ACKs).
 //! - [`cidr`]: [`CidrTable`], longest-prefix match over IPv4 and IPv6 prefixes (IPv4-mapped
@@ -41,6 +42,29 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Applies per-connection options to an accepted or connected stream.
 pub fn tune_stream(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
+}
+
+/// Every connection is a file descriptor, and distributions still default the soft limit to
+/// 1024: raises it to the hard limit (as nginx's `worker_rlimit_nofile` does), so a listener's
+/// `max_connections` is the limit that applies rather than EMFILE.
+pub fn raise_open_file_limit() -> io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -177,6 +177,18 @@ pub async fn get(
     send(client, Method::GET, addr, path, headers, Bytes::new()).await
 }
 
+/// Polls `check` every 50 ms until it holds, for at most `within`.
+pub async fn eventually(within: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A config with one listener "main" on an ephemeral port, an admin API, and `rest` appended.
 pub fn config(rest: &str) -> String {
     format!(
