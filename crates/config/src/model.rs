@@ -174,6 +174,11 @@ pub struct Route {
     /// Overrides the cluster's response timeout for this route.
     #[serde(with = "opt_millis")]
     pub timeout: Option<Duration>,
+    /// Longest silence allowed while a response body streams from the upstream (server-sent
+    /// events, long polls, downloads), and on an upgraded connection (WebSocket) the longest
+    /// time with no byte in either direction.
+    #[serde(with = "millis")]
+    pub read_timeout: Duration,
     /// Hedged requests (GET/HEAD/OPTIONS without a body); None: off.
     pub hedge: Option<Hedge>,
     /// Request header carrying the verified client certificate's subject upstream; a client's

@@ -96,6 +96,7 @@ pub struct RawRoute {
     pub cluster: Spanned<String>,
     pub host_rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
     pub hedge: Option<Spanned<RawHedge>>,
     pub client_cert_header: Option<Spanned<String>>,
     pub require_client_cert: Option<Spanned<bool>>,

@@ -57,6 +57,7 @@ pub mod server;
 pub mod snapshot;
 pub mod stream_io;
 pub mod tls_edge;
+pub mod upgrade;
 pub mod wire;
 
 pub use gateway::{ApplyError, Gateway};

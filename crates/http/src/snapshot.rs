@@ -63,6 +63,8 @@ pub struct RouteRuntime {
     pub host_rewrite: Option<HeaderValue>,
     /// Time allowed for the upstream's response head.
     pub timeout: Duration,
+    /// Longest silence in a streamed response body or an upgraded connection.
+    pub read_timeout: Duration,
     pub labels: RouteLabels,
     /// This route's latency histogram, resolved once per snapshot (not per request).
     pub duration: gatehouse_observe::Histogram,
@@ -162,6 +164,7 @@ impl Snapshot {
                         .as_deref()
                         .and_then(|h| HeaderValue::from_str(h).ok()),
                     timeout,
+                    read_timeout: r.read_timeout,
                 }
             })
             .collect();

@@ -10,7 +10,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -164,6 +164,10 @@ pub struct Metrics {
     pub hedges: Family<RetryLabels, Counter>,
     /// Requests refused by a route's rate limit (429), by route.
     pub rate_limited: Family<RouteNameLabels, Counter>,
+    /// Connections switched to another protocol (WebSocket) through the proxy, by route.
+    pub upgrades: Family<RouteLabels, Counter>,
+    /// Upgraded connections (WebSocket tunnels) open now.
+    pub tunnels_open: Gauge,
 }
 
 impl Metrics {
@@ -189,6 +193,18 @@ impl Metrics {
         let breaker_transitions = Family::default();
         let hedges = Family::default();
         let rate_limited = Family::default();
+        let upgrades = Family::default();
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "upgrades",
+            "Connections switched to another protocol (WebSocket) through the proxy, by route",
+            upgrades.clone(),
+        );
+        registry.register(
+            "tunnels_open",
+            "Upgraded connections (WebSocket tunnels) open now",
+            tunnels_open.clone(),
+        );
         registry.register(
             "rate_limited",
             "Requests refused with 429 by a route's rate limit",
@@ -286,6 +302,8 @@ impl Metrics {
             breaker_transitions,
             hedges,
             rate_limited,
+            upgrades,
+            tunnels_open,
         }
     }
 
