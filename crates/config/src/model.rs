@@ -189,6 +189,39 @@ pub struct Route {
     /// Fault injection from the config file (the admin API can change it at runtime).
     pub fault: Option<FaultSettings>,
     pub protection: RouteProtection,
+    /// Response compression; None: responses pass as the upstream sent them.
+    pub compression: Option<Compression>,
+}
+
+/// Response compression for a route (docs/config.md, "Compression").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compression {
+    /// In the server's order of preference, for clients that accept several equally.
+    pub algorithms: Vec<ContentCoding>,
+    /// Bodies known to be smaller are sent as they are.
+    pub min_size: u64,
+    /// Media types compressed (`text/*` covers a whole type), lower-case, without parameters.
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentCoding {
+    Zstd,
+    #[serde(rename = "br")]
+    Brotli,
+    Gzip,
+}
+
+impl ContentCoding {
+    /// The token in Accept-Encoding and Content-Encoding.
+    pub fn token(self) -> &'static str {
+        match self {
+            ContentCoding::Zstd => "zstd",
+            ContentCoding::Brotli => "br",
+            ContentCoding::Gzip => "gzip",
+        }
+    }
 }
 
 /// Injected faults: delays, aborts, blackholes (see docs/resilience.md).

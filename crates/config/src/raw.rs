@@ -105,6 +105,17 @@ pub struct RawRoute {
     pub acl: Option<Spanned<RawAcl>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub security_headers: Option<Spanned<RawSecurityHeaders>>,
+    pub compression: Option<Spanned<RawCompression>>,
+}
+
+/// `[routes.compression]`: compress responses for clients that accept it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    pub enabled: Option<bool>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub min_size: Option<Spanned<SizeValue>>,
+    pub content_types: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

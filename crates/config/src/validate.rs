@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
 
+mod compression;
 mod protection;
 mod resilience;
 mod tls;
@@ -511,6 +512,10 @@ impl Validator<'_> {
             .as_ref()
             .map(|h| self.hedge(h, &format!("{field}.hedge")));
         let protection = self.route_protection(raw, &field);
+        let compression = raw
+            .compression
+            .as_ref()
+            .and_then(|c| self.compression(c, &format!("{field}.compression")));
         let client_cert_header = raw.client_cert_header.as_ref().and_then(|h| {
             self.header_name(h, &format!("{field}.client_cert_header"))
                 .then(|| h.get_ref().to_ascii_lowercase())
@@ -529,6 +534,7 @@ impl Validator<'_> {
             read_timeout,
             hedge,
             protection,
+            compression,
             client_cert_header,
             require_client_cert: raw
                 .require_client_cert
@@ -995,6 +1001,61 @@ endpoints = ["127.0.0.1:1"]
         assert!(text.contains("hash_on only applies"), "{text}");
         assert!(text.contains("vnodes only applies"), "{text}");
         assert!(text.contains("\"body\" is not a hash key"), "{text}");
+    }
+
+    #[test]
+    fn compression_and_read_timeouts_are_checked() {
+        let src = r#"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+[[routes]]
+cluster = "c"
+read_timeout = "0s"
+[routes.compression]
+algorithms = ["gzip", "deflate"]
+content_types = ["text/html", "html"]
+min_size = "0B"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#;
+        let text = errors(src).to_string();
+        assert!(
+            text.contains("routes[0].read_timeout: a read timeout of 0"),
+            "{text}"
+        );
+        assert!(text.contains("unknown algorithm \"deflate\""), "{text}");
+        assert!(text.contains("\"html\" is not a media type"), "{text}");
+        assert!(text.contains("routes[0].compression.min_size"), "{text}");
+
+        let ok = r#"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+[[routes]]
+cluster = "c"
+[routes.compression]
+algorithms = ["br", "gzip"]
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#;
+        let config = crate::parse(ok, "ok.toml").unwrap();
+        let compression = config.routes[0].compression.as_ref().unwrap();
+        assert_eq!(
+            compression.algorithms,
+            [
+                crate::model::ContentCoding::Brotli,
+                crate::model::ContentCoding::Gzip
+            ]
+        );
+        assert_eq!(compression.min_size, 512);
+        assert!(compression.content_types.iter().any(|t| t == "text/*"));
+        assert_eq!(
+            config.routes[0].read_timeout,
+            std::time::Duration::from_secs(300)
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@
 
 pub mod body;
 pub mod chunked;
+pub mod compress;
 pub mod faults;
 pub mod gateway;
 pub mod h1_client;

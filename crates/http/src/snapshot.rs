@@ -74,6 +74,8 @@ pub struct RouteRuntime {
     pub hedge: Option<crate::resilience::HedgeRuntime>,
     /// ACL, rate limit and security headers.
     pub protection: RouteProtection,
+    /// Response compression, when the route asks for it.
+    pub compression: Option<gatehouse_config::Compression>,
 }
 
 pub struct ClusterRuntime {
@@ -165,6 +167,7 @@ impl Snapshot {
                         .and_then(|h| HeaderValue::from_str(h).ok()),
                     timeout,
                     read_timeout: r.read_timeout,
+                    compression: r.compression.clone(),
                 }
             })
             .collect();
