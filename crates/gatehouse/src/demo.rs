@@ -22,8 +22,9 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, https: SocketAddr) -> an
         let name = format!("demo-upstream-{i}");
         upstreams.push(start_upstream(name).await?);
     }
+    let realtime = crate::demo_realtime::start().await?;
     let certs = demo_certificates(https)?;
-    let config_text = demo_config(listen, admin, https, &certs, &upstreams);
+    let config_text = demo_config(listen, admin, https, &certs, &upstreams, realtime);
     let config = gatehouse_config::parse(&config_text, "<demo config>")
         .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
     print_banner(listen, admin, https, &certs);
@@ -62,6 +63,7 @@ fn demo_config(
     https: SocketAddr,
     certs: &std::path::Path,
     upstreams: &[SocketAddr],
+    realtime: SocketAddr,
 ) -> String {
     let endpoints: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     let weighted: Vec<String> = upstreams
@@ -92,6 +94,36 @@ listen = "{https}"
 [listeners.tls]
 certificates = [{{ cert = "{certs}/cert.pem", key = "{certs}/key.pem" }}]
 
+# Long-lived traffic: WebSocket and server-sent events (silent for up to an hour), a page
+# that uses both (compressed), and a cacheable answer.
+[[routes]]
+name = "websocket"
+path = "/ws"
+cluster = "realtime"
+read_timeout = "1h"
+
+[[routes]]
+name = "events"
+path = "/events"
+cluster = "realtime"
+read_timeout = "1h"
+
+[[routes]]
+name = "realtime-page"
+path = "/realtime"
+cluster = "realtime"
+[routes.compression]
+
+[[routes]]
+name = "cached"
+path = "/cached"
+cluster = "realtime"
+
+[[routes]]
+name = "hold"
+path = "/hold"
+cluster = "realtime"
+
 [[routes]]
 name = "sticky"
 path_prefix = "/sticky"
@@ -121,6 +153,12 @@ endpoints = [{endpoints}]
 name = "weighted"
 balance = "weighted_round_robin"
 endpoints = [{weighted}]
+
+# least_request suits long-lived connections: it counts open ones, not requests made.
+[[clusters]]
+name = "realtime"
+balance = "least_request"
+endpoints = ["{realtime}"]
 "#,
         endpoints = endpoints.join(", "),
         weighted = weighted.join(", "),
@@ -141,7 +179,10 @@ Try:
   curl -s --http2-prior-knowledge http://{listen}/  # HTTP/2 over cleartext
   curl -si --cacert {certs}/ca.pem https://localhost:{https_port}/   # HTTPS, h2 by ALPN
   curl -si http://{listen}/ | grep -i -e via -e x-request-id
-  curl -s http://{admin}/metrics | grep gatehouse_http_requests
+  open http://{listen}/realtime in a browser          # a WebSocket and server-sent events through the gateway
+  curl -sN http://{listen}/events                   # server-sent events, one a second (ctrl-c to stop)
+  curl -s --compressed -I http://{listen}/realtime | grep -i content-encoding   # compressed
+  curl -s http://{admin}/metrics | grep -e gatehouse_http_requests -e gatehouse_tunnels_open
   curl -s http://{admin}/config
 Stop with ctrl-c.
 "#
@@ -206,10 +247,12 @@ mod tests {
             "127.0.0.1:8443".parse().unwrap(),
             std::path::Path::new("/tmp/certs"),
             &upstreams,
+            "127.0.0.1:9100".parse().unwrap(),
         );
         let config = gatehouse_config::parse(&text, "demo").unwrap();
         assert!(config.listeners[1].tls.is_some());
-        assert_eq!(config.routes.len(), 3);
+        assert_eq!(config.routes.len(), 8);
+        assert!(config.routes[2].compression.is_some());
         assert_eq!(config.clusters[2].endpoints[0].weight, 3);
     }
 }

@@ -11,6 +11,7 @@
 mod cert;
 mod cli;
 mod demo;
+mod demo_realtime;
 mod serve;
 
 use clap::Parser;

@@ -96,7 +96,7 @@ pub fn apply(
     settings: &Compression,
     is_head: bool,
 ) -> Response<ProxyBody> {
-    if !worth_compressing(&response, settings) {
+    if !worth_compressing(&response, settings, is_head) {
         return response;
     }
     add_vary(response.headers_mut());
@@ -116,7 +116,11 @@ pub fn apply(
     response.map(|body| CompressBody::new(body, coding).boxed())
 }
 
-fn worth_compressing(response: &Response<ProxyBody>, settings: &Compression) -> bool {
+fn worth_compressing(
+    response: &Response<ProxyBody>,
+    settings: &Compression,
+    is_head: bool,
+) -> bool {
     let status = response.status();
     if !(status == StatusCode::OK
         || status == StatusCode::CREATED
@@ -140,12 +144,16 @@ fn worth_compressing(response: &Response<ProxyBody>, settings: &Compression) -> 
     if no_transform {
         return false;
     }
-    if response
-        .body()
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n < settings.min_size)
-    {
+    // A HEAD answer has no body; its Content-Length says what a GET would get.
+    let length = if is_head {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    } else {
+        response.body().size_hint().exact()
+    };
+    if length.is_some_and(|n| n < settings.min_size) {
         return false;
     }
     let Some(media_type) = headers

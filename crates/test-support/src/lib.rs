@@ -13,5 +13,5 @@ pub mod process;
 pub mod tls;
 pub mod upstream;
 
-pub use process::Gatehouse;
+pub use process::{Gatehouse, temp_dir};
 pub use upstream::TestUpstream;
