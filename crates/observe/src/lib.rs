@@ -113,6 +113,18 @@ pub struct BreakerLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabels {
+    pub cluster: Label,
+    /// "ok", "error" (the last good answer is kept) or "empty".
+    pub result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -164,6 +176,12 @@ pub struct Metrics {
     pub hedges: Family<RetryLabels, Counter>,
     /// Requests refused by a route's rate limit (429), by route.
     pub rate_limited: Family<RouteNameLabels, Counter>,
+    /// Live instances in the service registry, by service.
+    pub registry_instances: Family<ServiceLabels, Gauge>,
+    /// Registry instances removed because their heartbeats stopped, by service.
+    pub registry_expirations: Family<ServiceLabels, Counter>,
+    /// DNS discovery resolutions, by cluster and result.
+    pub dns_discovery: Family<DiscoveryLabels, Counter>,
 }
 
 impl Metrics {
@@ -189,6 +207,24 @@ impl Metrics {
         let breaker_transitions = Family::default();
         let hedges = Family::default();
         let rate_limited = Family::default();
+        let registry_instances = Family::default();
+        let registry_expirations = Family::default();
+        let dns_discovery = Family::default();
+        registry.register(
+            "registry_instances",
+            "Live instances in the service registry",
+            registry_instances.clone(),
+        );
+        registry.register(
+            "registry_expirations",
+            "Registry instances removed because their heartbeats stopped",
+            registry_expirations.clone(),
+        );
+        registry.register(
+            "dns_discovery_resolutions",
+            "DNS discovery resolutions by result (error: the last good answer is kept)",
+            dns_discovery.clone(),
+        );
         registry.register(
             "rate_limited",
             "Requests refused with 429 by a route's rate limit",
@@ -286,6 +322,9 @@ impl Metrics {
             breaker_transitions,
             hedges,
             rate_limited,
+            registry_instances,
+            registry_expirations,
+            dns_discovery,
         }
     }
 
