@@ -208,6 +208,7 @@ fn type_name(record_type: DnsRecordType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_test_support::{SrvRecord, TestDns};
 
     #[test]
     fn refreshes_follow_the_ttl_within_floor_and_ceiling() {
@@ -215,5 +216,102 @@ mod tests {
         assert_eq!(refresh_after(s(30), s(1), s(300)), s(30));
         assert_eq!(refresh_after(s(0), s(1), s(300)), s(1));
         assert_eq!(refresh_after(s(86_400), s(1), s(300)), s(300));
+    }
+
+    fn source(name: &str, record_type: DnsRecordType, dns: &TestDns) -> DnsDiscovery {
+        DnsDiscovery {
+            name: name.into(),
+            record_type,
+            port: (record_type != DnsRecordType::Srv).then_some(8080),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            nameserver: Some(dns.addr),
+        }
+    }
+
+    fn endpoints(list: &[(&str, u32)]) -> Vec<EndpointConfig> {
+        list.iter()
+            .map(|(a, w)| EndpointConfig {
+                address: a.parse().unwrap(),
+                weight: *w,
+            })
+            .collect()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn srv_answers_use_the_lowest_priority_that_resolves() {
+        let dns = TestDns::start().await;
+        dns.set_ttl(7);
+        let srv = |priority, weight, port, target: &str| SrvRecord {
+            priority,
+            weight,
+            port,
+            target: target.into(),
+        };
+        dns.set_srv(
+            "_web._tcp.test.",
+            &[
+                srv(10, 5, 81, "u1.test."),
+                srv(10, 0, 82, "u2.test."),
+                srv(20, 1, 83, "u3.test."),
+            ],
+        );
+        dns.set_addresses("u1.test.", &[ip("127.0.0.1")]);
+        dns.set_addresses("u2.test.", &[ip("127.0.0.2")]);
+        dns.set_addresses("u3.test.", &[ip("127.0.0.3")]);
+        let resolver = DnsResolver::new(Some(dns.addr)).unwrap();
+        let source = source("_web._tcp.test.", DnsRecordType::Srv, &dns);
+        let answer = resolver.resolve(&source).await.unwrap();
+        // Weight 0 still gets a (minimal) share.
+        assert_eq!(
+            answer.endpoints,
+            endpoints(&[("127.0.0.1:81", 5), ("127.0.0.2:82", 1)])
+        );
+        assert_eq!(answer.ttl, Duration::from_secs(7));
+        // The first priority's targets stop resolving: the backups take over.
+        dns.set_addresses("u1.test.", &[]);
+        dns.set_addresses("u2.test.", &[]);
+        let answer = resolver.resolve(&source).await.unwrap();
+        assert_eq!(answer.endpoints, endpoints(&[("127.0.0.3:83", 1)]));
+    }
+
+    #[tokio::test]
+    async fn address_answers_and_failures() {
+        let dns = TestDns::start().await;
+        dns.set_addresses("web.test.", &[ip("127.0.0.2"), ip("127.0.0.1"), ip("::1")]);
+        let resolver = DnsResolver::new(Some(dns.addr)).unwrap();
+        let a = resolver
+            .resolve(&source("web.test.", DnsRecordType::A, &dns))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.endpoints,
+            endpoints(&[("127.0.0.1:8080", 1), ("127.0.0.2:8080", 1)])
+        );
+        let aaaa = resolver
+            .resolve(&source("web.test.", DnsRecordType::Aaaa, &dns))
+            .await
+            .unwrap();
+        assert_eq!(aaaa.endpoints, endpoints(&[("[::1]:8080", 1)]));
+        // Changes are seen at once: the resolver's cache is not in the way.
+        dns.set_addresses("web.test.", &[ip("127.0.0.3")]);
+        let a = resolver
+            .resolve(&source("web.test.", DnsRecordType::A, &dns))
+            .await
+            .unwrap();
+        assert_eq!(a.endpoints, endpoints(&[("127.0.0.3:8080", 1)]));
+        let missing = resolver
+            .resolve(&source("nope.test.", DnsRecordType::A, &dns))
+            .await;
+        assert!(matches!(missing, Err(ResolveError::Query { .. })), "{missing:?}");
+        dns.set_silent(true);
+        let silent = resolver
+            .resolve(&source("web.test.", DnsRecordType::A, &dns))
+            .await;
+        assert!(matches!(silent, Err(ResolveError::Query { .. })), "{silent:?}");
     }
 }
