@@ -1,5 +1,6 @@
 //! `gatehouse demo`: the gateway, three built-in upstreams and the admin API, with nothing to
-//! install. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
+//! install. The upstreams are also instances of service `demo` in the service registry, and the
+//! `/registry` route reaches them through it. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
 //! everything the demo does a user can do with `gatehouse run`.
 
 use anyhow::Context;
@@ -64,6 +65,18 @@ fn demo_config(
     upstreams: &[SocketAddr],
 ) -> String {
     let endpoints: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    let instances: String = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "\n[[registry.instances]]\nservice = \"demo\"\nid = \"demo-upstream-{}\"\naddress = \"{}\"\nport = {}\n",
+                i + 1,
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
     let weighted: Vec<String> = upstreams
         .iter()
         .enumerate()
@@ -103,6 +116,11 @@ path_prefix = "/weighted"
 cluster = "weighted"
 
 [[routes]]
+name = "registry"
+path_prefix = "/registry"
+cluster = "registry"
+
+[[routes]]
 name = "default"
 cluster = "demo"
 
@@ -121,7 +139,13 @@ endpoints = [{endpoints}]
 name = "weighted"
 balance = "weighted_round_robin"
 endpoints = [{weighted}]
-"#,
+
+# Endpoints from the service registry: the instances of service "demo" below, plus any
+# registered through the admin API.
+[[clusters]]
+name = "registry"
+discovery = {{ registry = "demo" }}
+{instances}"#,
         endpoints = endpoints.join(", "),
         weighted = weighted.join(", "),
         certs = certs.display(),
@@ -143,6 +167,8 @@ Try:
   curl -si http://{listen}/ | grep -i -e via -e x-request-id
   curl -s http://{admin}/metrics | grep gatehouse_http_requests
   curl -s http://{admin}/config
+  curl -s http://{admin}/registry/services          # the service registry: service "demo"
+  curl -s http://{listen}/registry                  # a cluster fed by the registry
 Stop with ctrl-c.
 "#
     );
@@ -209,7 +235,23 @@ mod tests {
         );
         let config = gatehouse_config::parse(&text, "demo").unwrap();
         assert!(config.listeners[1].tls.is_some());
-        assert_eq!(config.routes.len(), 3);
+        assert_eq!(config.routes.len(), 4);
         assert_eq!(config.clusters[2].endpoints[0].weight, 3);
+        let demo: Vec<_> = config
+            .registry
+            .instances
+            .iter()
+            .filter(|i| i.service == "demo")
+            .map(|i| (i.id.as_str(), i.port))
+            .collect();
+        assert_eq!(
+            demo,
+            [
+                ("demo-upstream-1", 9001),
+                ("demo-upstream-2", 9002),
+                ("demo-upstream-3", 9003)
+            ]
+        );
+        assert!(config.clusters[3].discovery.is_some());
     }
 }
