@@ -307,11 +307,17 @@ mod tests {
         let missing = resolver
             .resolve(&source("nope.test.", DnsRecordType::A, &dns))
             .await;
-        assert!(matches!(missing, Err(ResolveError::Query { .. })), "{missing:?}");
+        assert!(
+            matches!(missing, Err(ResolveError::Query { .. })),
+            "{missing:?}"
+        );
         dns.set_silent(true);
         let silent = resolver
             .resolve(&source("web.test.", DnsRecordType::A, &dns))
             .await;
-        assert!(matches!(silent, Err(ResolveError::Query { .. })), "{silent:?}");
+        assert!(
+            matches!(silent, Err(ResolveError::Query { .. })),
+            "{silent:?}"
+        );
     }
 }

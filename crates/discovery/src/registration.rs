@@ -75,7 +75,12 @@ pub fn parse(
         Some(_) => return Err(field_error("address", "must be a string such as \"10.0.0.5\"")),
     };
     let port = match object.get("port") {
-        None => return Err(field_error("port", "required: the port the instance serves on")),
+        None => {
+            return Err(field_error(
+                "port",
+                "required: the port the instance serves on",
+            ));
+        }
         Some(v) => rules::port(integer(v, "port")?).map_err(|m| field_error("port", m))?,
     };
     let weight = match object.get("weight") {
@@ -92,7 +97,10 @@ pub fn parse(
                 if regions.is_empty() {
                     format!("unknown region {r:?}: the config defines no [regions]")
                 } else {
-                    format!("unknown region {r:?}; the config defines {}", regions.join(", "))
+                    format!(
+                        "unknown region {r:?}; the config defines {}",
+                        regions.join(", ")
+                    )
                 },
             ));
         }
@@ -100,8 +108,9 @@ pub fn parse(
     };
     let ttl = match object.get("ttl") {
         None => DEFAULT_TTL,
-        Some(Value::String(text)) => gatehouse_config::units::parse_duration(text)
-            .map_err(|m| field_error("ttl", m))?,
+        Some(Value::String(text)) => {
+            gatehouse_config::units::parse_duration(text).map_err(|m| field_error("ttl", m))?
+        }
         Some(v @ Value::Number(_)) => Duration::from_secs(
             u64::try_from(integer(v, "ttl")?)
                 .map_err(|_| field_error("ttl", "cannot be negative"))?,
@@ -187,7 +196,10 @@ mod tests {
         assert_eq!(r.ttl, Duration::from_secs(10));
         let minimal = try_parse(r#"{"address": "::1", "port": 1, "ttl": 5}"#).unwrap();
         assert_eq!((minimal.weight, minimal.ttl), (1, Duration::from_secs(5)));
-        assert_eq!(try_parse(r#"{"address": "::1", "port": 1}"#).unwrap().ttl, DEFAULT_TTL);
+        assert_eq!(
+            try_parse(r#"{"address": "::1", "port": 1}"#).unwrap().ttl,
+            DEFAULT_TTL
+        );
     }
 
     #[test]
@@ -195,19 +207,52 @@ mod tests {
         assert_eq!(field_of("{"), "body");
         assert_eq!(field_of("[]"), "body");
         assert_eq!(field_of(r#"{"port": 80}"#), "address");
-        assert_eq!(field_of(r#"{"address": "db.internal", "port": 80}"#), "address");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1:80", "port": 80}"#), "address");
+        assert_eq!(
+            field_of(r#"{"address": "db.internal", "port": 80}"#),
+            "address"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1:80", "port": 80}"#),
+            "address"
+        );
         assert_eq!(field_of(r#"{"address": "10.0.0.1"}"#), "port");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 70000}"#), "port");
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 70000}"#),
+            "port"
+        );
         assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": "80"}"#), "port");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "weight": 0}"#), "weight");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "tags": "a"}"#), "tags");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "tags": ["a b"]}"#), "tags[0]");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "region": "mars"}"#), "region");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "ttl": "0s"}"#), "ttl");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "ttl": "2h"}"#), "ttl");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "ttl": -1}"#), "ttl");
-        assert_eq!(field_of(r#"{"address": "10.0.0.1", "port": 80, "colour": 1}"#), "colour");
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "weight": 0}"#),
+            "weight"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "tags": "a"}"#),
+            "tags"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "tags": ["a b"]}"#),
+            "tags[0]"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "region": "mars"}"#),
+            "region"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "ttl": "0s"}"#),
+            "ttl"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "ttl": "2h"}"#),
+            "ttl"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "ttl": -1}"#),
+            "ttl"
+        );
+        assert_eq!(
+            field_of(r#"{"address": "10.0.0.1", "port": 80, "colour": 1}"#),
+            "colour"
+        );
         let bad_service = parse("Pay", "x", b"{}", &[]).unwrap_err();
         assert_eq!(bad_service.field, "service");
         assert_eq!(parse("pay", "a/b", b"{}", &[]).unwrap_err().field, "id");

@@ -67,9 +67,7 @@ impl Registry {
 
     pub fn register(&self, registration: Registration) -> Result<Registered, RegistryError> {
         let mut inner = self.state.lock();
-        let outcome = inner
-            .state
-            .register(registration, self.clock.now_nanos())?;
+        let outcome = inner.state.register(registration, self.clock.now_nanos())?;
         self.changed(&mut inner);
         Ok(outcome)
     }
@@ -94,7 +92,11 @@ impl Registry {
         let mut inner = self.state.lock();
         let gone = inner.state.expire(self.clock.now_nanos());
         for (service, id) in &gone {
-            tracing::info!(service, id, "registry instance expired: no heartbeat within its TTL");
+            tracing::info!(
+                service,
+                id,
+                "registry instance expired: no heartbeat within its TTL"
+            );
             self.metrics
                 .registry_expirations
                 .get_or_create(&ServiceLabels {

@@ -135,7 +135,9 @@ impl<S: EndpointSink> Task<S> {
             if resolver.is_none() {
                 match DnsResolver::new(dns.nameserver) {
                     Ok(r) => resolver = Some(r),
-                    Err(err) => tracing::error!(cluster = %self.cluster, error = %err, "DNS discovery"),
+                    Err(err) => {
+                        tracing::error!(cluster = %self.cluster, error = %err, "DNS discovery")
+                    }
                 }
             }
             let wait = match &resolver {

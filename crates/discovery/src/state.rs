@@ -120,7 +120,10 @@ impl RegistryState {
         registration: Registration,
         now: u64,
     ) -> Result<Registered, RegistryError> {
-        let slot = self.services.entry(registration.service.clone()).or_default();
+        let slot = self
+            .services
+            .entry(registration.service.clone())
+            .or_default();
         let outcome = match slot.get(&registration.id) {
             Some(existing) if existing.origin == Origin::Config => {
                 let error = RegistryError::FromConfig {
@@ -151,7 +154,12 @@ impl RegistryState {
     }
 
     /// Renews an instance's lease: it now expires its TTL after `now`. Returns the TTL.
-    pub fn heartbeat(&mut self, service: &str, id: &str, now: u64) -> Result<Duration, RegistryError> {
+    pub fn heartbeat(
+        &mut self,
+        service: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<Duration, RegistryError> {
         let instance = self
             .services
             .get_mut(service)
@@ -212,7 +220,12 @@ impl RegistryState {
     /// under two ids counts once, with the larger weight), ordered by address.
     pub fn endpoints(&self, service: &str) -> Vec<EndpointConfig> {
         let mut by_addr: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-        for instance in self.services.get(service).into_iter().flat_map(BTreeMap::values) {
+        for instance in self
+            .services
+            .get(service)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
             let weight = by_addr.entry(instance.socket_addr()).or_insert(0);
             *weight = (*weight).max(instance.weight);
         }
@@ -273,16 +286,29 @@ mod tests {
     }
 
     fn ports(state: &RegistryState) -> Vec<u16> {
-        state.endpoints("pay").iter().map(|e| e.address.port()).collect()
+        state
+            .endpoints("pay")
+            .iter()
+            .map(|e| e.address.port())
+            .collect()
     }
 
     #[test]
     fn an_instance_lives_as_long_as_its_heartbeats() {
         let mut s = RegistryState::default();
-        assert_eq!(s.register(registration("a", 1, 10), 0), Ok(Registered::Created));
-        assert_eq!(s.register(registration("b", 2, 10), 0), Ok(Registered::Created));
+        assert_eq!(
+            s.register(registration("a", 1, 10), 0),
+            Ok(Registered::Created)
+        );
+        assert_eq!(
+            s.register(registration("b", 2, 10), 0),
+            Ok(Registered::Created)
+        );
         // a keeps beating, b does not.
-        assert_eq!(s.heartbeat("pay", "a", 8 * SECOND), Ok(Duration::from_secs(10)));
+        assert_eq!(
+            s.heartbeat("pay", "a", 8 * SECOND),
+            Ok(Duration::from_secs(10))
+        );
         assert!(s.expire(10 * SECOND - 1).is_empty());
         assert_eq!(s.expire(10 * SECOND), [("pay".to_owned(), "b".to_owned())]);
         assert_eq!(ports(&s), [1]);
@@ -290,7 +316,10 @@ mod tests {
         assert_eq!(s.expire(18 * SECOND).len(), 1);
         // The empty service is gone, and so is any trace of it.
         assert_eq!(s.services().count(), 0);
-        assert!(matches!(s.heartbeat("pay", "a", 0), Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            s.heartbeat("pay", "a", 0),
+            Err(RegistryError::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -307,9 +336,15 @@ mod tests {
                 weight: 7
             }]
         );
-        assert!(s.expire(14 * SECOND).is_empty(), "the lease restarted at 5 s");
+        assert!(
+            s.expire(14 * SECOND).is_empty(),
+            "the lease restarted at 5 s"
+        );
         assert_eq!(s.deregister("pay", "a").map(|i| i.port), Ok(5));
-        assert!(matches!(s.deregister("pay", "a"), Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            s.deregister("pay", "a"),
+            Err(RegistryError::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -338,13 +373,22 @@ mod tests {
         };
         assert!(s.set_static(std::slice::from_ref(&fixed)));
         assert!(!s.set_static(std::slice::from_ref(&fixed)), "no change");
-        assert!(s.expire(u64::MAX).is_empty(), "static instances never expire");
+        assert!(
+            s.expire(u64::MAX).is_empty(),
+            "static instances never expire"
+        );
         assert!(matches!(
             s.register(registration("fixed", 1, 10), 0),
             Err(RegistryError::FromConfig { .. })
         ));
-        assert!(matches!(s.heartbeat("pay", "fixed", 0), Err(RegistryError::FromConfig { .. })));
-        assert!(matches!(s.deregister("pay", "fixed"), Err(RegistryError::FromConfig { .. })));
+        assert!(matches!(
+            s.heartbeat("pay", "fixed", 0),
+            Err(RegistryError::FromConfig { .. })
+        ));
+        assert!(matches!(
+            s.deregister("pay", "fixed"),
+            Err(RegistryError::FromConfig { .. })
+        ));
         s.register(registration("dynamic", 1, 10), 0).unwrap();
         // The config drops it: the API's instance stays.
         assert!(s.set_static(&[]));

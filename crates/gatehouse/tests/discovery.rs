@@ -115,7 +115,10 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
     let c = h1();
 
     // No instances yet: the cluster has no endpoints.
-    assert_eq!(get(&c, addr, "/", &[]).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&c, addr, "/", &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     // Three registrations; every upstream answers within a second.
     for (i, up) in ups.iter().enumerate() {
@@ -123,7 +126,8 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
     }
     assert!(
-        eventually(Duration::from_secs(1), async || answering(&c, addr, 9).await
+        eventually(Duration::from_secs(1), async || answering(&c, addr, 9)
+            .await
             == names(&["u1", "u2", "u3"]))
         .await,
         "all three registered upstreams answer"
@@ -146,7 +150,8 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
         })
     };
     assert!(
-        eventually(Duration::from_secs(4), async || answering(&c, addr, 6).await
+        eventually(Duration::from_secs(4), async || answering(&c, addr, 6)
+            .await
             == names(&["u1", "u2"]))
         .await,
         "u3 leaves rotation once its lease runs out"
@@ -174,7 +179,10 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
     assert_eq!(instances[0]["tags"][0], "e2e");
     assert_eq!(instances[0]["in_rotation"], true);
     assert_eq!(instances[0]["healthy"], true);
-    let metrics = admin.send(Method::GET, "/metrics", String::new()).await.text();
+    let metrics = admin
+        .send(Method::GET, "/metrics", String::new())
+        .await
+        .text();
     assert!(
         metrics.contains(r#"gatehouse_registry_expirations_total{service="web"} 1"#),
         "{metrics}"
@@ -183,11 +191,16 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
 
     // Deregistration takes u2 out at once.
     let deleted = admin
-        .send(Method::DELETE, "/registry/services/web/instances/u2", String::new())
+        .send(
+            Method::DELETE,
+            "/registry/services/web/instances/u2",
+            String::new(),
+        )
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert!(
-        eventually(Duration::from_secs(1), async || answering(&c, addr, 4).await
+        eventually(Duration::from_secs(1), async || answering(&c, addr, 4)
+            .await
             == names(&["u1"]))
         .await
     );
@@ -213,19 +226,38 @@ async fn bad_registrations_get_400s_naming_the_field_and_writes_need_the_token()
         (r#"{"port": 80}"#, "address"),
         (r#"{"address": "web.internal", "port": 80}"#, "address"),
         (r#"{"address": "127.0.0.1", "port": 0}"#, "port"),
-        (r#"{"address": "127.0.0.1", "port": 80, "weight": 0}"#, "weight"),
-        (r#"{"address": "127.0.0.1", "port": 80, "ttl": "soon"}"#, "ttl"),
-        (r#"{"address": "127.0.0.1", "port": 80, "region": "mars"}"#, "region"),
-        (r#"{"address": "127.0.0.1", "port": 80, "colour": "red"}"#, "colour"),
+        (
+            r#"{"address": "127.0.0.1", "port": 80, "weight": 0}"#,
+            "weight",
+        ),
+        (
+            r#"{"address": "127.0.0.1", "port": 80, "ttl": "soon"}"#,
+            "ttl",
+        ),
+        (
+            r#"{"address": "127.0.0.1", "port": 80, "region": "mars"}"#,
+            "region",
+        ),
+        (
+            r#"{"address": "127.0.0.1", "port": 80, "colour": "red"}"#,
+            "colour",
+        ),
         ("not json", "body"),
     ] {
         let answer = admin
-            .send(Method::PUT, "/registry/services/web/instances/a", body.into())
+            .send(
+                Method::PUT,
+                "/registry/services/web/instances/a",
+                body.into(),
+            )
             .await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
         let json = answer.json();
         assert_eq!(json["field"], field, "{body}: {json}");
-        assert!(json["error"].as_str().unwrap_or("").starts_with(field), "{json}");
+        assert!(
+            json["error"].as_str().unwrap_or("").starts_with(field),
+            "{json}"
+        );
     }
     let bad_service = admin
         .send(
@@ -237,7 +269,11 @@ async fn bad_registrations_get_400s_naming_the_field_and_writes_need_the_token()
     assert_eq!(bad_service.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_service.json()["field"], "service");
     let unknown = admin
-        .send(Method::DELETE, "/registry/services/web/instances/nope", String::new())
+        .send(
+            Method::DELETE,
+            "/registry/services/web/instances/nope",
+            String::new(),
+        )
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
@@ -286,7 +322,10 @@ async fn bad_registrations_get_400s_naming_the_field_and_writes_need_the_token()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_registry_instances_come_from_the_config() {
-    let ups = [TestUpstream::start("s1").await, TestUpstream::start("s2").await];
+    let ups = [
+        TestUpstream::start("s1").await,
+        TestUpstream::start("s2").await,
+    ];
     let gw = Gatehouse::start(
         bin(),
         &format!(
@@ -315,7 +354,12 @@ port = {}
     .await;
     let c = h1();
     assert!(
-        eventually(Duration::from_secs(2), async || answering(&c, gw.addr("main"), 6).await
+        eventually(Duration::from_secs(2), async || answering(
+            &c,
+            gw.addr("main"),
+            6
+        )
+        .await
             == names(&["s1", "s2"]))
         .await
     );
@@ -329,18 +373,27 @@ port = {}
         .await
         .json();
     let instances = listing["instances"].as_array().cloned().unwrap_or_default();
-    let s1 = instances.iter().find(|i| i["id"] == "s1").expect("s1 listed");
+    let s1 = instances
+        .iter()
+        .find(|i| i["id"] == "s1")
+        .expect("s1 listed");
     assert_eq!(s1["region"], "eu");
     assert_eq!(s1["origin"], "config");
     assert_eq!(s1["expires_in_ms"], serde_json::Value::Null);
     let port = ups[1].addr.port();
     assert!(
-        instances.iter().any(|i| i["id"] == format!("127.0.0.1:{port}")),
+        instances
+            .iter()
+            .any(|i| i["id"] == format!("127.0.0.1:{port}")),
         "an instance without an id is named by its address: {listing}"
     );
     // The API cannot remove what the config file says.
     let conflict = admin
-        .send(Method::DELETE, "/registry/services/web/instances/s1", String::new())
+        .send(
+            Method::DELETE,
+            "/registry/services/web/instances/s1",
+            String::new(),
+        )
         .await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
     // A registration may name a region the config defines.
@@ -351,7 +404,12 @@ port = {}
             r#"{"address": "127.0.0.1", "port": 1, "region": "eu"}"#.into(),
         )
         .await;
-    assert_eq!(in_region.status, StatusCode::CREATED, "{}", in_region.text());
+    assert_eq!(
+        in_region.status,
+        StatusCode::CREATED,
+        "{}",
+        in_region.text()
+    );
 }
 
 fn dns_config(dns: &TestDns, discovery: &str) -> String {
@@ -376,7 +434,10 @@ async fn a_dns_srv_cluster_follows_the_answers_and_keeps_the_last_good_set() {
     ];
     let dns = TestDns::start().await;
     for (i, _) in ups.iter().enumerate() {
-        dns.set_addresses(&format!("d{}.test.", i + 1), &["127.0.0.1".parse().unwrap()]);
+        dns.set_addresses(
+            &format!("d{}.test.", i + 1),
+            &["127.0.0.1".parse().unwrap()],
+        );
     }
     let srv = |i: usize| SrvRecord {
         priority: 10,
@@ -393,7 +454,8 @@ async fn a_dns_srv_cluster_follows_the_answers_and_keeps_the_last_good_set() {
     .await;
     let (addr, c) = (gw.addr("main"), h1());
     assert!(
-        eventually(Duration::from_secs(3), async || answering(&c, addr, 6).await
+        eventually(Duration::from_secs(3), async || answering(&c, addr, 6)
+            .await
             == names(&["d1", "d2"]))
         .await,
         "the SRV answer's targets answer"
@@ -402,7 +464,8 @@ async fn a_dns_srv_cluster_follows_the_answers_and_keeps_the_last_good_set() {
     // The answer changes: within its TTL (1 s) plus a query, the cluster follows.
     dns.set_srv("_web._tcp.test.", &[srv(1), srv(2)]);
     assert!(
-        eventually(Duration::from_secs(3), async || answering(&c, addr, 6).await
+        eventually(Duration::from_secs(3), async || answering(&c, addr, 6)
+            .await
             == names(&["d2", "d3"]))
         .await,
         "the cluster follows the new answer"
@@ -418,10 +481,17 @@ async fn a_dns_srv_cluster_follows_the_answers_and_keeps_the_last_good_set() {
     assert!(dns.queries() > before, "the gateway kept asking");
     let admin = gw.admin.unwrap();
     assert!(
-        eventually(Duration::from_secs(5), async || get(&c, admin, "/metrics", &[])
-            .await
-            .text()
-            .contains(r#"gatehouse_dns_discovery_resolutions_total{cluster="web",result="error"}"#))
+        eventually(Duration::from_secs(5), async || get(
+            &c,
+            admin,
+            "/metrics",
+            &[]
+        )
+        .await
+        .text()
+        .contains(
+            r#"gatehouse_dns_discovery_resolutions_total{cluster="web",result="error"}"#
+        ))
         .await,
         "failed resolutions are counted; log:\n{}",
         gw.stderr()
@@ -431,7 +501,8 @@ async fn a_dns_srv_cluster_follows_the_answers_and_keeps_the_last_good_set() {
     dns.set_srv("_web._tcp.test.", &[srv(0)]);
     dns.set_silent(false);
     assert!(
-        eventually(Duration::from_secs(5), async || answering(&c, addr, 4).await
+        eventually(Duration::from_secs(5), async || answering(&c, addr, 4)
+            .await
             == names(&["d1"]))
         .await
     );
@@ -453,19 +524,24 @@ async fn a_dns_a_record_cluster_uses_each_address_with_the_configured_port() {
     dns.set_addresses("web.test.", &[ip("127.0.0.1")]);
     let gw = Gatehouse::start(
         bin(),
-        &dns_config(&dns, &format!(r#"dns = "web.test.", type = "A", port = {port}"#)),
+        &dns_config(
+            &dns,
+            &format!(r#"dns = "web.test.", type = "A", port = {port}"#),
+        ),
         &[],
     )
     .await;
     let (addr, c) = (gw.addr("main"), h1());
     assert!(
-        eventually(Duration::from_secs(3), async || answering(&c, addr, 4).await
+        eventually(Duration::from_secs(3), async || answering(&c, addr, 4)
+            .await
             == names(&["a1"]))
         .await
     );
     dns.set_addresses("web.test.", &[ip("127.0.0.1"), ip("127.0.0.2")]);
     assert!(
-        eventually(Duration::from_secs(3), async || answering(&c, addr, 6).await
+        eventually(Duration::from_secs(3), async || answering(&c, addr, 6)
+            .await
             == names(&["a1", "a2"]))
         .await
     );

@@ -48,7 +48,8 @@ pub fn instance_id(id: &str) -> Result<(), String> {
 
 /// A tag: 1 to 64 visible ASCII characters (no spaces, no commas).
 pub fn tag(tag: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+    let ok =
+        (1..=64).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_graphic() && b != b',');
     if ok {
         Ok(())
     } else {
@@ -253,7 +254,11 @@ impl Validator<'_> {
             ok = false;
         }
         if min_ttl > max_ttl {
-            let at = raw.max_ttl.as_ref().or(raw.min_ttl.as_ref()).unwrap_or(name);
+            let at = raw
+                .max_ttl
+                .as_ref()
+                .or(raw.min_ttl.as_ref())
+                .unwrap_or(name);
             self.error(
                 at,
                 &format!("{field}.max_ttl"),
@@ -343,8 +348,7 @@ impl Validator<'_> {
         let mut instances = Vec::new();
         for (i, spanned) in registry.instances.iter().enumerate() {
             let field = format!("registry.instances[{i}]");
-            if let Some(instance) = self.static_instance(spanned.get_ref(), &field, &region_names)
-            {
+            if let Some(instance) = self.static_instance(spanned.get_ref(), &field, &region_names) {
                 if !seen.insert((instance.service.clone(), instance.id.clone())) {
                     self.error(
                         spanned,
@@ -375,7 +379,12 @@ impl Validator<'_> {
                 ok = false;
             }
         };
-        check(self, &raw.service, "service", service_name(raw.service.get_ref()));
+        check(
+            self,
+            &raw.service,
+            "service",
+            service_name(raw.service.get_ref()),
+        );
         if let Some(id) = &raw.id {
             check(self, id, "id", instance_id(id.get_ref()));
         }
@@ -402,7 +411,12 @@ impl Validator<'_> {
                 .map_err(|message| self.error(w, &format!("{field}.weight"), message))
                 .ok(),
         };
-        let tags: Vec<String> = raw.tags.iter().flatten().map(|t| t.get_ref().clone()).collect();
+        let tags: Vec<String> = raw
+            .tags
+            .iter()
+            .flatten()
+            .map(|t| t.get_ref().clone())
+            .collect();
         for (i, t) in raw.tags.iter().flatten().enumerate() {
             if let Err(message) = tag(t.get_ref()) {
                 self.error(t, &format!("{field}.tags[{i}]"), message);
@@ -484,13 +498,19 @@ discovery = { dns = "web.internal", port = 8080 }
             panic!("dns")
         };
         assert_eq!(api.record_type, DnsRecordType::Srv);
-        assert_eq!((api.min_ttl, api.max_ttl), (Duration::from_secs(2), Duration::from_secs(60)));
+        assert_eq!(
+            (api.min_ttl, api.max_ttl),
+            (Duration::from_secs(2), Duration::from_secs(60))
+        );
         assert_eq!(api.nameserver, Some("127.0.0.1:5353".parse().unwrap()));
         let Some(Discovery::Dns(web)) = &c.clusters[2].discovery else {
             panic!("dns")
         };
         assert_eq!((web.record_type, web.port), (DnsRecordType::A, Some(8080)));
-        assert_eq!((web.min_ttl, web.max_ttl), (Duration::from_secs(1), Duration::from_secs(300)));
+        assert_eq!(
+            (web.min_ttl, web.max_ttl),
+            (Duration::from_secs(1), Duration::from_secs(300))
+        );
         assert_eq!(web.nameserver, None);
     }
 
@@ -539,7 +559,10 @@ discovery = { registry = "a", dns = "b" }
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
         // Positions point at the value.
-        assert!(text.contains("t.toml:13:26: clusters[2].discovery.registry"), "{text}");
+        assert!(
+            text.contains("t.toml:13:26: clusters[2].discovery.registry"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -621,6 +644,14 @@ port = 80
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_discovery_example_is_valid() {
+        let text = include_str!("../../../../examples/discovery.toml");
+        let c = parse(text, "examples/discovery.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.clusters.iter().all(|c| c.discovery.is_some()));
+        assert_eq!(c.registry.instances.len(), 2);
     }
 
     #[test]
