@@ -23,10 +23,13 @@ pub struct RawConfig {
     pub clusters: Vec<Spanned<RawCluster>>,
     /// Region name -> CIDRs (for geo-aware service DNS).
     #[serde(default)]
-    pub regions: Option<BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>>,
+    pub regions: Option<BTreeMap<Spanned<String>, Spanned<RawCidrs>>>,
     #[serde(default)]
     pub registry: Option<RawRegistry>,
 }
+
+/// A region's networks: `["10.1.0.0/16", ...]`.
+pub type RawCidrs = Vec<Spanned<String>>;
 
 /// `[registry]`: the embedded service registry.
 #[derive(Debug, Deserialize)]
