@@ -443,3 +443,107 @@ fn duplicate(
     let duplicate = socket.try_clone()?;
     Ok((tokio::net::TcpListener::from_std(socket)?, duplicate))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(discovery: &str) -> Config {
+        gatehouse_config::parse(
+            &format!(
+                "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\ndiscovery = {discovery}\n"
+            ),
+            "test",
+        )
+        .unwrap()
+    }
+
+    fn endpoints(ports: &[u16]) -> Vec<EndpointConfig> {
+        ports
+            .iter()
+            .map(|p| EndpointConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], *p)),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn ports(gateway: &Gateway) -> Vec<u16> {
+        gateway.snapshot().clusters[0]
+            .endpoints
+            .iter()
+            .map(|e| e.id.addr.port())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn discovered_endpoints_keep_their_identity_across_changes_and_reloads() {
+        let gateway = Gateway::new(Arc::new(gatehouse_observe::Metrics::new()));
+        let registry = Discovery::Registry {
+            service: "web".into(),
+        };
+        let generation = gateway
+            .apply(config("{ registry = \"web\" }"))
+            .await
+            .unwrap();
+        assert!(ports(&gateway).is_empty(), "nothing discovered yet");
+
+        assert!(
+            gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[2, 1]))
+                .await
+        );
+        assert_eq!(ports(&gateway), [1, 2]);
+        let stats = Arc::clone(&gateway.snapshot().clusters[0].endpoints[0].stats);
+        // The same set again changes nothing; a discovery update is not a config generation.
+        assert!(
+            !gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[1, 2]))
+                .await
+        );
+        assert_eq!(gateway.snapshot().generation, generation);
+
+        // 2 leaves, 3 joins: 1 keeps its statistics (and with them pool and health).
+        assert!(
+            gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[1, 3]))
+                .await
+        );
+        assert_eq!(ports(&gateway), [1, 3]);
+        let kept = &gateway.snapshot().clusters[0].endpoints[0];
+        assert!(Arc::ptr_eq(&stats, &kept.stats));
+        assert_eq!(
+            gateway.discovered_endpoint_in_rotation(&registry, kept.id.addr),
+            Some(true)
+        );
+        assert_eq!(
+            gateway.discovered_endpoint_in_rotation(&registry, endpoints(&[2])[0].address),
+            None
+        );
+
+        // A reload of the same config keeps the discovered set at once.
+        gateway
+            .apply(config("{ registry = \"web\" }"))
+            .await
+            .unwrap();
+        assert_eq!(ports(&gateway), [1, 3]);
+        assert!(Arc::ptr_eq(
+            &stats,
+            &gateway.snapshot().clusters[0].endpoints[0].stats
+        ));
+
+        // A reload that changes the source starts empty, and the old source's late updates
+        // are not applied to it.
+        gateway
+            .apply(config("{ registry = \"api\" }"))
+            .await
+            .unwrap();
+        assert!(ports(&gateway).is_empty());
+        assert!(
+            !gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[4]))
+                .await
+        );
+        assert!(ports(&gateway).is_empty());
+    }
+}
