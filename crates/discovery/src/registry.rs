@@ -181,3 +181,63 @@ impl Registry {
         inner.gauged = live;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Registration;
+
+    fn registration(id: &str, ttl: Duration) -> Registration {
+        Registration {
+            service: "web".into(),
+            id: id.into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port: 80,
+            weight: 1,
+            tags: vec![],
+            region: None,
+            ttl,
+        }
+    }
+
+    #[test]
+    fn changes_notify_watchers_and_expiries_are_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(Arc::clone(&metrics), MonotonicClock::new());
+        let mut changes = registry.subscribe();
+        changes.borrow_and_update();
+        registry
+            .register(registration("long", Duration::from_secs(60)))
+            .unwrap();
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        // A heartbeat changes nothing a cluster sees: no notification.
+        registry.heartbeat("web", "long").unwrap();
+        assert!(!changes.has_changed().unwrap());
+        // A lease of zero has run out by the next sweep.
+        registry
+            .register(registration("short", Duration::ZERO))
+            .unwrap();
+        changes.borrow_and_update();
+        assert_eq!(registry.expire(), 1);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(registry.expire(), 0);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"gatehouse_registry_expirations_total{service="web"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gatehouse_registry_instances{service="web"} 1"#),
+            "{text}"
+        );
+        // The last instance leaves: the gauge drops to 0 instead of keeping its last value.
+        registry.deregister("web", "long").unwrap();
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"gatehouse_registry_instances{service="web"} 0"#)
+        );
+        assert!(registry.services().is_empty());
+    }
+}
