@@ -247,6 +247,12 @@ impl Gateway {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.faults
             .apply_config(&config, &self.shared.snapshot.load().config);
+        // Forget what sources this config no longer uses.
+        self.discovered.lock().retain(|name, (source, _)| {
+            config
+                .cluster(name)
+                .is_some_and(|c| c.discovery.as_ref() == Some(source))
+        });
         let snapshot = self.install(self.with_discovered(config), generation, Arc::new(tls));
         let wanted: HashMap<String, (SocketAddr, u64)> = snapshot
             .config
