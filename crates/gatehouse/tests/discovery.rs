@@ -75,6 +75,27 @@ impl Admin {
     }
 }
 
+/// The binary routing everything to cluster "web" fed by registry service "web", with `extra`
+/// config appended; its admin API has [`TOKEN`] when `token`, else no token.
+async fn registry_gateway(token: bool, extra: &str) -> (Gatehouse, Admin) {
+    let admin = if token {
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"")
+    } else {
+        "[admin]\nlisten = \"127.0.0.1:0\"".to_owned()
+    };
+    let gw = Gatehouse::start(bin(), &format!("{}{extra}", registry_config(&admin)), &[]).await;
+    let admin = Admin {
+        client: h1(),
+        addr: gw.admin.expect("admin address"),
+        auth: if token {
+            format!("Bearer {TOKEN}")
+        } else {
+            String::new()
+        },
+    };
+    (gw, admin)
+}
+
 fn registry_config(admin: &str) -> String {
     format!(
         r#"
@@ -98,20 +119,8 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
         TestUpstream::start("u2").await,
         TestUpstream::start("u3").await,
     ];
-    let gw = Gatehouse::start(
-        bin(),
-        &registry_config(&format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""
-        )),
-        &[],
-    )
-    .await;
+    let (gw, admin) = registry_gateway(true, "").await;
     let addr = gw.addr("main");
-    let admin = Admin {
-        client: h1(),
-        addr: gw.admin.unwrap(),
-        auth: format!("Bearer {TOKEN}"),
-    };
     let c = h1();
 
     // No instances yet: the cluster has no endpoints.
@@ -209,19 +218,7 @@ async fn a_registry_cluster_follows_registrations_heartbeats_and_deregistrations
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_registrations_get_400s_naming_the_field_and_writes_need_the_token() {
-    let gw = Gatehouse::start(
-        bin(),
-        &registry_config(&format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""
-        )),
-        &[],
-    )
-    .await;
-    let admin = Admin {
-        client: h1(),
-        addr: gw.admin.unwrap(),
-        auth: format!("Bearer {TOKEN}"),
-    };
+    let (_gw, admin) = registry_gateway(true, "").await;
     for (body, field) in [
         (r#"{"port": 80}"#, "address"),
         (r#"{"address": "web.internal", "port": 80}"#, "address"),
@@ -299,17 +296,7 @@ async fn bad_registrations_get_400s_naming_the_field_and_writes_need_the_token()
     assert_eq!(listing["services"].as_array().map(Vec::len), Some(0));
 
     // An admin API without a token refuses every write with 403.
-    let open = Gatehouse::start(
-        bin(),
-        &registry_config("[admin]\nlisten = \"127.0.0.1:0\""),
-        &[],
-    )
-    .await;
-    let tokenless = Admin {
-        client: h1(),
-        addr: open.admin.unwrap(),
-        auth: String::new(),
-    };
+    let (_open, tokenless) = registry_gateway(false, "").await;
     let forbidden = tokenless
         .send(
             Method::PUT,
@@ -326,10 +313,10 @@ async fn static_registry_instances_come_from_the_config() {
         TestUpstream::start("s1").await,
         TestUpstream::start("s2").await,
     ];
-    let gw = Gatehouse::start(
-        bin(),
+    let (gw, admin) = registry_gateway(
+        true,
         &format!(
-            r#"{}
+            r#"
 [regions]
 eu = ["10.1.0.0/16"]
 [[registry.instances]]
@@ -343,13 +330,9 @@ service = "web"
 address = "127.0.0.1"
 port = {}
 "#,
-            registry_config(&format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""
-            )),
             ups[0].addr.port(),
             ups[1].addr.port()
         ),
-        &[],
     )
     .await;
     let c = h1();
@@ -363,11 +346,6 @@ port = {}
             == names(&["s1", "s2"]))
         .await
     );
-    let admin = Admin {
-        client: h1(),
-        addr: gw.admin.unwrap(),
-        auth: format!("Bearer {TOKEN}"),
-    };
     let listing = admin
         .send(Method::GET, "/registry/services/web", String::new())
         .await

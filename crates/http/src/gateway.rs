@@ -260,13 +260,6 @@ impl Gateway {
             .iter()
             .map(|l| (l.name.clone(), (l.listen, l.limits.max_connections)))
             .collect();
-        let (checked, unchecked) = snapshot.health_check_targets();
-        self.health_checkers.reconcile(
-            checked,
-            &unchecked,
-            &self.shared.metrics,
-            self.shared.clock,
-        );
         self.shared.metrics.config_generation.set(generation as i64);
 
         let mut running = self.listeners.lock();
