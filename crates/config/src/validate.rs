@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod compression;
+pub mod discovery;
 mod protection;
 mod resilience;
 mod tls;
@@ -134,6 +135,8 @@ impl Validator<'_> {
             .filter_map(|r| r.get_ref().name.as_ref())
             .collect();
         self.unique_names(route_names.into_iter(), "routes", "route");
+        let regions = self.regions(raw);
+        let registry = self.registry(raw, &regions);
 
         Config {
             server,
@@ -141,6 +144,8 @@ impl Validator<'_> {
             listeners,
             routes,
             clusters,
+            regions,
+            registry,
         }
     }
 
@@ -703,44 +708,7 @@ impl Validator<'_> {
             }
         }
 
-        if raw.endpoints.get_ref().is_empty() {
-            self.error(
-                &raw.endpoints,
-                &format!("{field}.endpoints"),
-                "a cluster needs at least one endpoint",
-            );
-        }
-        let mut endpoints = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, spanned) in raw.endpoints.get_ref().iter().enumerate() {
-            let e_field = format!("{field}.endpoints[{i}]");
-            let e = spanned.get_ref();
-            let weight = match e.weight {
-                None => 1,
-                Some(w) => match u32::try_from(w) {
-                    Ok(w) if (1..=MAX_WEIGHT).contains(&i64::from(w)) => w,
-                    _ => {
-                        self.error(
-                            spanned,
-                            &format!("{e_field}.weight"),
-                            format!("weight must be between 1 and {MAX_WEIGHT}"),
-                        );
-                        1
-                    }
-                },
-            };
-            let address = Spanned::new(spanned.span(), e.address.clone());
-            if let Some(address) = self.socket_addr(&address, &format!("{e_field}.address")) {
-                if !seen.insert(address) {
-                    self.error(
-                        spanned,
-                        &format!("{e_field}.address"),
-                        format!("endpoint {address} is listed twice; raise its weight instead"),
-                    );
-                }
-                endpoints.push(EndpointConfig { address, weight });
-            }
-        }
+        let (endpoints, discovery) = self.endpoint_source(spanned, field);
 
         let try_timeout = raw
             .try_timeout
@@ -797,7 +765,75 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(DEFAULT_MAX_IDLE, |v| *v.get_ref()),
             endpoints,
+            discovery,
         })
+    }
+
+    /// A cluster's endpoints: a fixed list, or a discovery source (exactly one of the two).
+    fn endpoint_source(
+        &mut self,
+        spanned: &Spanned<RawCluster>,
+        field: &str,
+    ) -> (Vec<EndpointConfig>, Option<Discovery>) {
+        let raw = spanned.get_ref();
+        let list = match (&raw.endpoints, &raw.discovery) {
+            (Some(list), None) => list,
+            (None, Some(discovery)) => {
+                return (
+                    Vec::new(),
+                    self.discovery(discovery, &format!("{field}.discovery")),
+                );
+            }
+            (Some(list), Some(_)) => {
+                self.error(
+                    list,
+                    &format!("{field}.endpoints"),
+                    "set either endpoints or discovery, not both",
+                );
+                return (Vec::new(), None);
+            }
+            (None, None) => {
+                self.error(
+                    spanned,
+                    &format!("{field}.endpoints"),
+                    "a cluster needs endpoints = [\"IP:PORT\", ...] or discovery = { registry = \"SERVICE\" }",
+                );
+                return (Vec::new(), None);
+            }
+        };
+        if list.get_ref().is_empty() {
+            self.error(
+                list,
+                &format!("{field}.endpoints"),
+                "a cluster needs at least one endpoint",
+            );
+        }
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, spanned) in list.get_ref().iter().enumerate() {
+            let e_field = format!("{field}.endpoints[{i}]");
+            let e = spanned.get_ref();
+            let weight = match e.weight.map(discovery::weight) {
+                None => 1,
+                Some(Ok(w)) => w,
+                Some(Err(message)) => {
+                    self.error(spanned, &format!("{e_field}.weight"), message);
+                    1
+                }
+            };
+            let address = Spanned::new(spanned.span(), e.address.clone());
+            if let Some(address) = self.socket_addr(&address, &format!("{e_field}.address")) {
+                if !seen.insert(address) {
+                    self.error(
+                        spanned,
+                        &format!("{e_field}.address"),
+                        format!("endpoint {address} is listed twice; raise its weight instead"),
+                    );
+                }
+                endpoints.push(EndpointConfig { address, weight });
+            }
+        }
+        (endpoints, None)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `gatehouse demo`: the gateway, three built-in upstreams and the admin API, with nothing to
-//! install. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
+//! install. The upstreams are also instances of service `demo` in the service registry, and the
+//! `/registry` route reaches them through it. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
 //! everything the demo does a user can do with `gatehouse run`.
 
 use anyhow::Context;
@@ -66,6 +67,18 @@ fn demo_config(
     realtime: SocketAddr,
 ) -> String {
     let endpoints: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    let instances: String = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "\n[[registry.instances]]\nservice = \"demo\"\nid = \"demo-upstream-{}\"\naddress = \"{}\"\nport = {}\n",
+                i + 1,
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
     let weighted: Vec<String> = upstreams
         .iter()
         .enumerate()
@@ -135,6 +148,11 @@ path_prefix = "/weighted"
 cluster = "weighted"
 
 [[routes]]
+name = "registry"
+path_prefix = "/registry"
+cluster = "registry"
+
+[[routes]]
 name = "default"
 cluster = "demo"
 
@@ -159,7 +177,13 @@ endpoints = [{weighted}]
 name = "realtime"
 balance = "least_request"
 endpoints = ["{realtime}"]
-"#,
+
+# Endpoints from the service registry: the instances of service "demo" below, plus any
+# registered through the admin API.
+[[clusters]]
+name = "registry"
+discovery = {{ registry = "demo" }}
+{instances}"#,
         endpoints = endpoints.join(", "),
         weighted = weighted.join(", "),
         certs = certs.display(),
@@ -184,6 +208,8 @@ Try:
   curl -s --compressed -I http://{listen}/realtime | grep -i content-encoding   # compressed
   curl -s http://{admin}/metrics | grep -e gatehouse_http_requests -e gatehouse_tunnels_open
   curl -s http://{admin}/config
+  curl -s http://{admin}/registry/services          # the service registry: service "demo"
+  curl -s http://{listen}/registry                  # a cluster fed by the registry
 Stop with ctrl-c.
 "#
     );
@@ -251,8 +277,24 @@ mod tests {
         );
         let config = gatehouse_config::parse(&text, "demo").unwrap();
         assert!(config.listeners[1].tls.is_some());
-        assert_eq!(config.routes.len(), 8);
+        assert_eq!(config.routes.len(), 9);
         assert!(config.routes[2].compression.is_some());
         assert_eq!(config.clusters[2].endpoints[0].weight, 3);
+        let demo: Vec<_> = config
+            .registry
+            .instances
+            .iter()
+            .filter(|i| i.service == "demo")
+            .map(|i| (i.id.as_str(), i.port))
+            .collect();
+        assert_eq!(
+            demo,
+            [
+                ("demo-upstream-1", 9001),
+                ("demo-upstream-2", 9002),
+                ("demo-upstream-3", 9003)
+            ]
+        );
+        assert!(config.clusters[4].discovery.is_some());
     }
 }

@@ -100,6 +100,18 @@ pub struct EndpointRuntime {
     pub labels: EndpointLabels,
 }
 
+impl EndpointRuntime {
+    /// Whether the balancer may pick this endpoint at `now` (clock nanoseconds): its health
+    /// checks pass, it is not ejected, and its breaker is not open.
+    pub fn in_rotation(&self, now: u64) -> bool {
+        self.health.in_rotation(|| now)
+            && !self
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.state() == gatehouse_resilience::breaker::State::Open)
+    }
+}
+
 impl Snapshot {
     /// Builds a snapshot, reusing pools and statistics of endpoints that already exist, and
     /// the rate limiters of routes whose limit did not change.

@@ -113,6 +113,18 @@ pub struct BreakerLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabels {
+    pub cluster: Label,
+    /// "ok", "error" (the last good answer is kept) or "empty".
+    pub result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -168,6 +180,12 @@ pub struct Metrics {
     pub upgrades: Family<RouteLabels, Counter>,
     /// Upgraded connections (WebSocket tunnels) open now.
     pub tunnels_open: Gauge,
+    /// Live instances in the service registry, by service.
+    pub registry_instances: Family<ServiceLabels, Gauge>,
+    /// Registry instances removed because their heartbeats stopped, by service.
+    pub registry_expirations: Family<ServiceLabels, Counter>,
+    /// DNS discovery resolutions, by cluster and result.
+    pub dns_discovery: Family<DiscoveryLabels, Counter>,
 }
 
 impl Metrics {
@@ -204,6 +222,24 @@ impl Metrics {
             "tunnels_open",
             "Upgraded connections (WebSocket tunnels) open now",
             tunnels_open.clone(),
+        );
+        let registry_instances = Family::default();
+        let registry_expirations = Family::default();
+        let dns_discovery = Family::default();
+        registry.register(
+            "registry_instances",
+            "Live instances in the service registry",
+            registry_instances.clone(),
+        );
+        registry.register(
+            "registry_expirations",
+            "Registry instances removed because their heartbeats stopped",
+            registry_expirations.clone(),
+        );
+        registry.register(
+            "dns_discovery_resolutions",
+            "DNS discovery resolutions by result (error: the last good answer is kept)",
+            dns_discovery.clone(),
         );
         registry.register(
             "rate_limited",
@@ -304,6 +340,9 @@ impl Metrics {
             rate_limited,
             upgrades,
             tunnels_open,
+            registry_instances,
+            registry_expirations,
+            dns_discovery,
         }
     }
 
