@@ -17,6 +17,7 @@ use crate::fasthash::FastMap;
 use crate::query::HEADER_LEN;
 use crate::wire::Writer;
 use crate::zonefile::{FileRecord, ZoneFileError};
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
@@ -694,6 +695,18 @@ impl RRset {
     /// Appends a record (duplicates of a record already present are dropped, as RFC 2181 5
     /// says an RRset holds no duplicates).
     fn push(&mut self, rtype: u16, ttl: u32, rdata: &RData) {
+        // A TXT string longer than a character-string's 255 bytes is split into several, as
+        // Knot and BIND do; hickory keeps it whole and would refuse to encode it.
+        let split;
+        let rdata = match rdata {
+            RData::TXT(t) if t.txt_data.iter().any(|s| s.len() > 255) => {
+                split = RData::TXT(TXT::from_bytes(
+                    t.txt_data.iter().flat_map(|s| s.chunks(255)).collect(),
+                ));
+                &split
+            }
+            other => other,
+        };
         let mut wire = Vec::with_capacity(32);
         let mut enc = BinEncoder::new(&mut wire);
         enc.set_name_encoding(NameEncoding::Uncompressed);

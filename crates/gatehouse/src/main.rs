@@ -4,13 +4,15 @@
 //! - [`serve`]: starts the gateway and admin API for a config, reloads it on SIGHUP or when the
 //!   file changes, drains on SIGTERM/ctrl-c;
 //! - [`demo`]: built-in upstreams and a config that shows gatehouse with nothing installed;
-//! - [`cert`]: `gatehouse cert dev`, a local CA and certificate for trying HTTPS.
+//! - [`cert`]: `gatehouse cert dev`, a local CA and certificate for trying HTTPS;
+//! - [`dns`]: `gatehouse dns serve`, zone files served authoritatively in the foreground.
 //!
 //! Logic belongs in the library crates; this crate only connects them.
 
 mod cert;
 mod cli;
 mod demo;
+mod dns;
 mod serve;
 
 use clap::Parser;
@@ -81,6 +83,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        cli::Command::Dns {
+            command:
+                cli::DnsCommand::Serve {
+                    zone,
+                    listen,
+                    workers,
+                },
+        } => dns::serve(&zone, listen, workers),
     }
 }
 
