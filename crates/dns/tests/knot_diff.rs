@@ -71,9 +71,15 @@ fn cases() -> Vec<(&'static str, Q)> {
         ("wildcard NODATA", Q::new(&z("x.wild"), MX)),
         ("wildcard two labels deep", Q::new(&z("a.b.wild"), A)),
         ("the wildcard name itself", Q::new(&z("*.wild"), A)),
-        ("explicit name beside a wildcard", Q::new(&z("explicit.wild"), A)),
+        (
+            "explicit name beside a wildcard",
+            Q::new(&z("explicit.wild"), A),
+        ),
         ("explicit name NODATA", Q::new(&z("explicit.wild"), TXT)),
-        ("below an explicit name NXDOMAIN", Q::new(&z("y.explicit.wild"), A)),
+        (
+            "below an explicit name NXDOMAIN",
+            Q::new(&z("y.explicit.wild"), A),
+        ),
         ("wildcard CNAME", Q::new(&z("x.wc"), A)),
         ("wildcard CNAME asked", Q::new(&z("x.wc"), CNAME)),
         ("wildcard CNAME into a chain", Q::new(&z("q.wcx"), A)),
@@ -108,12 +114,21 @@ fn cases() -> Vec<(&'static str, Q)> {
         ("no EDNS, 514 bytes: TC", Q::new(&z("big"), A)),
         ("EDNS 1232 fits", Q::new(&z("big"), A).edns(1232)),
         ("EDNS 4096 clamps to 1232", Q::new(&z("big"), A).edns(4096)),
-        ("EDNS below 512 counts as 512", Q::new(&z("big"), A).edns(100)),
+        (
+            "EDNS below 512 counts as 512",
+            Q::new(&z("big"), A).edns(100),
+        ),
         ("huge over EDNS 512: TC", Q::new(&z("huge"), TXT).edns(512)),
-        ("huge over EDNS 1232: TC", Q::new(&z("huge"), TXT).edns(1232)),
+        (
+            "huge over EDNS 1232: TC",
+            Q::new(&z("huge"), TXT).edns(1232),
+        ),
         ("huge without EDNS: TC", Q::new(&z("huge"), TXT)),
         ("huge over TCP", Q::new(&z("huge"), TXT).tcp()),
-        ("huge over TCP with EDNS", Q::new(&z("huge"), TXT).edns(1232).tcp()),
+        (
+            "huge over TCP with EDNS",
+            Q::new(&z("huge"), TXT).edns(1232).tcp(),
+        ),
         ("big over TCP", Q::new(&z("big"), A).tcp()),
         ("CNAME over TCP", Q::new(&z("www"), A).tcp()),
         ("NXDOMAIN over TCP", Q::new(&z("nothere"), A).tcp()),
@@ -158,7 +173,13 @@ fn cases() -> Vec<(&'static str, Q)> {
     v
 }
 
-fn compare(knot: SocketAddr, ours: SocketAddr, label: &str, packet: &[u8], tcp: bool) -> Result<(), String> {
+fn compare(
+    knot: SocketAddr,
+    ours: SocketAddr,
+    label: &str,
+    packet: &[u8],
+    tcp: bool,
+) -> Result<(), String> {
     let k = exchange(knot, packet, tcp).map(|r| summarize(&r));
     let g = exchange(ours, packet, tcp).map(|r| summarize(&r));
     if k == g {
@@ -177,7 +198,13 @@ fn answers_match_knot() {
     let cases = cases();
     let mut failures = Vec::new();
     for (i, (label, q)) in cases.iter().enumerate() {
-        if let Err(e) = compare(knot.addr, server.udp_addr, label, &q.packet(0x1000 + i as u16), q.tcp) {
+        if let Err(e) = compare(
+            knot.addr,
+            server.udp_addr,
+            label,
+            &q.packet(0x1000 + i as u16),
+            q.tcp,
+        ) {
             failures.push(e);
         }
     }
@@ -207,7 +234,10 @@ fn answers_match_knot() {
         }
     }
     let total = cases.len() + raw.len();
-    assert!(total >= 60, "the issue asks for at least 60 queries; {total}");
+    assert!(
+        total >= 60,
+        "the issue asks for at least 60 queries; {total}"
+    );
     assert!(
         failures.is_empty(),
         "{} of {total} queries differ from Knot:\n{}",
@@ -231,7 +261,10 @@ fn deliberate_differences_from_knot() {
     for packet in [two_questions, cut, good[..12].to_vec()] {
         let r = exchange(server.udp_addr, &packet, false).expect("an answer is due");
         let s: Summary = summarize(&r);
-        assert_eq!((s.id, s.flags[1] & 0x0f, s.counts), (0x3000, 1, [0, 0, 0, 0]));
+        assert_eq!(
+            (s.id, s.flags[1] & 0x0f, s.counts),
+            (0x3000, 1, [0, 0, 0, 0])
+        );
     }
     // Less than a header: nothing to answer.
     assert!(exchange(server.udp_addr, &good[..11], false).is_none());

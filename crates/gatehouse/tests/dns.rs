@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const ZONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dns/tests/data/example.test.zone");
+const ZONE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../dns/tests/data/example.test.zone"
+);
 
 /// The server process; killed on drop.
 struct DnsServe {
@@ -75,12 +78,21 @@ fn dig_gets_authoritative_answers_over_udp_and_tcp() {
         .filter(|(t, _)| which(t).is_some())
         .collect();
     if tools.is_empty() {
-        eprintln!("SKIPPED the dig/kdig part: neither is installed (apt-get install bind9-dnsutils knot-dnsutils)");
+        eprintln!(
+            "SKIPPED the dig/kdig part: neither is installed (apt-get install bind9-dnsutils knot-dnsutils)"
+        );
     }
     for (tool, extra) in tools {
         for transport in ["+notcp", "+tcp"] {
             let out = Command::new(tool)
-                .args(["@127.0.0.1", "-p", &port, "www.example.test", "A", transport])
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    "www.example.test",
+                    "A",
+                    transport,
+                ])
                 .args(&extra)
                 .output()
                 .expect("run dig");
@@ -92,7 +104,15 @@ fn dig_gets_authoritative_answers_over_udp_and_tcp() {
         }
         // TC over UDP, then the client's own retry over TCP gets all 30 addresses.
         let out = Command::new(tool)
-            .args(["@127.0.0.1", "-p", &port, "big.example.test", "A", "+noedns", "+short"])
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port,
+                "big.example.test",
+                "A",
+                "+noedns",
+                "+short",
+            ])
             .output()
             .expect("run dig");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -173,7 +193,10 @@ fn a_bad_zone_file_is_refused_with_file_and_line() {
         .expect("run gatehouse");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("{}:5: bad A data", bad.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:5: bad A data", bad.display())),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let missing = Command::new(common::bin())
         .args(["dns", "serve", "--zone", "/nonexistent/zone"])

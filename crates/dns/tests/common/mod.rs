@@ -139,7 +139,12 @@ pub fn summarize(resp: &[u8]) -> Summary {
             (
                 [text(&m.answers), text(&m.authorities), text(&m.additionals)],
                 m.edns.as_ref().map(|e| {
-                    (e.max_payload(), e.version(), e.rcode_high(), e.flags().dnssec_ok)
+                    (
+                        e.max_payload(),
+                        e.version(),
+                        e.rcode_high(),
+                        e.flags().dnssec_ok,
+                    )
                 }),
             )
         }
@@ -202,7 +207,9 @@ impl Knot {
     /// `None` (after saying why) when knotd is not installed.
     pub fn start(origin: &str, zone: &Path) -> Option<Knot> {
         let Some(knotd) = which("knotd") else {
-            eprintln!("SKIPPED: knotd is not installed (apt-get install knot); .ci/run installs it");
+            eprintln!(
+                "SKIPPED: knotd is not installed (apt-get install knot); .ci/run installs it"
+            );
             return None;
         };
         let dir = temp_dir("gatehouse-knot");
@@ -243,7 +250,10 @@ impl Knot {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("knotd did not start serving {origin} (config in {})", dir.display());
+        panic!(
+            "knotd did not start serving {origin} (config in {})",
+            dir.display()
+        );
     }
 }
 
