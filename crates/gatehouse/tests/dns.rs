@@ -116,7 +116,9 @@ fn dig_gets_authoritative_answers_over_udp_and_tcp() {
             .output()
             .expect("run dig");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text.lines().count(), 30, "{tool}: {text}");
+        // (some versions also print a ";; Truncated, retrying in TCP mode." line.)
+        let addresses = text.lines().filter(|l| l.starts_with("10.0.0.")).count();
+        assert_eq!(addresses, 30, "{tool}: {text}");
     }
 
     // Raw UDP: the answer echoes the ID and the question's case.
