@@ -51,6 +51,27 @@ pub enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// The authoritative DNS server.
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Serve zone files authoritatively over UDP and TCP, in the foreground (docs/dns.md).
+    Serve {
+        /// An RFC 1035 zone file; repeat for more zones.
+        #[arg(long, required = true, value_name = "FILE")]
+        zone: Vec<PathBuf>,
+        /// Address for UDP and TCP (port 0: one free port, printed on start).
+        #[arg(long, default_value = "127.0.0.1:5353", value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// UDP worker threads, one SO_REUSEPORT socket each (default: one per core we may run on).
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +109,41 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn dns_serve_takes_repeated_zones() {
+        let cli = Cli::try_parse_from([
+            "gatehouse",
+            "dns",
+            "serve",
+            "--zone",
+            "a.zone",
+            "--zone",
+            "b.zone",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Dns {
+                command:
+                    DnsCommand::Serve {
+                        zone,
+                        listen,
+                        workers,
+                    },
+            } => {
+                assert_eq!(zone, [PathBuf::from("a.zone"), PathBuf::from("b.zone")]);
+                assert_eq!(listen.port(), 0);
+                assert_eq!(workers, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["gatehouse", "dns", "serve"]).is_err(),
+            "--zone is required"
+        );
     }
 
     #[test]

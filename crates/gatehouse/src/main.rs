@@ -5,7 +5,8 @@
 //!   file changes, drains on SIGTERM/ctrl-c;
 //! - [`discovery`]: connects the service registry and DNS discovery to the gateway;
 //! - [`demo`]: built-in upstreams and a config that shows gatehouse with nothing installed;
-//! - [`cert`]: `gatehouse cert dev`, a local CA and certificate for trying HTTPS.
+//! - [`cert`]: `gatehouse cert dev`, a local CA and certificate for trying HTTPS;
+//! - [`dns`]: `gatehouse dns serve`, zone files served authoritatively in the foreground.
 //!
 //! Logic belongs in the library crates; this crate only connects them.
 
@@ -14,6 +15,7 @@ mod cli;
 mod demo;
 mod demo_realtime;
 mod discovery;
+mod dns;
 mod serve;
 
 use clap::Parser;
@@ -84,6 +86,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        cli::Command::Dns {
+            command:
+                cli::DnsCommand::Serve {
+                    zone,
+                    listen,
+                    workers,
+                },
+        } => dns::serve(&zone, listen, workers),
     }
 }
 
