@@ -8,7 +8,7 @@
 //! | `/slow/MS` | waits MS milliseconds, then echoes |
 //! | `/status/N` | status N, echo body |
 //! | `/reset` | closes the connection without answering |
-//! | `/ws` | a WebSocket echo (text and binary messages come back as sent) |
+//! | `/ws`, or any WebSocket handshake | a WebSocket echo (text and binary messages come back as sent) |
 //! | `/events?count=N&interval_ms=M` | server-sent events: N events `data: i`, M ms apart, each stamped with the time it was sent (`id:` = microseconds since the Unix epoch) |
 //! | anything else | JSON echo: upstream name, method, path, query, headers, body length |
 //!
@@ -221,7 +221,7 @@ async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::BAD_REQUEST);
         r
-    } else if path == "/ws" {
+    } else if path == "/ws" || req.headers().contains_key("sec-websocket-key") {
         websocket_echo(req)
     } else if path == "/events" {
         let query = req.uri().query().unwrap_or("");
