@@ -237,7 +237,11 @@ async fn switch_protocols(
         .get::<crate::upgrade::TunnelIdle>()
         .map_or(Duration::from_secs(300), |idle| idle.0);
     encode_head(&parts, Delimit::NoBody, true, false, out);
-    if write.write_all(out).await.is_err() || write.flush().await.is_err() {
+    drop(parts);
+    let written = write.write_all(out).await.is_ok() && write.flush().await.is_ok();
+    // The tunnel may stay open for hours: keep none of the connection's buffers.
+    *out = Vec::new();
+    if !written {
         return;
     }
     let client = crate::upgrade::TunnelEnd {
