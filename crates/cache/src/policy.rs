@@ -1,0 +1,285 @@
+//! The bridge to `http-cache-semantics`, which owns the RFC 9111 rules for storing and
+//! freshness (shared-cache mode: `s-maxage`, `private`, `Authorization`, heuristics from
+//! Last-Modified, `immutable`, `Expires`, `Age`), and the gatehouse rules added on top.
+//!
+//! Requests are shown to it through [`RequestView`]: the target is compared as path and query
+//! (HTTP/2 clients send an absolute URI, HTTP/1.1 clients origin-form; the host is in the cache
+//! key already), and HEAD is shown as GET, since a stored GET answers a HEAD.
+
+use crate::directives;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+use http_cache_semantics::{CacheOptions, CachePolicy, RequestLike, ResponseLike};
+use std::time::SystemTime;
+
+/// A request as the policy sees it.
+pub struct RequestView<'a> {
+    method: Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn new(method: &Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        let method = if method == Method::HEAD {
+            Method::GET
+        } else {
+            method.clone()
+        };
+        Self {
+            method,
+            uri,
+            headers,
+        }
+    }
+}
+
+fn target(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+impl RequestLike for RequestView<'_> {
+    fn uri(&self) -> Uri {
+        self.uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
+    }
+    fn is_same_uri(&self, other: &Uri) -> bool {
+        target(self.uri) == target(other)
+    }
+    fn method(&self) -> &Method {
+        &self.method
+    }
+    fn headers(&self) -> &HeaderMap {
+        self.headers
+    }
+}
+
+/// A response head as the policy sees it.
+pub struct ResponseView<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+}
+
+impl ResponseLike for ResponseView<'_> {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn headers(&self) -> &HeaderMap {
+        self.headers
+    }
+}
+
+/// The policy of a response received at `now`, judged as a shared cache.
+pub fn policy(request: &RequestView<'_>, response: &ResponseView<'_>, now: SystemTime) -> CachePolicy {
+    CachePolicy::new_options(
+        request,
+        response,
+        now,
+        CacheOptions {
+            shared: true,
+            ..CacheOptions::default()
+        },
+    )
+}
+
+/// Why a response is not stored (for logs and the `Cache-Status` detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// Only GET responses are stored (HEAD answers carry no body to store).
+    Method,
+    /// RFC 9111 says no: no-store, private, Authorization without public/s-maxage, a status it
+    /// does not understand, no freshness information for a status not cacheable by default.
+    Policy,
+    SetCookie,
+    /// `Vary: *` never matches a later request.
+    VaryStar,
+    /// Never fresh and no validator to revalidate with: storing it would gain nothing.
+    Useless,
+}
+
+/// Whether gatehouse stores this response: the policy's verdict plus the gatehouse rules.
+pub fn storable(
+    policy: &CachePolicy,
+    method: &Method,
+    response: &HeaderMap,
+    now: SystemTime,
+) -> Result<(), NotStored> {
+    if method != Method::GET {
+        return Err(NotStored::Method);
+    }
+    if !policy.is_storable() {
+        return Err(NotStored::Policy);
+    }
+    if directives::sets_cookie(response) {
+        return Err(NotStored::SetCookie);
+    }
+    if vary_names(response).any(|n| n == "*") {
+        return Err(NotStored::VaryStar);
+    }
+    let validator = response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    if policy.time_to_live(now).is_zero() && !validator {
+        return Err(NotStored::Useless);
+    }
+    Ok(())
+}
+
+fn vary_names(response: &HeaderMap) -> impl Iterator<Item = &str> {
+    response
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+}
+
+/// The request's values of the headers the response varies on: a later request matches this
+/// variant when its values are the same (an absent header matches only an absent one).
+pub fn vary_values(
+    response: &HeaderMap,
+    request: &HeaderMap,
+) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    vary_names(response)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .map(|name| {
+            let value = request.get(&name).cloned();
+            (name, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn judge(
+        req: &[(&'static str, &'static str)],
+        status: u16,
+        res: &[(&'static str, &'static str)],
+    ) -> Result<(), NotStored> {
+        let now = SystemTime::now();
+        let uri: Uri = "/x".parse().unwrap();
+        let req = headers(req);
+        let res = headers(res);
+        let view = RequestView::new(&Method::GET, &uri, &req);
+        let p = policy(
+            &view,
+            &ResponseView {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: &res,
+            },
+            now,
+        );
+        storable(&p, &Method::GET, &res, now)
+    }
+
+    #[test]
+    fn what_is_stored() {
+        assert_eq!(judge(&[], 200, &[("cache-control", "max-age=60")]), Ok(()));
+        assert_eq!(judge(&[], 200, &[("cache-control", "s-maxage=60")]), Ok(()));
+        // Revalidated every time, but a 304 saves the body.
+        assert_eq!(
+            judge(&[], 200, &[("cache-control", "no-cache"), ("etag", "\"a\"")]),
+            Ok(())
+        );
+        assert_eq!(
+            judge(&[], 200, &[("cache-control", "no-store, max-age=60")]),
+            Err(NotStored::Policy)
+        );
+        assert_eq!(
+            judge(&[], 200, &[("cache-control", "private, max-age=60")]),
+            Err(NotStored::Policy)
+        );
+        assert_eq!(
+            judge(
+                &[("authorization", "Bearer x")],
+                200,
+                &[("cache-control", "max-age=60")]
+            ),
+            Err(NotStored::Policy)
+        );
+        assert_eq!(
+            judge(
+                &[("authorization", "Bearer x")],
+                200,
+                &[("cache-control", "public, max-age=60")]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            judge(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=60")]),
+            Err(NotStored::Policy)
+        );
+        assert_eq!(
+            judge(
+                &[],
+                200,
+                &[("cache-control", "max-age=60"), ("set-cookie", "a=b")]
+            ),
+            Err(NotStored::SetCookie)
+        );
+        assert_eq!(
+            judge(&[], 200, &[("cache-control", "max-age=60"), ("vary", "*")]),
+            Err(NotStored::VaryStar)
+        );
+        // 200 without freshness or validators: nothing to gain.
+        assert_eq!(judge(&[], 200, &[]), Err(NotStored::Useless));
+        // 302 is not cacheable by default.
+        assert_eq!(judge(&[], 302, &[("etag", "\"a\"")]), Err(NotStored::Policy));
+    }
+
+    #[test]
+    fn heuristic_freshness_from_last_modified() {
+        let now = SystemTime::now();
+        let uri: Uri = "/x".parse().unwrap();
+        let req = HeaderMap::new();
+        let ten_days_ago = httpdate::fmt_http_date(now - Duration::from_secs(10 * 86_400));
+        let date = httpdate::fmt_http_date(now);
+        let mut res = HeaderMap::new();
+        res.insert("last-modified", ten_days_ago.parse().unwrap());
+        res.insert("date", date.parse().unwrap());
+        let p = policy(
+            &RequestView::new(&Method::GET, &uri, &req),
+            &ResponseView {
+                status: StatusCode::OK,
+                headers: &res,
+            },
+            now,
+        );
+        // 10% of the time since the last change: about a day.
+        let ttl = p.time_to_live(now).as_secs();
+        assert!((86_000..=86_500).contains(&ttl), "{ttl}");
+    }
+
+    #[test]
+    fn head_is_seen_as_get_and_targets_as_path_and_query() {
+        let req = HeaderMap::new();
+        let absolute: Uri = "http://a.example/x?y".parse().unwrap();
+        let origin: Uri = "/x?y".parse().unwrap();
+        let view = RequestView::new(&Method::HEAD, &absolute, &req);
+        assert_eq!(view.method(), Method::GET);
+        assert!(view.is_same_uri(&origin));
+        assert_eq!(view.uri(), origin);
+    }
+
+    #[test]
+    fn vary_values_record_the_request() {
+        let res = headers(&[("vary", "Accept-Encoding, x-Tenant")]);
+        let req = headers(&[("accept-encoding", "gzip")]);
+        let values = vary_values(&res, &req);
+        assert_eq!(values.len(), 2);
+        assert_eq!(values[0].1.as_ref().unwrap(), "gzip");
+        assert_eq!(values[1].0, "x-tenant");
+        assert!(values[1].1.is_none());
+    }
+}
