@@ -16,6 +16,35 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Route>,
     pub clusters: Vec<Cluster>,
+    pub cache: CacheSettings,
+}
+
+/// The HTTP cache's store (`[cache]`), shared by every route that caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CacheSettings {
+    /// Bytes the store may hold (bodies, headers and a per-entry overhead).
+    pub max_size: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { max_size: 256 << 20 }
+    }
+}
+
+/// A route's use of the HTTP cache (`[routes.cache]`); see docs/cache.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RouteCache {
+    /// A response whose body is larger passes through uncached.
+    pub max_object_size: u64,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        Self {
+            max_object_size: 8 << 20,
+        }
+    }
 }
 
 impl Config {
@@ -184,6 +213,8 @@ pub struct Route {
     /// Fault injection from the config file (the admin API can change it at runtime).
     pub fault: Option<FaultSettings>,
     pub protection: RouteProtection,
+    /// The shared HTTP cache; None: responses are not cached.
+    pub cache: Option<RouteCache>,
 }
 
 /// Injected faults: delays, aborts, blackholes (see docs/resilience.md).

@@ -21,6 +21,23 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub clusters: Vec<Spanned<RawCluster>>,
+    /// The HTTP cache's store, shared by every route with `[routes.cache]`.
+    pub cache: Option<Spanned<RawCache>>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_size: Option<Spanned<SizeValue>>,
+}
+
+/// `[routes.cache]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub enabled: Option<bool>,
+    pub max_object_size: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +121,7 @@ pub struct RawRoute {
     pub acl: Option<Spanned<RawAcl>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub security_headers: Option<Spanned<RawSecurityHeaders>>,
+    pub cache: Option<Spanned<RawRouteCache>>,
 }
 
 #[derive(Debug, Deserialize)]
