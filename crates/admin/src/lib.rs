@@ -5,7 +5,8 @@
 //! - `/metrics`: Prometheus text exposition of every gatehouse metric;
 //! - `/config`: the effective configuration snapshot as JSON, with its generation number;
 //! - `/clusters` ([`clusters`]): every endpoint's live state: health, ejection, breaker, load;
-//! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token).
+//! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token);
+//! - `/cache` ([`cache`]): the HTTP cache's size, and purges (writes need the token).
 //!
 //! Security by default: the admin API listens on loopback unless a token is configured (config
 //! validation enforces that); with a token, every request off loopback and every write needs
@@ -18,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+mod cache;
 mod clusters;
 mod faults;
 use gatehouse_http::Gateway;
@@ -63,6 +65,8 @@ fn router(state: AdminState) -> Router {
         .route("/config", get(config))
         .route("/clusters", get(clusters::list))
         .route("/faults", get(faults::list))
+        .route("/cache", get(cache::stats))
+        .route("/cache/purge", axum::routing::post(cache::purge))
         .route(
             "/faults/{target}/{name}",
             axum::routing::put(faults::put).delete(faults::delete),
@@ -72,6 +76,14 @@ fn router(state: AdminState) -> Router {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // The cache's totals are read when asked for, not kept up to date per request.
+    let cache = state.gateway.cache().stats();
+    let metrics = state.gateway.metrics();
+    metrics.cache_bytes.set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
+    metrics.cache_objects.set(i64::try_from(cache.urls).unwrap_or(i64::MAX));
+    metrics
+        .cache_evictions
+        .set(i64::try_from(cache.evictions).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

@@ -33,6 +33,14 @@ pub struct Stored {
     pub weight: u32,
 }
 
+/// Fields that describe the stored body, which a 304 does not change.
+const KEPT_ON_REFRESH: [HeaderName; 4] = [
+    http::header::CONTENT_LENGTH,
+    http::header::CONTENT_ENCODING,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONTENT_RANGE,
+];
+
 /// Rough cost of the parts of an entry that are not header or body bytes (policy maps, the
 /// entry itself, the store's bookkeeping).
 const OVERHEAD: usize = 512;
@@ -54,6 +62,42 @@ impl Stored {
 
     pub fn is_fresh(&self, at: Instant) -> bool {
         at.saturating_duration_since(self.received_at) < self.fresh_for
+    }
+
+    /// This response after the origin confirmed it with a 304 (RFC 9111 4.3.4): the 304's
+    /// header fields replace the stored ones, except those describing the stored body; the
+    /// body is kept (shared, not copied).
+    pub fn refreshed(
+        &self,
+        policy: CachePolicy,
+        not_modified: &HeaderMap,
+        received: SystemTime,
+        received_at: Instant,
+    ) -> Stored {
+        let mut headers = self.headers.clone();
+        for name in not_modified.keys() {
+            if KEPT_ON_REFRESH.contains(name) {
+                continue;
+            }
+            headers.remove(name);
+            for value in not_modified.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let fresh_for = policy.time_to_live(received);
+        Stored {
+            key: self.key.clone(),
+            status: self.status,
+            weight: self.weight,
+            stale: StaleAllowance::of(&headers),
+            headers,
+            body: self.body.clone(),
+            policy,
+            vary: self.vary.clone(),
+            received,
+            received_at,
+            fresh_for,
+        }
     }
 
     /// Whether a request with these headers selects this variant.

@@ -83,6 +83,21 @@ pub fn policy(request: &RequestView<'_>, response: &ResponseView<'_>, now: Syste
     )
 }
 
+/// The stored response's policy updated by a 304 from the origin, or None when the 304 does
+/// not select the stored response (its validators differ: the 304 answers validators the
+/// client sent itself, and goes to the client as it is).
+pub fn confirmed(
+    stored: &CachePolicy,
+    request: &RequestView<'_>,
+    not_modified: &ResponseView<'_>,
+    now: SystemTime,
+) -> Option<CachePolicy> {
+    match stored.after_response(request, not_modified, now) {
+        http_cache_semantics::AfterResponse::NotModified(policy, _) => Some(policy),
+        http_cache_semantics::AfterResponse::Modified(..) => None,
+    }
+}
+
 /// Why a response is not stored (for logs and the `Cache-Status` detail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {

@@ -106,8 +106,8 @@ impl HttpCache {
     }
 
     /// Stores a response, replacing the variant it supersedes.
-    pub fn insert(&self, hash: u64, stored: Stored) {
-        let stored = Arc::new(stored);
+    pub fn insert(&self, hash: u64, stored: impl Into<Arc<Stored>>) {
+        let stored = stored.into();
         let variants = match self.store.get(&hash) {
             // Same URL: keep the other variants. (A colliding URL is simply replaced.)
             Some(old) if old.entries.first().is_some_and(|e| e.key == stored.key) => {

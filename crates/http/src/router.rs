@@ -183,6 +183,7 @@ mod tests {
             require_client_cert: false,
             fault: None,
             protection: Default::default(),
+            cache: None,
         }
     }
 
