@@ -49,19 +49,26 @@ pub struct StaleAllowance {
     pub if_error: Duration,
 }
 
+/// How long past freshness a stale copy answers for an origin that fails, when the response
+/// allows stale use but names no `stale-if-error` (RFC 9111 4.2.4 lets a cache serve stale
+/// when the origin cannot be reached; Varnish's default grace is the same 10 s).
+pub const ERROR_GRACE: Duration = Duration::from_secs(10);
+
 impl StaleAllowance {
-    /// From the stored response's headers. `must-revalidate`, `proxy-revalidate` and
-    /// `no-cache` forbid any stale use (RFC 9111 5.2.2.2, 5.2.2.4, 5.2.2.8).
+    /// From the stored response's headers. `must-revalidate`, `proxy-revalidate`, `no-cache`
+    /// and (for a shared cache) `s-maxage` forbid any stale use (RFC 9111 5.2.2.2, 5.2.2.4,
+    /// 5.2.2.8, 5.2.2.10).
     pub fn of(response: &HeaderMap) -> Self {
         if has(response, "must-revalidate")
             || has(response, "proxy-revalidate")
             || has(response, "no-cache")
+            || has(response, "s-maxage")
         {
             return Self::default();
         }
         Self {
             while_revalidate: seconds(response, "stale-while-revalidate").unwrap_or_default(),
-            if_error: seconds(response, "stale-if-error").unwrap_or_default(),
+            if_error: seconds(response, "stale-if-error").unwrap_or(ERROR_GRACE),
         }
     }
 }
@@ -157,10 +164,13 @@ mod tests {
             "max-age=1, stale-while-revalidate=30, must-revalidate",
             "max-age=1, stale-if-error=30, proxy-revalidate",
             "no-cache, stale-if-error=30",
+            "s-maxage=1, stale-if-error=30",
         ] {
             let h = headers(&[("cache-control", cc)]);
             assert_eq!(StaleAllowance::of(&h), StaleAllowance::default(), "{cc}");
         }
+        let plain = headers(&[("cache-control", "max-age=1")]);
+        assert_eq!(StaleAllowance::of(&plain).if_error, ERROR_GRACE);
     }
 
     #[test]

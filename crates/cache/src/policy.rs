@@ -70,6 +70,42 @@ impl ResponseLike for ResponseView<'_> {
     }
 }
 
+/// The response head as the policy should read it, when it differs: `http-cache-semantics`
+/// matches directive names with their case and parses `Expires` only in the IMF-fixdate form,
+/// while RFC 9111 says directive names are case-insensitive (5.2) and a cache must accept
+/// the obsolete date forms (RFC 9110 5.6.7: RFC 850, asctime). None: use the head as it is.
+pub fn normalized(response: &HeaderMap) -> Option<HeaderMap> {
+    let upper_directives = response
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.as_bytes().iter().any(u8::is_ascii_uppercase));
+    let expires = response
+        .get(header::EXPIRES)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .map(httpdate::fmt_http_date)
+        .filter(|fixed| response.get(header::EXPIRES).is_some_and(|v| v != fixed.as_str()));
+    if !upper_directives && expires.is_none() {
+        return None;
+    }
+    let mut headers = response.clone();
+    if upper_directives {
+        let lowered: Vec<HeaderValue> = response
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| HeaderValue::from_bytes(&v.as_bytes().to_ascii_lowercase()).ok())
+            .collect();
+        headers.remove(header::CACHE_CONTROL);
+        for value in lowered {
+            headers.append(header::CACHE_CONTROL, value);
+        }
+    }
+    if let Some(fixed) = expires.and_then(|f| HeaderValue::from_str(&f).ok()) {
+        headers.insert(header::EXPIRES, fixed);
+    }
+    Some(headers)
+}
+
 /// The policy of a response received at `now`, judged as a shared cache.
 pub fn policy(request: &RequestView<'_>, response: &ResponseView<'_>, now: SystemTime) -> CachePolicy {
     CachePolicy::new_options(
@@ -196,6 +232,20 @@ mod tests {
             now,
         );
         storable(&p, &Method::GET, &res, now)
+    }
+
+    #[test]
+    fn directive_case_and_old_date_forms_are_normalized() {
+        let h = headers(&[
+            ("cache-control", "MAX-AGE=60"),
+            ("expires", "Sunday, 06-Nov-94 08:49:37 GMT"),
+        ]);
+        let n = normalized(&h).unwrap();
+        assert_eq!(n["cache-control"], "max-age=60");
+        assert_eq!(n["expires"], "Sun, 06 Nov 1994 08:49:37 GMT");
+        let asctime = headers(&[("expires", "Sun Nov  6 08:49:37 1994")]);
+        assert_eq!(normalized(&asctime).unwrap()["expires"], "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert!(normalized(&headers(&[("cache-control", "max-age=1"), ("expires", "0")])).is_none());
     }
 
     #[test]

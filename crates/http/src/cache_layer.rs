@@ -282,15 +282,33 @@ async fn revalidate(
     }
     let view = RequestView::new(&client.method, &client.uri, &client.headers);
     let received = SystemTime::now();
-    let confirmed = policy::confirmed(
-        &stored.policy,
-        &view,
-        &ResponseView {
-            status: StatusCode::NOT_MODIFIED,
-            headers: forwarded.response.headers(),
-        },
-        received,
-    );
+    let answered = forwarded.response.headers();
+    let normalized = policy::normalized(answered);
+    let answered = normalized.as_ref().unwrap_or(answered);
+    let confirm = |headers: &HeaderMap| {
+        policy::confirmed(
+            &stored.policy,
+            &view,
+            &ResponseView {
+                status: StatusCode::NOT_MODIFIED,
+                headers,
+            },
+            received,
+        )
+    };
+    let mut confirmed = confirm(answered);
+    if confirmed.is_none() && !client.conditional() {
+        // Only the stored validators went out, so the 304 can only be about the stored
+        // response, even when it repeats no validator or names a changed one.
+        let mut as_stored = answered.clone();
+        for name in [header::ETAG, header::LAST_MODIFIED] {
+            match stored.headers.get(&name) {
+                Some(value) => as_stored.insert(name, value.clone()),
+                None => as_stored.remove(name),
+            };
+        }
+        confirmed = confirm(&as_stored);
+    }
     let Some(policy) = confirmed else {
         // The 304 answers the client's own validators: it goes to the client as it is.
         cache.count(Outcome::Miss);
@@ -384,11 +402,12 @@ fn store_answer(
     let code = parts.status.as_u16();
     let received = SystemTime::now();
     let view = RequestView::new(&client.method, &client.uri, &client.headers);
+    let normalized = policy::normalized(&parts.headers);
     let policy = policy::policy(
         &view,
         &ResponseView {
             status: parts.status,
-            headers: &parts.headers,
+            headers: normalized.as_ref().unwrap_or(&parts.headers),
         },
         received,
     );
@@ -509,6 +528,12 @@ impl ClientRequest {
             uri: request.uri().clone(),
             headers: request.headers().clone(),
         }
+    }
+
+    /// Whether the client sent validators of its own.
+    fn conditional(&self) -> bool {
+        self.headers.contains_key(header::IF_NONE_MATCH)
+            || self.headers.contains_key(header::IF_MODIFIED_SINCE)
     }
 
     /// A body-less request with the client's head (for answering from the store).
