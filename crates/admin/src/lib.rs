@@ -79,8 +79,12 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     // The cache's totals are read when asked for, not kept up to date per request.
     let cache = state.gateway.cache().stats();
     let metrics = state.gateway.metrics();
-    metrics.cache_bytes.set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
-    metrics.cache_objects.set(i64::try_from(cache.urls).unwrap_or(i64::MAX));
+    metrics
+        .cache_bytes
+        .set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
+    metrics
+        .cache_objects
+        .set(i64::try_from(cache.urls).unwrap_or(i64::MAX));
     metrics
         .cache_evictions
         .set(i64::try_from(cache.evictions).unwrap_or(i64::MAX));

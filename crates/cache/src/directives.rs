@@ -140,7 +140,10 @@ mod tests {
     fn directive_values_come_from_every_field() {
         let h = headers(&[
             ("cache-control", "public, max-age=10"),
-            ("cache-control", "stale-while-revalidate=\"30\", Stale-If-Error=60"),
+            (
+                "cache-control",
+                "stale-while-revalidate=\"30\", Stale-If-Error=60",
+            ),
         ]);
         assert_eq!(seconds(&h, "max-age"), Some(Duration::from_secs(10)));
         assert_eq!(

@@ -4,8 +4,8 @@
 use crate::directives::StaleAllowance;
 use crate::key::StoredKey;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_cache_semantics::CachePolicy;
 use std::time::{Duration, Instant, SystemTime};
 

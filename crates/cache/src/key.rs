@@ -72,8 +72,14 @@ mod tests {
             host: "example.com",
             ..a
         };
-        let c = KeyParts { target: "/A?b=1", ..a };
-        let d = KeyParts { route: "other", ..a };
+        let c = KeyParts {
+            target: "/A?b=1",
+            ..a
+        };
+        let d = KeyParts {
+            route: "other",
+            ..a
+        };
         assert_eq!(a.hash(&s), b.hash(&s));
         assert!(b.matches(&a.to_stored()));
         assert_ne!(a.hash(&s), c.hash(&s));

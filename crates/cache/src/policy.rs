@@ -84,7 +84,11 @@ pub fn normalized(response: &HeaderMap) -> Option<HeaderMap> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .map(httpdate::fmt_http_date)
-        .filter(|fixed| response.get(header::EXPIRES).is_some_and(|v| v != fixed.as_str()));
+        .filter(|fixed| {
+            response
+                .get(header::EXPIRES)
+                .is_some_and(|v| v != fixed.as_str())
+        });
     if !upper_directives && expires.is_none() {
         return None;
     }
@@ -107,7 +111,11 @@ pub fn normalized(response: &HeaderMap) -> Option<HeaderMap> {
 }
 
 /// The policy of a response received at `now`, judged as a shared cache.
-pub fn policy(request: &RequestView<'_>, response: &ResponseView<'_>, now: SystemTime) -> CachePolicy {
+pub fn policy(
+    request: &RequestView<'_>,
+    response: &ResponseView<'_>,
+    now: SystemTime,
+) -> CachePolicy {
     CachePolicy::new_options(
         request,
         response,
@@ -168,7 +176,8 @@ pub fn storable(
     if vary_names(response).any(|n| n == "*") {
         return Err(NotStored::VaryStar);
     }
-    let validator = response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    let validator =
+        response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
     if policy.time_to_live(now).is_zero() && !validator {
         return Err(NotStored::Useless);
     }
@@ -244,8 +253,17 @@ mod tests {
         assert_eq!(n["cache-control"], "max-age=60");
         assert_eq!(n["expires"], "Sun, 06 Nov 1994 08:49:37 GMT");
         let asctime = headers(&[("expires", "Sun Nov  6 08:49:37 1994")]);
-        assert_eq!(normalized(&asctime).unwrap()["expires"], "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert!(normalized(&headers(&[("cache-control", "max-age=1"), ("expires", "0")])).is_none());
+        assert_eq!(
+            normalized(&asctime).unwrap()["expires"],
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert!(
+            normalized(&headers(&[
+                ("cache-control", "max-age=1"),
+                ("expires", "0")
+            ]))
+            .is_none()
+        );
     }
 
     #[test]
@@ -254,7 +272,11 @@ mod tests {
         assert_eq!(judge(&[], 200, &[("cache-control", "s-maxage=60")]), Ok(()));
         // Revalidated every time, but a 304 saves the body.
         assert_eq!(
-            judge(&[], 200, &[("cache-control", "no-cache"), ("etag", "\"a\"")]),
+            judge(
+                &[],
+                200,
+                &[("cache-control", "no-cache"), ("etag", "\"a\"")]
+            ),
             Ok(())
         );
         assert_eq!(
@@ -282,7 +304,11 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            judge(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=60")]),
+            judge(
+                &[("cache-control", "no-store")],
+                200,
+                &[("cache-control", "max-age=60")]
+            ),
             Err(NotStored::Policy)
         );
         assert_eq!(
@@ -300,7 +326,10 @@ mod tests {
         // 200 without freshness or validators: nothing to gain.
         assert_eq!(judge(&[], 200, &[]), Err(NotStored::Useless));
         // 302 is not cacheable by default.
-        assert_eq!(judge(&[], 302, &[("etag", "\"a\"")]), Err(NotStored::Policy));
+        assert_eq!(
+            judge(&[], 302, &[("etag", "\"a\"")]),
+            Err(NotStored::Policy)
+        );
     }
 
     #[test]

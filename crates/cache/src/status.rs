@@ -55,7 +55,12 @@ pub static HIT_STALE_WHILE_REVALIDATE: HeaderValue =
 /// A `Cache-Status` value for a request that went forward (RFC 9211 2.2): `fwd` says why
 /// (`miss`, `vary-miss`, `stale`, `request`, `method`, `bypass`), `fwd-status` what the origin
 /// answered, `stored` whether that answer is being stored.
-pub fn forwarded(fwd: &str, fwd_status: Option<u16>, stored: bool, detail: Option<&str>) -> HeaderValue {
+pub fn forwarded(
+    fwd: &str,
+    fwd_status: Option<u16>,
+    stored: bool,
+    detail: Option<&str>,
+) -> HeaderValue {
     let mut text = String::with_capacity(64);
     text.push_str("gatehouse; fwd=");
     text.push_str(fwd);

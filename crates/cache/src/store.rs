@@ -48,15 +48,20 @@ pub struct PurgeFilter {
 
 impl PurgeFilter {
     fn matches(&self, stored: &Stored) -> bool {
-        self.route.as_deref().is_none_or(|r| *stored.key.route == *r)
+        self.route
+            .as_deref()
+            .is_none_or(|r| *stored.key.route == *r)
             && self
                 .host
                 .as_deref()
                 .is_none_or(|h| stored.key.host.eq_ignore_ascii_case(h))
-            && self.target.as_deref().is_none_or(|t| match t.strip_suffix('*') {
-                Some(prefix) => stored.key.target.starts_with(prefix),
-                None => *stored.key.target == *t,
-            })
+            && self
+                .target
+                .as_deref()
+                .is_none_or(|t| match t.strip_suffix('*') {
+                    Some(prefix) => stored.key.target.starts_with(prefix),
+                    None => *stored.key.target == *t,
+                })
     }
 
     fn is_everything(&self) -> bool {
@@ -178,7 +183,10 @@ mod tests {
         let uri: Uri = key.target.parse().unwrap();
         let mut req = HeaderMap::new();
         for (k, v) in vary {
-            req.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            req.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         let mut headers = HeaderMap::new();
         headers.insert("cache-control", "max-age=60".parse().unwrap());
@@ -265,8 +273,17 @@ mod tests {
     #[test]
     fn purge_by_filter() {
         let cache = HttpCache::new(1 << 20);
-        for (host, target) in [("a.test", "/x/1"), ("a.test", "/x/2"), ("b.test", "/x/1"), ("a.test", "/y")] {
-            let key = KeyParts { route: "r", host, target };
+        for (host, target) in [
+            ("a.test", "/x/1"),
+            ("a.test", "/x/2"),
+            ("b.test", "/x/1"),
+            ("a.test", "/y"),
+        ] {
+            let key = KeyParts {
+                route: "r",
+                host,
+                target,
+            };
             cache.insert(cache.hash(&key), stored(&key, b"", &[]));
         }
         let removed = cache.purge(&PurgeFilter {
@@ -275,7 +292,11 @@ mod tests {
             ..PurgeFilter::default()
         });
         assert_eq!(removed, 2);
-        let kept = KeyParts { route: "r", host: "b.test", target: "/x/1" };
+        let kept = KeyParts {
+            route: "r",
+            host: "b.test",
+            target: "/x/1",
+        };
         assert!(cache.lookup(cache.hash(&kept), &kept).is_some());
         assert_eq!(cache.purge(&PurgeFilter::default()), 2);
         assert_eq!(cache.stats().urls, 0);

@@ -28,7 +28,9 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { max_size: 256 << 20 }
+        Self {
+            max_size: 256 << 20,
+        }
     }
 }
 

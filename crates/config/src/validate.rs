@@ -1060,7 +1060,10 @@ endpoints = ["127.0.0.1:1"]
             "[cache]\nmax_size = -1\n[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n",
         )
         .to_string();
-        assert!(bad_store.contains("cache.max_size: a size cannot be negative"), "{bad_store}");
+        assert!(
+            bad_store.contains("cache.max_size: a size cannot be negative"),
+            "{bad_store}"
+        );
         let unknown = errors("[cache]\nmax_sise = 1\n").to_string();
         assert!(unknown.contains("max_sise"), "{unknown}");
     }

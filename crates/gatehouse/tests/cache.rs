@@ -72,7 +72,10 @@ async fn fresh_responses_are_served_from_the_cache() {
 
     let first = get(&c, addr, "/fresh", &cc).await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(status_of(&first), "gatehouse; fwd=miss; fwd-status=200; stored");
+    assert_eq!(
+        status_of(&first),
+        "gatehouse; fwd=miss; fwd-status=200; stored"
+    );
     let second = get(&c, addr, "/fresh", &cc).await;
     assert_eq!(status_of(&second), "gatehouse; hit");
     assert_eq!(second.body, first.body);
@@ -115,7 +118,10 @@ async fn stale_entries_are_revalidated_and_a_304_refreshes_them() {
         ("x-respond-header", "ETag: \"v1\""),
     ];
     let first = get(&c, addr, "/reval", &headers).await;
-    assert_eq!(status_of(&first), "gatehouse; fwd=miss; fwd-status=200; stored");
+    assert_eq!(
+        status_of(&first),
+        "gatehouse; fwd=miss; fwd-status=200; stored"
+    );
     let second = get(&c, addr, "/reval", &headers).await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(status_of(&second), "gatehouse; fwd=stale; fwd-status=304");
@@ -265,7 +271,10 @@ async fn unsafe_methods_invalidate_the_url_and_its_location() {
     let cc = [("x-respond-header", "Cache-Control: max-age=60")];
     get(&c, addr, "/doc", &cc).await;
     get(&c, addr, "/other", &cc).await;
-    assert_eq!(status_of(&get(&c, addr, "/doc", &cc).await), "gatehouse; hit");
+    assert_eq!(
+        status_of(&get(&c, addr, "/doc", &cc).await),
+        "gatehouse; hit"
+    );
 
     let post = send(
         &c,
@@ -302,7 +311,10 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     up.set_delay(Duration::from_millis(500));
     let started = std::time::Instant::now();
     let stale = get(&c, addr, "/swr", &cc).await;
-    assert!(started.elapsed() < Duration::from_millis(400), "waited for the origin");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "waited for the origin"
+    );
     assert_eq!(
         status_of(&stale),
         "gatehouse; hit; detail=stale-while-revalidate"
@@ -340,9 +352,18 @@ async fn stale_if_error_serves_the_stale_copy_when_the_origin_is_gone() {
     let stale = get(&c, addr, "/sie", &cc).await;
     assert_eq!(stale.status, StatusCode::OK);
     assert_eq!(stale.body, first.body);
-    assert_eq!(status_of(&stale), "gatehouse; fwd=stale; detail=stale-if-error");
+    assert_eq!(
+        status_of(&stale),
+        "gatehouse; fwd=stale; detail=stale-if-error"
+    );
     // Without stale-if-error the failure shows.
-    let plain = get(&c, addr, "/other", &[("x-respond-header", "Cache-Control: max-age=60")]).await;
+    let plain = get(
+        &c,
+        addr,
+        "/other",
+        &[("x-respond-header", "Cache-Control: max-age=60")],
+    )
+    .await;
     assert_eq!(plain.status, StatusCode::BAD_GATEWAY);
 }
 
@@ -372,7 +393,11 @@ async fn the_store_stays_within_its_size_and_large_bodies_pass_through() {
     for i in 0..64 {
         get(&c, addr, &format!("/bytes/16384?i={i}"), &cc).await;
     }
-    assert!(up.requests() - before >= 64 - 16, "{}", up.requests() - before);
+    assert!(
+        up.requests() - before >= 64 - 16,
+        "{}",
+        up.requests() - before
+    );
 
     // Larger than max_object_size: streamed through whole, never stored.
     for _ in 0..2 {
@@ -398,7 +423,10 @@ async fn the_admin_api_purges_with_the_token() {
     let body = Bytes::from_static(br#"{"path":"/p/*"}"#);
     let refused = send(&c, Method::POST, admin, "/cache/purge", &[], body.clone()).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(status_of(&get(&c, addr, "/p/1", &cc).await), "gatehouse; hit");
+    assert_eq!(
+        status_of(&get(&c, addr, "/p/1", &cc).await),
+        "gatehouse; hit"
+    );
 
     let auth = format!("Bearer {TOKEN}");
     let bad = send(
@@ -413,7 +441,15 @@ async fn the_admin_api_purges_with_the_token() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text().contains("path"), "{}", bad.text());
 
-    let purged = send(&c, Method::POST, admin, "/cache/purge", &[("authorization", &auth)], body).await;
+    let purged = send(
+        &c,
+        Method::POST,
+        admin,
+        "/cache/purge",
+        &[("authorization", &auth)],
+        body,
+    )
+    .await;
     assert_eq!(purged.status, StatusCode::OK);
     assert_eq!(purged.json()["purged"], 2);
     assert!(status_of(&get(&c, addr, "/p/1", &cc).await).contains("fwd=miss"));

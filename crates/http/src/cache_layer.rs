@@ -24,7 +24,9 @@ use crate::snapshot::RouteRuntime;
 use gatehouse_cache::coalesce::{Join, Leader};
 use gatehouse_cache::policy::{self, RequestView, ResponseView};
 use gatehouse_cache::record::{Pending, record};
-use gatehouse_cache::{HttpCache, KeyParts, Lookup, Outcome, Stored, StoredKey, directives, lookup, status};
+use gatehouse_cache::{
+    HttpCache, KeyParts, Lookup, Outcome, Stored, StoredKey, directives, lookup, status,
+};
 use gatehouse_core::ProxyError;
 use gatehouse_observe::{CacheLabels, Counter, Label, Metrics, RouteLabels};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -100,20 +102,28 @@ pub async fn forward(
         target: target_of(request.uri()),
     };
     let hash = cache.store.hash(&key);
-    let found = cache.store.lookup(hash, &key).map_or(
-        Lookup::Miss { vary_miss: false },
-        |variants| {
-            lookup::find(
-                &variants,
-                &method,
-                request.uri(),
-                request.headers(),
-                ctx.started,
-            )
-        },
-    );
+    let found =
+        cache
+            .store
+            .lookup(hash, &key)
+            .map_or(Lookup::Miss { vary_miss: false }, |variants| {
+                lookup::find(
+                    &variants,
+                    &method,
+                    request.uri(),
+                    request.headers(),
+                    ctx.started,
+                )
+            });
     match found {
-        Lookup::Fresh(stored) => Ok(hit(cache, &stored, &request, ctx, &status::HIT, Outcome::Hit)),
+        Lookup::Fresh(stored) => Ok(hit(
+            cache,
+            &stored,
+            &request,
+            ctx,
+            &status::HIT,
+            Outcome::Hit,
+        )),
         Lookup::StaleWhileRevalidate(stored) => {
             if let Join::Leader(leader) = cache.store.join(hash) {
                 background_revalidation(route, &request, Arc::clone(&stored), hash, leader, ctx);
@@ -143,7 +153,8 @@ pub async fn forward(
                 return Ok(not_cached(cache, ctx));
             }
             let stored_key = key.to_stored();
-            let leader = if method == Method::GET && !directives::has(request.headers(), "no-store") {
+            let leader = if method == Method::GET && !directives::has(request.headers(), "no-store")
+            {
                 match coalesce(route, cache, &request, hash, &key, ctx).await {
                     Ok(leader) => leader,
                     Err(answer) => return Ok(answer),
@@ -155,7 +166,9 @@ pub async fn forward(
             let client = ClientRequest::of(&request);
             let forwarded = proxy::forward_origin(route, request, ctx).await?;
             cache.count(Outcome::Miss);
-            Ok(store_answer(cache, forwarded, &client, hash, stored_key, leader, fwd))
+            Ok(store_answer(
+                cache, forwarded, &client, hash, stored_key, leader, fwd,
+            ))
         }
     }
 }
@@ -234,7 +247,9 @@ async fn coalesce(
         Join::Follower(follower) => follower,
     };
     let deadline = tokio::time::Instant::from_std(ctx.started + route.timeout);
-    if tokio::time::timeout_at(deadline, follower.wait()).await.is_ok()
+    if tokio::time::timeout_at(deadline, follower.wait())
+        .await
+        .is_ok()
         && let Some(variants) = cache.store.lookup(hash, key)
         && let Lookup::Fresh(stored) = lookup::find(
             &variants,
@@ -244,7 +259,14 @@ async fn coalesce(
             Instant::now(),
         )
     {
-        return Err(hit(cache, &stored, request, ctx, &status::HIT_COALESCED, Outcome::Hit));
+        return Err(hit(
+            cache,
+            &stored,
+            request,
+            ctx,
+            &status::HIT_COALESCED,
+            Outcome::Hit,
+        ));
     }
     Ok(None)
 }
@@ -273,12 +295,21 @@ async fn revalidate(
         // RFC 5861: the stale copy beats an error while stale-if-error allows it.
         let fwd_status = answer.as_ref().ok().map(|f| f.response.status().as_u16());
         let value = status::forwarded("stale", fwd_status, false, Some("stale-if-error"));
-        return Ok(hit(cache, &stored, &client.as_request(), ctx, &value, Outcome::Stale));
+        return Ok(hit(
+            cache,
+            &stored,
+            &client.as_request(),
+            ctx,
+            &value,
+            Outcome::Stale,
+        ));
     }
     let forwarded = answer?;
     if forwarded.response.status() != StatusCode::NOT_MODIFIED {
         cache.count(Outcome::Miss);
-        return Ok(store_answer(cache, forwarded, &client, hash, key, leader, "stale"));
+        return Ok(store_answer(
+            cache, forwarded, &client, hash, key, leader, "stale",
+        ));
     }
     let view = RequestView::new(&client.method, &client.uri, &client.headers);
     let received = SystemTime::now();
@@ -312,13 +343,23 @@ async fn revalidate(
     let Some(policy) = confirmed else {
         // The 304 answers the client's own validators: it goes to the client as it is.
         cache.count(Outcome::Miss);
-        return Ok(with_status(forwarded, status::forwarded("stale", Some(304), false, None)));
+        return Ok(with_status(
+            forwarded,
+            status::forwarded("stale", Some(304), false, None),
+        ));
     };
     let refreshed = Arc::new(stored.refreshed(policy, forwarded.response.headers(), received, now));
     cache.store.insert(hash, Arc::clone(&refreshed));
     drop(leader);
     let value = status::forwarded("stale", Some(304), false, None);
-    Ok(hit(cache, &refreshed, &client.as_request(), ctx, &value, Outcome::Revalidated))
+    Ok(hit(
+        cache,
+        &refreshed,
+        &client.as_request(),
+        ctx,
+        &value,
+        Outcome::Revalidated,
+    ))
 }
 
 /// One revalidation in the background while the stale copy is served
@@ -373,7 +414,17 @@ fn background_revalidation(
             shared: &shared,
         };
         let key = stored.key.clone();
-        let answer = revalidate(route, cache, revalidation, stored, hash, key, Some(leader), &ctx).await;
+        let answer = revalidate(
+            route,
+            cache,
+            revalidation,
+            stored,
+            hash,
+            key,
+            Some(leader),
+            &ctx,
+        )
+        .await;
         // Drain the body (recording it, when storable) without keeping it here.
         if let Ok(forwarded) = answer {
             let mut body = forwarded.response.into_body();
@@ -411,8 +462,10 @@ fn store_answer(
         },
         received,
     );
-    let too_large = declared_length(&parts.headers).is_some_and(|n| n > cache.max_object_size as u64);
-    let storable = policy::storable(&policy, &client.method, &parts.headers, received).is_ok() && !too_large;
+    let too_large =
+        declared_length(&parts.headers).is_some_and(|n| n > cache.max_object_size as u64);
+    let storable =
+        policy::storable(&policy, &client.method, &parts.headers, received).is_ok() && !too_large;
     let body = if storable {
         let pending = Pending {
             key,
@@ -425,7 +478,14 @@ fn store_answer(
             received_at: Instant::now(),
             request_header_bytes: Pending::request_bytes(&client.headers),
         };
-        record(body, Arc::clone(&cache.store), pending, cache.max_object_size, leader).boxed()
+        record(
+            body,
+            Arc::clone(&cache.store),
+            pending,
+            cache.max_object_size,
+            leader,
+        )
+        .boxed()
     } else {
         // `leader` drops here: waiters go to the origin themselves.
         body
@@ -458,16 +518,17 @@ fn hit(
     headers.insert(status::CACHE_STATUS.clone(), cache_status.clone());
     let conditional = request.headers().contains_key(header::IF_NONE_MATCH)
         || request.headers().contains_key(header::IF_MODIFIED_SINCE);
-    let mut response = if conditional && directives::not_modified(request.headers(), &stored.headers) {
-        headers.remove(header::CONTENT_LENGTH);
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        response
-    } else {
-        let mut response = Response::new(body::full(stored.body.clone()));
-        *response.status_mut() = stored.status;
-        response
-    };
+    let mut response =
+        if conditional && directives::not_modified(request.headers(), &stored.headers) {
+            headers.remove(header::CONTENT_LENGTH);
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        } else {
+            let mut response = Response::new(body::full(stored.body.clone()));
+            *response.status_mut() = stored.status;
+            response
+        };
     *response.headers_mut() = headers;
     Forwarded {
         response,
@@ -558,7 +619,12 @@ fn target_of(uri: &Uri) -> &str {
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -568,8 +634,14 @@ mod tests {
     #[test]
     fn only_same_host_locations_are_invalidated() {
         let v = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(same_host_target(&v("/a?b"), "h:80").as_deref(), Some("/a?b"));
-        assert_eq!(same_host_target(&v("http://H:80/x"), "h:80").as_deref(), Some("/x"));
+        assert_eq!(
+            same_host_target(&v("/a?b"), "h:80").as_deref(),
+            Some("/a?b")
+        );
+        assert_eq!(
+            same_host_target(&v("http://H:80/x"), "h:80").as_deref(),
+            Some("/x")
+        );
         assert_eq!(same_host_target(&v("http://other/x"), "h:80"), None);
         assert_eq!(same_host_target(&v("not a uri"), "h"), None);
     }
@@ -586,7 +658,10 @@ mod tests {
         stored.remove(header::ETAG);
         let mut request = HeaderMap::new();
         add_validators(&mut request, &stored);
-        assert_eq!(request[header::IF_MODIFIED_SINCE], "Tue, 01 Jan 2030 00:00:00 GMT");
+        assert_eq!(
+            request[header::IF_MODIFIED_SINCE],
+            "Tue, 01 Jan 2030 00:00:00 GMT"
+        );
     }
 
     fn v(s: &'static str) -> HeaderValue {

@@ -213,10 +213,19 @@ impl Snapshot {
     }
 
     /// Gives the routes that opt into caching their handle on the gateway's shared store.
-    pub fn with_cache(mut self, store: &Arc<gatehouse_cache::HttpCache>, metrics: &Metrics) -> Self {
+    pub fn with_cache(
+        mut self,
+        store: &Arc<gatehouse_cache::HttpCache>,
+        metrics: &Metrics,
+    ) -> Self {
         for (route, config) in self.routes.iter_mut().zip(&self.config.routes) {
             route.cache = config.cache.map(|settings| {
-                crate::cache_layer::RouteCache::new(Arc::clone(store), settings, &route.labels, metrics)
+                crate::cache_layer::RouteCache::new(
+                    Arc::clone(store),
+                    settings,
+                    &route.labels,
+                    metrics,
+                )
             });
         }
         self

@@ -30,8 +30,11 @@ impl Validator<'_> {
         let raw = raw?.get_ref();
         let defaults = RouteCache::default();
         let field = format!("{field}.cache.max_object_size");
-        let max_object_size =
-            self.size_or(raw.max_object_size.as_ref(), &field, defaults.max_object_size);
+        let max_object_size = self.size_or(
+            raw.max_object_size.as_ref(),
+            &field,
+            defaults.max_object_size,
+        );
         if let Some(v) = &raw.max_object_size
             && max_object_size > store.max_size
         {
