@@ -67,3 +67,99 @@ pub fn find(
 pub fn only_if_cached(request: &HeaderMap) -> bool {
     crate::directives::has(request, "only-if-cached")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyParts;
+    use crate::store::tests::stored;
+    use std::time::Duration;
+
+    const KEY: KeyParts<'static> = KeyParts {
+        route: "r",
+        host: "h",
+        target: "/x",
+    };
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn decide(variants: &Variants, request: &HeaderMap, after: Duration) -> &'static str {
+        let at = variants.entries[0].received_at + after;
+        let uri: Uri = "/x".parse().unwrap();
+        match find(variants, &Method::GET, &uri, request, at) {
+            Lookup::Fresh(_) => "fresh",
+            Lookup::StaleWhileRevalidate(_) => "swr",
+            Lookup::Revalidate(_) => "revalidate",
+            Lookup::Miss { vary_miss: true } => "vary-miss",
+            Lookup::Miss { vary_miss: false } => "miss",
+        }
+    }
+
+    #[test]
+    fn freshness_then_stale_while_revalidate_then_revalidation() {
+        let mut entry = stored(&KEY, b"x", &[]);
+        entry.stale.while_revalidate = Duration::from_secs(30);
+        let variants = Variants {
+            entries: vec![Arc::new(entry)],
+        };
+        let plain = HeaderMap::new();
+        assert_eq!(decide(&variants, &plain, Duration::from_secs(59)), "fresh");
+        assert_eq!(decide(&variants, &plain, Duration::from_secs(61)), "swr");
+        assert_eq!(
+            decide(&variants, &plain, Duration::from_secs(95)),
+            "revalidate"
+        );
+        // The client's own directives go through the policy.
+        let no_cache = headers(&[("cache-control", "no-cache")]);
+        assert_eq!(decide(&variants, &no_cache, Duration::ZERO), "revalidate");
+        let max_age = headers(&[("cache-control", "max-age=10")]);
+        assert_eq!(decide(&variants, &max_age, Duration::from_secs(5)), "fresh");
+        assert_eq!(
+            decide(&variants, &max_age, Duration::from_secs(20)),
+            "revalidate"
+        );
+        let max_stale = headers(&[("cache-control", "max-stale=120")]);
+        assert_eq!(
+            decide(&variants, &max_stale, Duration::from_secs(100)),
+            "fresh"
+        );
+        assert!(only_if_cached(&headers(&[(
+            "cache-control",
+            "only-if-cached"
+        )])));
+    }
+
+    #[test]
+    fn vary_selects_the_variant() {
+        let variants = Variants {
+            entries: vec![Arc::new(stored(
+                &KEY,
+                b"gz",
+                &[("accept-encoding", "gzip")],
+            ))],
+        };
+        let gzip = headers(&[("accept-encoding", "gzip")]);
+        let br = headers(&[("accept-encoding", "br")]);
+        assert_eq!(decide(&variants, &gzip, Duration::ZERO), "fresh");
+        assert_eq!(decide(&variants, &br, Duration::ZERO), "vary-miss");
+        assert_eq!(
+            decide(&variants, &HeaderMap::new(), Duration::ZERO),
+            "vary-miss"
+        );
+        let uri: Uri = "/x".parse().unwrap();
+        let nothing = find(
+            &Variants::default(),
+            &Method::GET,
+            &uri,
+            &gzip,
+            Instant::now(),
+        );
+        assert!(matches!(nothing, Lookup::Miss { vary_miss: false }));
+    }
+}

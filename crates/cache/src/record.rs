@@ -174,3 +174,139 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coalesce::Join;
+    use crate::key::KeyParts;
+    use crate::policy::{RequestView, ResponseView, policy};
+    use http::{Method, Uri};
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    /// A body of several frames that does not know it is over until polled past the last.
+    struct Frames(VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    const KEY: KeyParts<'static> = KeyParts {
+        route: "r",
+        host: "h",
+        target: "/r",
+    };
+
+    fn pending(cache: &HttpCache) -> Pending {
+        let uri: Uri = "/r".parse().unwrap();
+        let req = HeaderMap::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let now = SystemTime::now();
+        Pending {
+            key: KEY.to_stored(),
+            hash: cache.hash(&KEY),
+            status: StatusCode::OK,
+            policy: policy(
+                &RequestView::new(&Method::GET, &uri, &req),
+                &ResponseView {
+                    status: StatusCode::OK,
+                    headers: &headers,
+                },
+                now,
+            ),
+            headers,
+            vary: Vec::new(),
+            received: now,
+            received_at: Instant::now(),
+            request_header_bytes: 0,
+        }
+    }
+
+    fn frames(parts: &[&'static str]) -> Frames {
+        Frames(
+            parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_is_stored_when_it_ends_and_waiters_wake_after() {
+        let cache = Arc::new(HttpCache::new(1 << 20));
+        let Join::Leader(leader) = cache.join(cache.hash(&KEY)) else {
+            panic!()
+        };
+        let Join::Follower(follower) = cache.join(cache.hash(&KEY)) else {
+            panic!()
+        };
+        let waiter = tokio::spawn(follower.wait());
+        let body = record(
+            frames(&["ab", "cd"]),
+            Arc::clone(&cache),
+            pending(&cache),
+            10,
+            Some(leader),
+        );
+        let streamed = body.collect().await.unwrap().to_bytes();
+        assert_eq!(streamed, "abcd");
+        waiter.await.unwrap();
+        let stored = cache.lookup(cache.hash(&KEY), &KEY).unwrap();
+        assert_eq!(stored.entries[0].body, "abcd");
+        // Stored with its real length, not the upstream's chunked framing.
+        assert_eq!(stored.entries[0].headers[header::CONTENT_LENGTH], "4");
+        assert!(
+            !stored.entries[0]
+                .headers
+                .contains_key(header::TRANSFER_ENCODING)
+        );
+    }
+
+    #[tokio::test]
+    async fn too_large_or_unfinished_bodies_are_not_stored() {
+        let cache = Arc::new(HttpCache::new(1 << 20));
+        let body = record(
+            frames(&["abc", "def"]),
+            Arc::clone(&cache),
+            pending(&cache),
+            5,
+            None,
+        );
+        // The client still gets all of it.
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdef");
+        assert!(cache.lookup(cache.hash(&KEY), &KEY).is_none());
+
+        let Join::Leader(leader) = cache.join(cache.hash(&KEY)) else {
+            panic!()
+        };
+        let mut body = record(
+            frames(&["ab", "cd"]),
+            Arc::clone(&cache),
+            pending(&cache),
+            10,
+            Some(leader),
+        );
+        body.frame().await.unwrap().unwrap();
+        drop(body); // the client went away
+        assert!(cache.lookup(cache.hash(&KEY), &KEY).is_none());
+        // The slot was released with it.
+        assert!(matches!(cache.join(cache.hash(&KEY)), Join::Leader(_)));
+    }
+}

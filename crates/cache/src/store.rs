@@ -171,7 +171,7 @@ impl HttpCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::directives::StaleAllowance;
     use crate::policy::{RequestView, ResponseView, policy};

@@ -392,6 +392,9 @@ fn background_revalidation(
         .version(request.version());
     if let Some(headers) = builder.headers_mut() {
         *headers = request.headers().clone();
+        // The client's own validators belong to its answer (already sent), not to ours.
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
     }
     let Ok(revalidation) = builder.body(body::empty()) else {
         return;
