@@ -22,10 +22,11 @@ pub enum Lookup {
     Miss { vary_miss: bool },
 }
 
-/// Whether the request carries cache directives of its own (Cache-Control, Pragma): only then
-/// is the full policy consulted; a plain request is judged by the stored freshness alone.
+/// Whether the request carries cache directives of its own: only then is the full policy
+/// consulted; a plain request is judged by the stored freshness alone. (`Pragma` is not one:
+/// RFC 9111 5.4 deprecates it.)
 pub fn has_directives(request: &HeaderMap) -> bool {
-    request.contains_key(header::CACHE_CONTROL) || request.contains_key(header::PRAGMA)
+    request.contains_key(header::CACHE_CONTROL)
 }
 
 /// The decision for a GET or HEAD request arriving at `at`. The newest matching variant wins.

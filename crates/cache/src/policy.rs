@@ -71,9 +71,11 @@ impl ResponseLike for ResponseView<'_> {
 }
 
 /// The response head as the policy should read it, when it differs: `http-cache-semantics`
-/// matches directive names with their case and parses `Expires` only in the IMF-fixdate form,
-/// while RFC 9111 says directive names are case-insensitive (5.2) and a cache must accept
-/// the obsolete date forms (RFC 9110 5.6.7: RFC 850, asctime). None: use the head as it is.
+/// matches directive names with their case, parses `Expires` only in the IMF-fixdate form,
+/// reads `Age` only when it is all digits and takes a response's `Pragma: no-cache` as
+/// `no-cache`; RFC 9111 says directive names are case-insensitive (5.2), a cache must accept
+/// the obsolete date forms (RFC 9110 5.6.7: RFC 850, asctime), `Age` is its leading digits
+/// (5.1) and `Pragma` means nothing in a response (5.4). None: use the head as it is.
 pub fn normalized(response: &HeaderMap) -> Option<HeaderMap> {
     let upper_directives = response
         .get_all(header::CACHE_CONTROL)
@@ -89,10 +91,30 @@ pub fn normalized(response: &HeaderMap) -> Option<HeaderMap> {
                 .get(header::EXPIRES)
                 .is_some_and(|v| v != fixed.as_str())
         });
-    if !upper_directives && expires.is_none() {
+    let age = response
+        .get(header::AGE)
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.iter().all(u8::is_ascii_digit))
+        .map(|v| {
+            let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+            v[..digits].to_vec()
+        });
+    let pragma = response.contains_key(header::PRAGMA);
+    if !upper_directives && expires.is_none() && age.is_none() && !pragma {
         return None;
     }
     let mut headers = response.clone();
+    headers.remove(header::PRAGMA);
+    match age.as_deref().map(HeaderValue::from_bytes) {
+        // No leading digits: not an Age at all.
+        Some(Ok(digits)) if !digits.is_empty() => {
+            headers.insert(header::AGE, digits);
+        }
+        Some(_) => {
+            headers.remove(header::AGE);
+        }
+        None => {}
+    }
     if upper_directives {
         let lowered: Vec<HeaderValue> = response
             .get_all(header::CACHE_CONTROL)
