@@ -25,8 +25,7 @@ pub async fn list(State(state): State<AdminState>) -> impl IntoResponse {
                     let breaker = e.breaker.as_ref().map(|b| breaker_state(b.state()));
                     json!({
                         "address": e.id.addr.to_string(),
-                        "in_rotation": e.health.in_rotation(|| now)
-                            && breaker != Some("open"),
+                        "in_rotation": e.in_rotation(now),
                         "health_checks_pass": e.health.is_passing(),
                         "ejected_for_ms": ejected_ms,
                         "breaker": breaker,

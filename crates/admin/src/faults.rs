@@ -169,7 +169,7 @@ fn describe(target: Target, name: &str, fault: &Fault) -> Value {
     })
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -7,6 +7,8 @@
 //! - `/clusters` ([`clusters`]): every endpoint's live state: health, ejection, breaker, load;
 //! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token);
 //! - `/cache` ([`cache`]): the HTTP cache's size, and purges (writes need the token).
+//! - `/registry` ([`registry`]): the service registry: list, register, heartbeat, deregister
+//!   (writes need the token).
 //!
 //! Security by default: the admin API listens on loopback unless a token is configured (config
 //! validation enforces that); with a token, every request off loopback and every write needs
@@ -22,6 +24,8 @@ use axum::routing::get;
 mod cache;
 mod clusters;
 mod faults;
+mod registry;
+use gatehouse_discovery::ServiceDirectory;
 use gatehouse_http::Gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct AdminState {
     gateway: Arc<Gateway>,
+    directory: ServiceDirectory,
     token: Option<Arc<str>>,
     on_loopback: bool,
 }
@@ -38,12 +43,14 @@ struct AdminState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
+    directory: ServiceDirectory,
     token: Option<String>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let on_loopback = listener.local_addr()?.ip().is_loopback();
     let state = AdminState {
         gateway,
+        directory,
         token: token.map(Arc::from),
         on_loopback,
     };
@@ -70,6 +77,16 @@ fn router(state: AdminState) -> Router {
         .route(
             "/faults/{target}/{name}",
             axum::routing::put(faults::put).delete(faults::delete),
+        )
+        .route("/registry/services", get(registry::list))
+        .route("/registry/services/{service}", get(registry::service))
+        .route(
+            "/registry/services/{service}/instances/{id}",
+            axum::routing::put(registry::register).delete(registry::deregister),
+        )
+        .route(
+            "/registry/services/{service}/instances/{id}/heartbeat",
+            axum::routing::post(registry::heartbeat),
         )
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)

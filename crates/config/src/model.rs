@@ -16,6 +16,10 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Route>,
     pub clusters: Vec<Cluster>,
+    /// `[regions]`: named sets of client networks, for geo-aware service DNS.
+    pub regions: Vec<Region>,
+    /// `[registry]`: static instances of the embedded service registry.
+    pub registry: RegistrySettings,
     pub cache: CacheSettings,
 }
 
@@ -205,6 +209,11 @@ pub struct Route {
     /// Overrides the cluster's response timeout for this route.
     #[serde(with = "opt_millis")]
     pub timeout: Option<Duration>,
+    /// Longest silence allowed while a response body streams from the upstream (server-sent
+    /// events, long polls, downloads), and on an upgraded connection (WebSocket) the longest
+    /// time with no byte in either direction.
+    #[serde(with = "millis")]
+    pub read_timeout: Duration,
     /// Hedged requests (GET/HEAD/OPTIONS without a body); None: off.
     pub hedge: Option<Hedge>,
     /// Request header carrying the verified client certificate's subject upstream; a client's
@@ -217,6 +226,39 @@ pub struct Route {
     pub protection: RouteProtection,
     /// The shared HTTP cache; None: responses are not cached.
     pub cache: Option<RouteCache>,
+    /// Response compression; None: responses pass as the upstream sent them.
+    pub compression: Option<Compression>,
+}
+
+/// Response compression for a route (docs/config.md, "Compression").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compression {
+    /// In the server's order of preference, for clients that accept several equally.
+    pub algorithms: Vec<ContentCoding>,
+    /// Bodies known to be smaller are sent as they are.
+    pub min_size: u64,
+    /// Media types compressed (`text/*` covers a whole type), lower-case, without parameters.
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentCoding {
+    Zstd,
+    #[serde(rename = "br")]
+    Brotli,
+    Gzip,
+}
+
+impl ContentCoding {
+    /// The token in Accept-Encoding and Content-Encoding.
+    pub fn token(self) -> &'static str {
+        match self {
+            ContentCoding::Zstd => "zstd",
+            ContentCoding::Brotli => "br",
+            ContentCoding::Gzip => "gzip",
+        }
+    }
 }
 
 /// Injected faults: delays, aborts, blackholes (see docs/resilience.md).
@@ -285,6 +327,67 @@ pub enum HashOn {
     Path,
 }
 
+/// A cluster's endpoint source other than a fixed list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Discovery {
+    /// The instances of a service in the embedded registry.
+    Registry { service: String },
+    /// The answers to a DNS query, re-resolved as their TTL says.
+    Dns(DnsDiscovery),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct DnsDiscovery {
+    /// The name queried, as written (a trailing dot makes it absolute).
+    pub name: String,
+    pub record_type: DnsRecordType,
+    /// The endpoints' port for A/AAAA answers; None for SRV (each record has its port).
+    pub port: Option<u16>,
+    /// Re-resolve no sooner than this, even when the answer's TTL is shorter...
+    #[serde(with = "millis")]
+    pub min_ttl: Duration,
+    /// ...and no later than this, even when it is longer.
+    #[serde(with = "millis")]
+    pub max_ttl: Duration,
+    /// The DNS server to ask; None: the system's (/etc/resolv.conf).
+    pub nameserver: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum DnsRecordType {
+    A,
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    #[serde(rename = "SRV")]
+    Srv,
+}
+
+/// A region: client networks that geo-aware DNS answers from the region's own instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Region {
+    pub name: String,
+    pub cidrs: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RegistrySettings {
+    /// Instances from the config file; they never expire and the admin API cannot change them.
+    pub instances: Vec<StaticInstance>,
+}
+
+/// One `[[registry.instances]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticInstance {
+    pub service: String,
+    pub id: String,
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub tags: Vec<String>,
+    pub region: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointConfig {
     pub address: SocketAddr,
@@ -307,7 +410,11 @@ pub struct Cluster {
     #[serde(with = "millis")]
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: u32,
+    /// The endpoints as configured; for a cluster with `discovery`, the ones discovered so far
+    /// (the gateway fills them in: see `gatehouse_http::gateway`).
     pub endpoints: Vec<EndpointConfig>,
+    /// Where the endpoints come from when they are not listed; None: `endpoints` as written.
+    pub discovery: Option<Discovery>,
     /// Time allowed for one try's response head; None: the request's whole timeout.
     #[serde(with = "opt_millis")]
     pub try_timeout: Option<Duration>,

@@ -23,6 +23,55 @@ pub struct RawConfig {
     pub clusters: Vec<Spanned<RawCluster>>,
     /// The HTTP cache's store, shared by every route with `[routes.cache]`.
     pub cache: Option<Spanned<RawCache>>,
+    /// Region name -> CIDRs (for geo-aware service DNS).
+    #[serde(default)]
+    pub regions: Option<BTreeMap<Spanned<String>, Spanned<RawCidrs>>>,
+    #[serde(default)]
+    pub registry: Option<RawRegistry>,
+}
+
+/// A region's networks: `["10.1.0.0/16", ...]`.
+pub type RawCidrs = Vec<Spanned<String>>;
+
+/// `[registry]`: the embedded service registry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// `[[registry.instances]]`: instances that come from config and never expire.
+    #[serde(default)]
+    pub instances: Vec<Spanned<RawStaticInstance>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticInstance {
+    pub service: Spanned<String>,
+    /// Defaults to "ADDRESS:PORT".
+    pub id: Option<Spanned<String>>,
+    /// An IP address (no port).
+    pub address: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub weight: Option<Spanned<i64>>,
+    pub tags: Option<Vec<Spanned<String>>>,
+    pub region: Option<Spanned<String>>,
+}
+
+/// `discovery = { registry = "payments" }` or
+/// `discovery = { dns = "api.internal", type = "SRV", ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub registry: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
+    /// "A" (default), "AAAA" or "SRV".
+    #[serde(rename = "type")]
+    pub record_type: Option<Spanned<String>>,
+    /// The endpoints' port for A/AAAA (SRV records carry their own).
+    pub port: Option<Spanned<i64>>,
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+    /// "IP:PORT" of the DNS server to ask instead of /etc/resolv.conf's.
+    pub nameserver: Option<Spanned<String>>,
 }
 
 /// `[cache]`.
@@ -113,6 +162,7 @@ pub struct RawRoute {
     pub cluster: Spanned<String>,
     pub host_rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
     pub hedge: Option<Spanned<RawHedge>>,
     pub client_cert_header: Option<Spanned<String>>,
     pub require_client_cert: Option<Spanned<bool>>,
@@ -122,6 +172,17 @@ pub struct RawRoute {
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub security_headers: Option<Spanned<RawSecurityHeaders>>,
     pub cache: Option<Spanned<RawRouteCache>>,
+    pub compression: Option<Spanned<RawCompression>>,
+}
+
+/// `[routes.compression]`: compress responses for clients that accept it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    pub enabled: Option<bool>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub min_size: Option<Spanned<SizeValue>>,
+    pub content_types: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,7 +251,9 @@ pub struct RawCluster {
     pub timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<u32>>,
-    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    /// Either `endpoints` or `discovery`.
+    pub endpoints: Option<Spanned<Vec<Spanned<RawEndpoint>>>>,
+    pub discovery: Option<Spanned<RawDiscovery>>,
     pub try_timeout: Option<Spanned<String>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
     pub outlier: Option<Spanned<RawOutlier>>,

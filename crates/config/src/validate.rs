@@ -10,6 +10,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod cache;
+mod compression;
+pub mod discovery;
 mod protection;
 mod resilience;
 mod tls;
@@ -17,6 +19,9 @@ mod tls;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for server-sent events and long polls that send a keep-alive comment every few
+/// seconds or minutes; a route with quieter streams sets its own.
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(90);
 const DEFAULT_MAX_IDLE: u32 = 256;
 const DEFAULT_VNODES: u32 = 160;
@@ -135,6 +140,8 @@ impl Validator<'_> {
             .filter_map(|r| r.get_ref().name.as_ref())
             .collect();
         self.unique_names(route_names.into_iter(), "routes", "route");
+        let regions = self.regions(raw);
+        let registry = self.registry(raw, &regions);
 
         Config {
             server,
@@ -143,6 +150,8 @@ impl Validator<'_> {
             routes,
             clusters,
             cache: self.cache,
+            regions,
+            registry,
         }
     }
 
@@ -494,6 +503,20 @@ impl Validator<'_> {
             }
             d
         });
+        let read_timeout = self.duration_or(
+            raw.read_timeout.as_ref(),
+            &format!("{field}.read_timeout"),
+            DEFAULT_READ_TIMEOUT,
+        );
+        if let Some(t) = &raw.read_timeout
+            && read_timeout.is_zero()
+        {
+            self.error(
+                t,
+                &format!("{field}.read_timeout"),
+                "a read timeout of 0 would cut every streamed response",
+            );
+        }
 
         let hedge = raw
             .hedge
@@ -502,6 +525,10 @@ impl Validator<'_> {
         let protection = self.route_protection(raw, &field);
         let store = self.cache;
         let cache = self.route_cache(raw.cache.as_ref(), &field, &store);
+        let compression = raw
+            .compression
+            .as_ref()
+            .and_then(|c| self.compression(c, &format!("{field}.compression")));
         let client_cert_header = raw.client_cert_header.as_ref().and_then(|h| {
             self.header_name(h, &format!("{field}.client_cert_header"))
                 .then(|| h.get_ref().to_ascii_lowercase())
@@ -518,8 +545,10 @@ impl Validator<'_> {
             cluster,
             host_rewrite,
             timeout,
+            read_timeout,
             hedge,
             protection,
+            compression,
             client_cert_header,
             require_client_cert: raw
                 .require_client_cert
@@ -688,44 +717,7 @@ impl Validator<'_> {
             }
         }
 
-        if raw.endpoints.get_ref().is_empty() {
-            self.error(
-                &raw.endpoints,
-                &format!("{field}.endpoints"),
-                "a cluster needs at least one endpoint",
-            );
-        }
-        let mut endpoints = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, spanned) in raw.endpoints.get_ref().iter().enumerate() {
-            let e_field = format!("{field}.endpoints[{i}]");
-            let e = spanned.get_ref();
-            let weight = match e.weight {
-                None => 1,
-                Some(w) => match u32::try_from(w) {
-                    Ok(w) if (1..=MAX_WEIGHT).contains(&i64::from(w)) => w,
-                    _ => {
-                        self.error(
-                            spanned,
-                            &format!("{e_field}.weight"),
-                            format!("weight must be between 1 and {MAX_WEIGHT}"),
-                        );
-                        1
-                    }
-                },
-            };
-            let address = Spanned::new(spanned.span(), e.address.clone());
-            if let Some(address) = self.socket_addr(&address, &format!("{e_field}.address")) {
-                if !seen.insert(address) {
-                    self.error(
-                        spanned,
-                        &format!("{e_field}.address"),
-                        format!("endpoint {address} is listed twice; raise its weight instead"),
-                    );
-                }
-                endpoints.push(EndpointConfig { address, weight });
-            }
-        }
+        let (endpoints, discovery) = self.endpoint_source(spanned, field);
 
         let try_timeout = raw
             .try_timeout
@@ -782,7 +774,75 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(DEFAULT_MAX_IDLE, |v| *v.get_ref()),
             endpoints,
+            discovery,
         })
+    }
+
+    /// A cluster's endpoints: a fixed list, or a discovery source (exactly one of the two).
+    fn endpoint_source(
+        &mut self,
+        spanned: &Spanned<RawCluster>,
+        field: &str,
+    ) -> (Vec<EndpointConfig>, Option<Discovery>) {
+        let raw = spanned.get_ref();
+        let list = match (&raw.endpoints, &raw.discovery) {
+            (Some(list), None) => list,
+            (None, Some(discovery)) => {
+                return (
+                    Vec::new(),
+                    self.discovery(discovery, &format!("{field}.discovery")),
+                );
+            }
+            (Some(list), Some(_)) => {
+                self.error(
+                    list,
+                    &format!("{field}.endpoints"),
+                    "set either endpoints or discovery, not both",
+                );
+                return (Vec::new(), None);
+            }
+            (None, None) => {
+                self.error(
+                    spanned,
+                    &format!("{field}.endpoints"),
+                    "a cluster needs endpoints = [\"IP:PORT\", ...] or discovery = { registry = \"SERVICE\" }",
+                );
+                return (Vec::new(), None);
+            }
+        };
+        if list.get_ref().is_empty() {
+            self.error(
+                list,
+                &format!("{field}.endpoints"),
+                "a cluster needs at least one endpoint",
+            );
+        }
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, spanned) in list.get_ref().iter().enumerate() {
+            let e_field = format!("{field}.endpoints[{i}]");
+            let e = spanned.get_ref();
+            let weight = match e.weight.map(discovery::weight) {
+                None => 1,
+                Some(Ok(w)) => w,
+                Some(Err(message)) => {
+                    self.error(spanned, &format!("{e_field}.weight"), message);
+                    1
+                }
+            };
+            let address = Spanned::new(spanned.span(), e.address.clone());
+            if let Some(address) = self.socket_addr(&address, &format!("{e_field}.address")) {
+                if !seen.insert(address) {
+                    self.error(
+                        spanned,
+                        &format!("{e_field}.address"),
+                        format!("endpoint {address} is listed twice; raise its weight instead"),
+                    );
+                }
+                endpoints.push(EndpointConfig { address, weight });
+            }
+        }
+        (endpoints, None)
     }
 }
 
@@ -986,6 +1046,61 @@ endpoints = ["127.0.0.1:1"]
         assert!(text.contains("hash_on only applies"), "{text}");
         assert!(text.contains("vnodes only applies"), "{text}");
         assert!(text.contains("\"body\" is not a hash key"), "{text}");
+    }
+
+    #[test]
+    fn compression_and_read_timeouts_are_checked() {
+        let src = r#"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+[[routes]]
+cluster = "c"
+read_timeout = "0s"
+[routes.compression]
+algorithms = ["gzip", "deflate"]
+content_types = ["text/html", "html"]
+min_size = "0B"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#;
+        let text = errors(src).to_string();
+        assert!(
+            text.contains("routes[0].read_timeout: a read timeout of 0"),
+            "{text}"
+        );
+        assert!(text.contains("unknown algorithm \"deflate\""), "{text}");
+        assert!(text.contains("\"html\" is not a media type"), "{text}");
+        assert!(text.contains("routes[0].compression.min_size"), "{text}");
+
+        let ok = r#"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+[[routes]]
+cluster = "c"
+[routes.compression]
+algorithms = ["br", "gzip"]
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#;
+        let config = crate::parse(ok, "ok.toml").unwrap();
+        let compression = config.routes[0].compression.as_ref().unwrap();
+        assert_eq!(
+            compression.algorithms,
+            [
+                crate::model::ContentCoding::Brotli,
+                crate::model::ContentCoding::Gzip
+            ]
+        );
+        assert_eq!(compression.min_size, 512);
+        assert!(compression.content_types.iter().any(|t| t == "text/*"));
+        assert_eq!(
+            config.routes[0].read_timeout,
+            std::time::Duration::from_secs(300)
+        );
     }
 
     #[test]

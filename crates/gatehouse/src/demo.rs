@@ -1,5 +1,6 @@
 //! `gatehouse demo`: the gateway, three built-in upstreams and the admin API, with nothing to
-//! install. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
+//! install. The upstreams are also instances of service `demo` in the service registry, and the
+//! `/registry` route reaches them through it. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
 //! everything the demo does a user can do with `gatehouse run`.
 
 use anyhow::Context;
@@ -22,8 +23,9 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, https: SocketAddr) -> an
         let name = format!("demo-upstream-{i}");
         upstreams.push(start_upstream(name).await?);
     }
+    let realtime = crate::demo_realtime::start().await?;
     let certs = demo_certificates(https)?;
-    let config_text = demo_config(listen, admin, https, &certs, &upstreams);
+    let config_text = demo_config(listen, admin, https, &certs, &upstreams, realtime);
     let config = gatehouse_config::parse(&config_text, "<demo config>")
         .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
     print_banner(listen, admin, https, &certs);
@@ -62,8 +64,21 @@ fn demo_config(
     https: SocketAddr,
     certs: &std::path::Path,
     upstreams: &[SocketAddr],
+    realtime: SocketAddr,
 ) -> String {
     let endpoints: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    let instances: String = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "\n[[registry.instances]]\nservice = \"demo\"\nid = \"demo-upstream-{}\"\naddress = \"{}\"\nport = {}\n",
+                i + 1,
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
     let weighted: Vec<String> = upstreams
         .iter()
         .enumerate()
@@ -92,6 +107,36 @@ listen = "{https}"
 [listeners.tls]
 certificates = [{{ cert = "{certs}/cert.pem", key = "{certs}/key.pem" }}]
 
+# Long-lived traffic: WebSocket and server-sent events (silent for up to an hour), a page
+# that uses both (compressed), and a cacheable answer.
+[[routes]]
+name = "websocket"
+path = "/ws"
+cluster = "realtime"
+read_timeout = "1h"
+
+[[routes]]
+name = "events"
+path = "/events"
+cluster = "realtime"
+read_timeout = "1h"
+
+[[routes]]
+name = "realtime-page"
+path = "/realtime"
+cluster = "realtime"
+[routes.compression]
+
+[[routes]]
+name = "cached"
+path = "/cached"
+cluster = "realtime"
+
+[[routes]]
+name = "hold"
+path = "/hold"
+cluster = "realtime"
+
 [[routes]]
 name = "sticky"
 path_prefix = "/sticky"
@@ -101,6 +146,11 @@ cluster = "sticky"
 name = "weighted"
 path_prefix = "/weighted"
 cluster = "weighted"
+
+[[routes]]
+name = "registry"
+path_prefix = "/registry"
+cluster = "registry"
 
 [[routes]]
 name = "default"
@@ -121,7 +171,19 @@ endpoints = [{endpoints}]
 name = "weighted"
 balance = "weighted_round_robin"
 endpoints = [{weighted}]
-"#,
+
+# least_request suits long-lived connections: it counts open ones, not requests made.
+[[clusters]]
+name = "realtime"
+balance = "least_request"
+endpoints = ["{realtime}"]
+
+# Endpoints from the service registry: the instances of service "demo" below, plus any
+# registered through the admin API.
+[[clusters]]
+name = "registry"
+discovery = {{ registry = "demo" }}
+{instances}"#,
         endpoints = endpoints.join(", "),
         weighted = weighted.join(", "),
         certs = certs.display(),
@@ -141,8 +203,13 @@ Try:
   curl -s --http2-prior-knowledge http://{listen}/  # HTTP/2 over cleartext
   curl -si --cacert {certs}/ca.pem https://localhost:{https_port}/   # HTTPS, h2 by ALPN
   curl -si http://{listen}/ | grep -i -e via -e x-request-id
-  curl -s http://{admin}/metrics | grep gatehouse_http_requests
+  open http://{listen}/realtime in a browser          # a WebSocket and server-sent events through the gateway
+  curl -sN http://{listen}/events                   # server-sent events, one a second (ctrl-c to stop)
+  curl -s --compressed -I http://{listen}/realtime | grep -i content-encoding   # compressed
+  curl -s http://{admin}/metrics | grep -e gatehouse_http_requests -e gatehouse_tunnels_open
   curl -s http://{admin}/config
+  curl -s http://{admin}/registry/services          # the service registry: service "demo"
+  curl -s http://{listen}/registry                  # a cluster fed by the registry
 Stop with ctrl-c.
 "#
     );
@@ -206,10 +273,28 @@ mod tests {
             "127.0.0.1:8443".parse().unwrap(),
             std::path::Path::new("/tmp/certs"),
             &upstreams,
+            "127.0.0.1:9100".parse().unwrap(),
         );
         let config = gatehouse_config::parse(&text, "demo").unwrap();
         assert!(config.listeners[1].tls.is_some());
-        assert_eq!(config.routes.len(), 3);
+        assert_eq!(config.routes.len(), 9);
+        assert!(config.routes[2].compression.is_some());
         assert_eq!(config.clusters[2].endpoints[0].weight, 3);
+        let demo: Vec<_> = config
+            .registry
+            .instances
+            .iter()
+            .filter(|i| i.service == "demo")
+            .map(|i| (i.id.as_str(), i.port))
+            .collect();
+        assert_eq!(
+            demo,
+            [
+                ("demo-upstream-1", 9001),
+                ("demo-upstream-2", 9002),
+                ("demo-upstream-3", 9003)
+            ]
+        );
+        assert!(config.clusters[4].discovery.is_some());
     }
 }

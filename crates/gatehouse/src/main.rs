@@ -3,6 +3,7 @@
 //! - [`cli`]: the subcommands (`run`, `check`, `demo`) and their flags;
 //! - [`serve`]: starts the gateway and admin API for a config, reloads it on SIGHUP or when the
 //!   file changes, drains on SIGTERM/ctrl-c;
+//! - [`discovery`]: connects the service registry and DNS discovery to the gateway;
 //! - [`demo`]: built-in upstreams and a config that shows gatehouse with nothing installed;
 //! - [`cert`]: `gatehouse cert dev`, a local CA and certificate for trying HTTPS.
 //!
@@ -11,6 +12,8 @@
 mod cert;
 mod cli;
 mod demo;
+mod demo_realtime;
+mod discovery;
 mod serve;
 
 use clap::Parser;

@@ -1,5 +1,6 @@
 //! Serving a configuration: start, reload, drain.
 
+use crate::discovery::DiscoveryRuntime;
 use anyhow::Context;
 use gatehouse_config::Config;
 use gatehouse_http::Gateway;
@@ -16,6 +17,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// A running gateway plus its admin API.
 pub struct Running {
     pub gateway: Arc<Gateway>,
+    pub discovery: DiscoveryRuntime,
     admin_stop: CancellationToken,
 }
 
@@ -29,7 +31,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tokio::spawn(Arc::clone(&gateway).watch_certificates());
     tokio::spawn(Arc::clone(&gateway).run_hedge_timers());
     let admin = config.admin.clone();
+    let discovery = DiscoveryRuntime::start(&gateway);
+    let applied = config.clone();
     gateway.apply(config).await.context("cannot start")?;
+    discovery.apply(&applied);
     for (name, addr) in gateway.bound_addresses() {
         println!("gatehouse: listener {name} on http://{addr}");
     }
@@ -40,15 +45,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let addr = listener.local_addr()?;
         println!("gatehouse: admin on http://{addr}");
         let gateway = Arc::clone(&gateway);
+        let directory = discovery.directory.clone();
         let stop = admin_stop.clone();
         tokio::spawn(async move {
-            if let Err(err) = gatehouse_admin::serve(listener, gateway, admin.token, stop).await {
+            if let Err(err) =
+                gatehouse_admin::serve(listener, gateway, directory, admin.token, stop).await
+            {
                 tracing::error!(error = %err, "admin API stopped");
             }
         });
     }
     Ok(Running {
         gateway,
+        discovery,
         admin_stop,
     })
 }
@@ -78,7 +87,7 @@ pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<(
             _ = hangup.recv() => {
                 if let Some(path) = &path {
                     tracing::info!("SIGHUP: reloading {}", path.display());
-                    if let Some(d) = reload(&running.gateway, path).await {
+                    if let Some(d) = reload(&running, path).await {
                         drain_timeout = d;
                     }
                     last_seen = file_stamp(path);
@@ -90,7 +99,7 @@ pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<(
                     if stamp.is_some() && stamp != last_seen {
                         last_seen = stamp;
                         tracing::info!("{} changed: reloading", path.display());
-                        if let Some(d) = reload(&running.gateway, path).await {
+                        if let Some(d) = reload(&running, path).await {
                             drain_timeout = d;
                         }
                     }
@@ -103,6 +112,7 @@ pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<(
         drain_timeout.as_millis()
     );
     running.admin_stop.cancel();
+    running.discovery.stop();
     if running.gateway.shutdown(drain_timeout).await {
         tracing::info!("drained; bye");
     } else {
@@ -113,7 +123,8 @@ pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<(
 
 /// Reloads the config file; a bad file is refused and the running config keeps serving.
 /// Returns the new drain timeout when the reload applied.
-async fn reload(gateway: &Gateway, path: &Path) -> Option<Duration> {
+async fn reload(running: &Running, path: &Path) -> Option<Duration> {
+    let gateway = &running.gateway;
     let record = |result: &'static str| {
         gateway
             .metrics()
@@ -134,8 +145,10 @@ async fn reload(gateway: &Gateway, path: &Path) -> Option<Duration> {
     if config.admin.as_ref().map(|a| a.listen) != admin_before {
         tracing::warn!("admin.listen changed: the admin API moves only on restart");
     }
+    let applied = config.clone();
     match gateway.apply(config).await {
         Ok(generation) => {
+            running.discovery.apply(&applied);
             tracing::info!(generation, "config reloaded");
             record("applied");
             Some(drain_timeout)

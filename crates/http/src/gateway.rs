@@ -12,7 +12,7 @@ use crate::protect::rate_limit::RateLimiterStore;
 use crate::server::{ConnectionLimit, Shared, accept_loop};
 use crate::snapshot::{EndpointStore, Snapshot};
 use arc_swap::ArcSwap;
-use gatehouse_config::{Config, Listener};
+use gatehouse_config::{Config, Discovery, EndpointConfig, Listener};
 use gatehouse_core::MonotonicClock;
 use gatehouse_observe::Metrics;
 use parking_lot::Mutex;
@@ -61,8 +61,13 @@ pub struct Gateway {
     health_checkers: HealthCheckers,
     tls: crate::tls_edge::TlsRuntimes,
     generation: AtomicU64,
-    /// Serialises reloads (SIGHUP and file watch may race).
+    /// Serialises reloads (SIGHUP and file watch may race) and discovery updates.
     apply_lock: tokio::sync::Mutex<()>,
+    /// What discovery found, by cluster name, with the source it came from: a cluster whose
+    /// source a reload changed must not serve the old source's endpoints.
+    discovered: Mutex<HashMap<String, (Discovery, Vec<EndpointConfig>)>>,
+    /// The TLS prepared for the serving config, reused when discovery rebuilds the snapshot.
+    prepared_tls: Mutex<Arc<crate::tls_edge::PreparedTls>>,
 }
 
 impl Gateway {
@@ -78,6 +83,8 @@ impl Gateway {
             routes: vec![],
             clusters: vec![],
             cache: gatehouse_config::CacheSettings::default(),
+            regions: vec![],
+            registry: gatehouse_config::RegistrySettings::default(),
         };
         let store = EndpointStore::default();
         let faults = Faults::default();
@@ -115,6 +122,8 @@ impl Gateway {
             tls: crate::tls_edge::TlsRuntimes::default(),
             generation: AtomicU64::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
+            discovered: Mutex::new(HashMap::new()),
+            prepared_tls: Mutex::new(Arc::default()),
         })
     }
 
@@ -256,36 +265,22 @@ impl Gateway {
             bound.push((listener, socket));
         }
 
-        let cache = self.cache_store(config.cache.max_size);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.faults
             .apply_config(&config, &self.shared.snapshot.load().config);
-        let snapshot = Snapshot::build(
-            config,
-            generation,
-            &self.store,
-            &self.limiters,
-            &self.shared.metrics,
-            &self.faults,
-            &tls,
-        )
-        .with_cache(&cache, &self.shared.metrics);
-        self.tls.commit(&tls);
-        self.store.retain(&snapshot.endpoint_ids());
+        // Forget what sources this config no longer uses.
+        self.discovered.lock().retain(|name, (source, _)| {
+            config
+                .cluster(name)
+                .is_some_and(|c| c.discovery.as_ref() == Some(source))
+        });
+        let snapshot = self.install(self.with_discovered(config), generation, Arc::new(tls));
         let wanted: HashMap<String, (SocketAddr, u64)> = snapshot
             .config
             .listeners
             .iter()
             .map(|l| (l.name.clone(), (l.listen, l.limits.max_connections)))
             .collect();
-        let (checked, unchecked) = snapshot.health_check_targets();
-        self.health_checkers.reconcile(
-            checked,
-            &unchecked,
-            &self.shared.metrics,
-            self.shared.clock,
-        );
-        self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.metrics.config_generation.set(generation as i64);
 
         let mut running = self.listeners.lock();
@@ -333,6 +328,110 @@ impl Gateway {
         Ok(generation)
     }
 
+    /// Builds the snapshot for `config`, swaps it in and reconciles what lives beside it
+    /// (endpoint store, health checkers). Called with `apply_lock` held.
+    fn install(
+        &self,
+        config: Config,
+        generation: u64,
+        tls: Arc<crate::tls_edge::PreparedTls>,
+    ) -> Arc<Snapshot> {
+        let cache = self.cache_store(config.cache.max_size);
+        let snapshot = Snapshot::build(
+            config,
+            generation,
+            &self.store,
+            &self.limiters,
+            &self.shared.metrics,
+            &self.faults,
+            &tls,
+        )
+        .with_cache(&cache, &self.shared.metrics);
+        self.tls.commit(&tls);
+        *self.prepared_tls.lock() = tls;
+        self.store.retain(&snapshot.endpoint_ids());
+        let (checked, unchecked) = snapshot.health_check_targets();
+        self.health_checkers.reconcile(
+            checked,
+            &unchecked,
+            &self.shared.metrics,
+            self.shared.clock,
+        );
+        let snapshot = Arc::new(snapshot);
+        self.shared.snapshot.store(Arc::clone(&snapshot));
+        snapshot
+    }
+
+    /// `config` with each discovery cluster's endpoints filled in from what its source found.
+    fn with_discovered(&self, mut config: Config) -> Config {
+        let discovered = self.discovered.lock();
+        for cluster in &mut config.clusters {
+            if let Some(source) = &cluster.discovery {
+                cluster.endpoints = match discovered.get(&cluster.name) {
+                    Some((from, endpoints)) if from == source => endpoints.clone(),
+                    _ => Vec::new(),
+                };
+            }
+        }
+        config
+    }
+
+    /// Discovery found `endpoints` for `cluster` from `source`. When the serving config's
+    /// cluster uses that source and its endpoint set changed, the snapshot is rebuilt from the
+    /// same config: no listener is touched, and endpoints that stay keep their identity
+    /// (cluster + address), so their pools, statistics, health and breakers carry over.
+    /// Returns whether the serving snapshot changed.
+    pub async fn set_discovered_endpoints(
+        &self,
+        cluster: &str,
+        source: &Discovery,
+        mut endpoints: Vec<EndpointConfig>,
+    ) -> bool {
+        let _serialised = self.apply_lock.lock().await;
+        // One order for one set, so an unchanged set is recognised.
+        endpoints.sort_by_key(|e| e.address);
+        endpoints.dedup_by_key(|e| e.address);
+        self.discovered
+            .lock()
+            .insert(cluster.to_owned(), (source.clone(), endpoints));
+        let current = self.shared.snapshot.load_full();
+        let uses_source = current
+            .config
+            .cluster(cluster)
+            .is_some_and(|c| c.discovery.as_ref() == Some(source));
+        if !uses_source {
+            return false;
+        }
+        let config = self.with_discovered((*current.config).clone());
+        if config == *current.config {
+            return false;
+        }
+        let tls = Arc::clone(&self.prepared_tls.lock());
+        self.install(config, current.generation, tls);
+        true
+    }
+
+    /// Whether the endpoint at `addr` of the clusters fed by `source` is in rotation: None when
+    /// no serving cluster has it, false when any of them took it out.
+    pub fn discovered_endpoint_in_rotation(
+        &self,
+        source: &Discovery,
+        addr: SocketAddr,
+    ) -> Option<bool> {
+        let snapshot = self.snapshot();
+        let now = self.shared.clock.now_nanos();
+        let mut verdict = None;
+        for (config, runtime) in snapshot.config.clusters.iter().zip(&snapshot.clusters) {
+            if config.discovery.as_ref() != Some(source) {
+                continue;
+            }
+            if let Some(endpoint) = runtime.endpoints.iter().find(|e| e.id.addr == addr) {
+                verdict = Some(verdict.unwrap_or(true) && endpoint.in_rotation(now));
+            }
+        }
+        verdict
+    }
+
     fn bind(&self, listener: &Listener) -> Result<tokio::net::TcpListener, ApplyError> {
         gatehouse_net::bind_listener(listener.listen).map_err(|source| ApplyError::Bind {
             name: listener.name.clone(),
@@ -365,4 +464,108 @@ fn duplicate(
     let socket = socket.into_std()?;
     let duplicate = socket.try_clone()?;
     Ok((tokio::net::TcpListener::from_std(socket)?, duplicate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(discovery: &str) -> Config {
+        gatehouse_config::parse(
+            &format!(
+                "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\ndiscovery = {discovery}\n"
+            ),
+            "test",
+        )
+        .unwrap()
+    }
+
+    fn endpoints(ports: &[u16]) -> Vec<EndpointConfig> {
+        ports
+            .iter()
+            .map(|p| EndpointConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], *p)),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn ports(gateway: &Gateway) -> Vec<u16> {
+        gateway.snapshot().clusters[0]
+            .endpoints
+            .iter()
+            .map(|e| e.id.addr.port())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn discovered_endpoints_keep_their_identity_across_changes_and_reloads() {
+        let gateway = Gateway::new(Arc::new(gatehouse_observe::Metrics::new()));
+        let registry = Discovery::Registry {
+            service: "web".into(),
+        };
+        let generation = gateway
+            .apply(config("{ registry = \"web\" }"))
+            .await
+            .unwrap();
+        assert!(ports(&gateway).is_empty(), "nothing discovered yet");
+
+        assert!(
+            gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[2, 1]))
+                .await
+        );
+        assert_eq!(ports(&gateway), [1, 2]);
+        let stats = Arc::clone(&gateway.snapshot().clusters[0].endpoints[0].stats);
+        // The same set again changes nothing; a discovery update is not a config generation.
+        assert!(
+            !gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[1, 2]))
+                .await
+        );
+        assert_eq!(gateway.snapshot().generation, generation);
+
+        // 2 leaves, 3 joins: 1 keeps its statistics (and with them pool and health).
+        assert!(
+            gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[1, 3]))
+                .await
+        );
+        assert_eq!(ports(&gateway), [1, 3]);
+        let kept = &gateway.snapshot().clusters[0].endpoints[0];
+        assert!(Arc::ptr_eq(&stats, &kept.stats));
+        assert_eq!(
+            gateway.discovered_endpoint_in_rotation(&registry, kept.id.addr),
+            Some(true)
+        );
+        assert_eq!(
+            gateway.discovered_endpoint_in_rotation(&registry, endpoints(&[2])[0].address),
+            None
+        );
+
+        // A reload of the same config keeps the discovered set at once.
+        gateway
+            .apply(config("{ registry = \"web\" }"))
+            .await
+            .unwrap();
+        assert_eq!(ports(&gateway), [1, 3]);
+        assert!(Arc::ptr_eq(
+            &stats,
+            &gateway.snapshot().clusters[0].endpoints[0].stats
+        ));
+
+        // A reload that changes the source starts empty, and the old source's late updates
+        // are not applied to it.
+        gateway
+            .apply(config("{ registry = \"api\" }"))
+            .await
+            .unwrap();
+        assert!(ports(&gateway).is_empty());
+        assert!(
+            !gateway
+                .set_discovered_endpoints("c", &registry, endpoints(&[4]))
+                .await
+        );
+        assert!(ports(&gateway).is_empty());
+    }
 }

@@ -17,6 +17,7 @@
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::stream_io::{ConnRead, ConnWrite};
+use crate::upgrade::{TunnelEnd, UpstreamTunnel};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -164,10 +165,12 @@ impl H1Connection {
         }
     }
 
-    /// Reads the response head (skipping interim 1xx responses).
+    /// Reads the response head (skipping interim 1xx responses). A `101 Switching Protocols`
+    /// is the final answer when the request asked for an upgrade, and a protocol error if not.
     async fn read_head(
         &mut self,
         method: &Method,
+        upgrade: bool,
     ) -> Result<(http::response::Parts, ResponseFraming, bool), ExchangeError> {
         let mut received_any = !self.read_buf.is_empty();
         loop {
@@ -176,8 +179,12 @@ impl H1Connection {
                 {
                     if parts.status.is_informational() {
                         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                            if upgrade {
+                                return Ok((parts, framing, false));
+                            }
                             return Err(ExchangeError::Protocol(
-                                "101 Switching Protocols is not supported on this route".into(),
+                                "101 Switching Protocols to a request that asked for no upgrade"
+                                    .into(),
                             ));
                         }
                         continue; // 100 Continue, 103 Early Hints: the real answer follows
@@ -422,12 +429,15 @@ pub trait ConnectionHome: Send + Sync + 'static {
 }
 
 /// Sends `head` (and `body`) on `connection` and returns the response, whose body streams from
-/// the connection and hands it to `home` when it ends cleanly.
+/// the connection and hands it to `home` when it ends cleanly. For a request that asked for an
+/// `upgrade`, a 101 answer takes the connection out of the pool: it rides in the response as an
+/// [`UpstreamTunnel`].
 pub async fn exchange<H: ConnectionHome>(
     mut connection: H1Connection,
     body: Option<ProxyBody>,
     framing: RequestFraming,
     method: &Method,
+    upgrade: bool,
     home: std::sync::Arc<H>,
 ) -> Result<http::Response<ProxyBody>, (ExchangeError, H1Connection)> {
     let uploading = body.is_some() && framing != RequestFraming::None;
@@ -436,8 +446,11 @@ pub async fn exchange<H: ConnectionHome>(
         Err(ExchangeError::Write(error)) if uploading => {
             // The upstream may have answered (413, 401) and closed before taking the whole
             // body: that answer, if it reached us, is worth more than the write error.
-            return match tokio::time::timeout(EARLY_ANSWER_GRACE, connection.read_head(method))
-                .await
+            return match tokio::time::timeout(
+                EARLY_ANSWER_GRACE,
+                connection.read_head(method, false),
+            )
+            .await
             {
                 Ok(Ok((parts, framing, _))) => {
                     Ok(response(parts, connection, None, framing, false, home))
@@ -448,10 +461,18 @@ pub async fn exchange<H: ConnectionHome>(
         Err(e) => return Err((e, connection)),
     };
     let (parts, framing, keep_alive) =
-        match read_head_while_uploading(&mut connection, method, &mut upload).await {
+        match read_head_while_uploading(&mut connection, method, upgrade, &mut upload).await {
             Ok(head) => head,
             Err(e) => return Err((e, connection)),
         };
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        // An upgrade request has no body, so nothing holds the write half; be sure anyway.
+        let Some(write) = connection.write.take() else {
+            let broken = ExchangeError::Write(io::ErrorKind::BrokenPipe.into());
+            return Err((broken, connection));
+        };
+        return Ok(switched(parts, connection, write));
+    }
     Ok(response(
         parts, connection, upload, framing, keep_alive, home,
     ))
@@ -475,20 +496,39 @@ fn response<H: ConnectionHome>(
     http::Response::from_parts(parts, body.boxed())
 }
 
+/// The response to an upgrade: no body, and the connection (with any bytes of the new protocol
+/// that came right behind the head) handed over.
+fn switched(
+    parts: http::response::Parts,
+    connection: H1Connection,
+    write: ConnWrite,
+) -> http::Response<ProxyBody> {
+    let mut response = http::Response::from_parts(parts, crate::body::empty());
+    response
+        .extensions_mut()
+        .insert(UpstreamTunnel::new(TunnelEnd {
+            read: connection.read,
+            write,
+            buffered: connection.read_buf,
+        }));
+    response
+}
+
 /// Reads the final response head while an early-answered upload keeps going: an interim
 /// `100 Continue` or `103 Early Hints` arrives before the upstream has the whole body, and the
 /// final answer only comes once it has.
 async fn read_head_while_uploading(
     connection: &mut H1Connection,
     method: &Method,
+    upgrade: bool,
     upload: &mut Option<Upload>,
 ) -> Result<(http::response::Parts, ResponseFraming, bool), ExchangeError> {
     let Some(running) = upload.as_mut() else {
-        return connection.read_head(method).await;
+        return connection.read_head(method, upgrade).await;
     };
     let mut finished = None;
     let head = {
-        let read = connection.read_head(method);
+        let read = connection.read_head(method, false);
         tokio::pin!(read);
         tokio::select! {
             biased;
@@ -777,6 +817,7 @@ mod tests {
             Some(Endless.boxed()),
             RequestFraming::Chunked,
             &Method::POST,
+            false,
             std::sync::Arc::new(Nowhere),
         );
         let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
@@ -840,6 +881,7 @@ mod tests {
             Some(OneThenSilence(false).boxed()),
             RequestFraming::Chunked,
             &Method::POST,
+            false,
             std::sync::Arc::new(Nowhere),
         );
         let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
@@ -897,6 +939,7 @@ mod tests {
             Some(body),
             RequestFraming::Length(SIZE as u64),
             &Method::POST,
+            false,
             std::sync::Arc::new(Nowhere),
         );
         let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)

@@ -70,7 +70,7 @@ pub async fn serve<H, F>(
     loop {
         let Some(reader) = read.as_mut() else { return };
         let head = read_head(reader, &mut buf, settings, &mut timer, &draining).await;
-        let (parts, framing) = match head {
+        let (mut parts, framing) = match head {
             HeadOutcome::Request(parts, framing) => (parts, framing),
             HeadOutcome::Closed => return,
             HeadOutcome::Refused(rejection) => {
@@ -86,6 +86,18 @@ pub async fn serve<H, F>(
         let version = parts.version;
         let mut keep_alive = wants_keep_alive(version, &parts.headers);
         let has_body = !matches!(framing, Framing::None | Framing::Length(0));
+        // Only a request without a body may switch protocols: the bytes after its head are
+        // already the new protocol's.
+        let upgrade = if version == Version::HTTP_11 && !has_body {
+            crate::upgrade::requested(&parts.headers)
+        } else {
+            None
+        };
+        if let Some(protocol) = upgrade.clone() {
+            parts
+                .extensions
+                .insert(crate::upgrade::UpgradeRequested { protocol });
+        }
         if has_body && version == Version::HTTP_11 && expects_continue(&parts.headers) {
             // Send it at once rather than when the body is first read: simpler, and allowed.
             if write
@@ -114,6 +126,11 @@ pub async fn serve<H, F>(
             (crate::body::empty(), None)
         };
         let response = handler(Request::from_parts(parts, body)).await;
+        if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(reader) = read.take() else { return };
+            switch_protocols(response, &mut out, (reader, write), buf).await;
+            return;
+        }
         if draining.is_cancelled() || closes(response.headers()) {
             keep_alive = false;
         }
@@ -190,6 +207,47 @@ impl HeadTimer<'_> {
             self.sleep.as_mut().reset(rearmed);
         }
     }
+}
+
+/// Writes the 101 and then carries bytes both ways between the client and the upstream
+/// connection the response hands over (see [`crate::upgrade`]). The response's body is kept
+/// until the tunnel ends: it holds the endpoint's in-flight count and the open-tunnel gauge.
+async fn switch_protocols(
+    response: Response<ProxyBody>,
+    out: &mut Vec<u8>,
+    (read, mut write): (ConnRead, ConnWrite),
+    buffered: BytesMut,
+) {
+    let (parts, body) = response.into_parts();
+    let upstream = parts
+        .extensions
+        .get::<crate::upgrade::UpstreamTunnel>()
+        .and_then(crate::upgrade::UpstreamTunnel::take);
+    let Some(upstream) = upstream else {
+        // A 101 that carries no connection cannot be honoured; nothing was switched yet.
+        let _ = write
+            .write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+        return;
+    };
+    let idle = parts
+        .extensions
+        .get::<crate::upgrade::TunnelIdle>()
+        .map_or(Duration::from_secs(300), |idle| idle.0);
+    encode_head(&parts, Delimit::NoBody, true, false, out);
+    if write.write_all(out).await.is_err() || write.flush().await.is_err() {
+        return;
+    }
+    let client = crate::upgrade::TunnelEnd {
+        read,
+        write,
+        buffered,
+    };
+    let ended = crate::upgrade::splice(client, upstream, idle).await;
+    tracing::debug!(?ended, "upgraded connection closed");
+    drop(body);
 }
 
 /// Ends a connection without losing the last response: closing a socket that still has unread
@@ -384,7 +442,9 @@ fn encode_head(
         Delimit::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Delimit::NoBody | Delimit::Close => {}
     }
-    if !keep_alive {
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if announce_keep_alive {
         out.extend_from_slice(b"connection: keep-alive\r\n");

@@ -38,6 +38,7 @@
 pub mod body;
 pub mod cache_layer;
 pub mod chunked;
+pub mod compress;
 pub mod faults;
 pub mod gateway;
 pub mod h1_client;
@@ -59,6 +60,7 @@ pub mod server;
 pub mod snapshot;
 pub mod stream_io;
 pub mod tls_edge;
+pub mod upgrade;
 pub mod wire;
 
 pub use gateway::{ApplyError, Gateway};

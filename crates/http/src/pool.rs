@@ -13,6 +13,7 @@
 use crate::body::{BoxError, ProxyBody};
 use crate::h1_client::{self, ConnectionHome, ExchangeError, H1Connection, RequestFraming};
 use crate::stream_io::{self, ConnRead, ConnWrite};
+use crate::upgrade::UpgradeRequested;
 use gatehouse_config::UpstreamProtocol;
 use gatehouse_core::{ErrorKind, ProxyError};
 use http_body_util::BodyExt;
@@ -131,6 +132,7 @@ impl EndpointPool {
                 send_body,
                 framing,
                 &parts.method,
+                parts.extensions.get::<UpgradeRequested>().is_some(),
                 Arc::clone(self),
             )
             .await;

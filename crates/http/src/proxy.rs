@@ -26,6 +26,7 @@ use crate::resilience::{
     BreakerScope, RecordTarget, TryOutcome, breaker_outcome, report_transition, settle,
 };
 use crate::snapshot::{ClusterRuntime, EndpointRuntime, RouteRuntime};
+use crate::upgrade::{TunnelIdle, UpgradeRequested};
 use bytes::Bytes;
 use gatehouse_balance::{EndpointStats, PickRequest, hash_key};
 use gatehouse_config::{HashOn, UpstreamProtocol};
@@ -226,6 +227,7 @@ async fn forward_tries(
     let has_idempotency_key = idempotency_key.is_some();
     let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
     let (mut parts, body) = rewrite_request(route, cluster.protocol, request, ctx)?.into_parts();
+    let upgrading = parts.extensions.get::<UpgradeRequested>().is_some();
     let mut body = ReplayBody::new(
         body,
         declared,
@@ -349,8 +351,10 @@ async fn forward_tries(
                 reason: "the request body was already sent".into(),
             }));
         };
+        // Never an upgrade: a hedge would open a second WebSocket.
         let hedgeable = attempts == 1
             && matches!(body, ReplayBody::Empty)
+            && !upgrading
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let exchanged = match (&route.hedge, hedgeable) {
             (Some(hedge), true) => {
@@ -416,7 +420,7 @@ async fn forward_tries(
                     if let Some(hedge) = &route.hedge {
                         hedge.observe(head.at_nanos, head.latency);
                     }
-                    let forwarded = respond(response, endpoint, in_flight, head);
+                    let forwarded = respond(response, endpoint, in_flight, head, route, ctx);
                     return Ok(ticket.attach(forwarded, *ctx.clock));
                 }
                 Failure::Status(response, in_flight, status)
@@ -481,7 +485,14 @@ async fn forward_tries(
         }
         return match failure {
             Failure::Status(response, in_flight, _) => {
-                let forwarded = respond(response, endpoint, in_flight, HeadTiming::now(ctx));
+                let forwarded = respond(
+                    response,
+                    endpoint,
+                    in_flight,
+                    HeadTiming::now(ctx),
+                    route,
+                    ctx,
+                );
                 Ok(ticket.attach(forwarded, *ctx.clock))
             }
             Failure::Error(error) => Err(error),
@@ -962,6 +973,8 @@ fn respond(
     endpoint: &EndpointRuntime,
     mut in_flight: InFlight,
     head: HeadTiming,
+    route: &RouteRuntime,
+    ctx: &ForwardContext<'_>,
 ) -> Forwarded {
     in_flight.head = Some(head);
     let (mut parts, body) = response.into_parts();
@@ -970,12 +983,27 @@ fn respond(
         // would make the client-side encoder cut the body short.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let mut tunnel = None;
+    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // The protocol switched to goes on to the client (the server adds `Connection:
+        // upgrade`); the tunnel counts as in flight at the endpoint while it is open.
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        parts.extensions.insert(TunnelIdle(route.read_timeout));
+        tunnel = Some(OpenTunnel::new(ctx.metrics, &route.labels));
+    } else {
+        headers::strip_hop_by_hop(&mut parts.headers);
+    }
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;
     let body = TrackedBody {
         inner: body,
         _in_flight: in_flight,
+        _tunnel: tunnel,
+        idle: IdleWatch::new(route.read_timeout),
     };
     Forwarded {
         response: Response::from_parts(parts, body.boxed()),
@@ -1019,6 +1047,19 @@ fn rewrite_request(
     // gatehouse answered `Expect: 100-continue` itself and streams the body as it comes; the
     // upstream must not wait to send a 100 of its own.
     parts.headers.remove(header::EXPECT);
+    // An upgrade (WebSocket) asks the next hop again: the headers that carry it are hop-by-hop.
+    // HTTP/2 upstreams get a plain request (this proxy does not map upgrades onto HTTP/2).
+    if let Some(upgrade) = parts.extensions.get::<UpgradeRequested>() {
+        if protocol == UpstreamProtocol::Http1 {
+            let protocol = upgrade.protocol.clone();
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        } else {
+            parts.extensions.remove::<UpgradeRequested>();
+        }
+    }
 
     // Without any host (an HTTP/1.0 client), each try names its endpoint.
     let host = route.host_rewrite.clone().or(original_host);
@@ -1147,13 +1188,77 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts an upgraded connection (WebSocket tunnel) as open while it lives.
+struct OpenTunnel {
+    open: gatehouse_observe::Gauge,
+}
+
+impl OpenTunnel {
+    fn new(metrics: &Metrics, route: &gatehouse_observe::RouteLabels) -> Self {
+        metrics.upgrades.get_or_create(route).inc();
+        metrics.tunnels_open.inc();
+        Self {
+            open: metrics.tunnels_open.clone(),
+        }
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// The route's read timeout for a streamed response body: the longest the upstream may send
+/// nothing. No timer exists until the body first has to wait (most bodies never do), and then
+/// one timer serves the whole body: when it fires, a body that moved since it was armed gets
+/// another period (so silence is detected between one and two periods after the last byte),
+/// which spares a clock read and a timer update per frame.
+struct IdleWatch {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    moved: bool,
+}
+
+impl IdleWatch {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            moved: false,
+        }
+    }
+
+    /// Whether the body has been silent too long (else the waker is registered).
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if !std::mem::take(&mut self.moved) {
+                return true;
+            }
+            let next = sleep.deadline() + timeout;
+            sleep.as_mut().reset(next);
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The upstream's response body on its way to the client, keeping the endpoint's in-flight
-    /// count raised until it ends or is dropped.
+    /// count raised until it ends or is dropped, and ending it when the upstream is silent
+    /// longer than the route's read timeout.
     struct TrackedBody {
         #[pin]
         inner: ProxyBody,
         _in_flight: InFlight,
+        // Kept alive by the server for as long as an upgraded connection's tunnel is open.
+        _tunnel: Option<OpenTunnel>,
+        idle: IdleWatch,
     }
 }
 
@@ -1165,7 +1270,20 @@ impl Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle.moved = true;
+                Poll::Ready(frame)
+            }
+            Poll::Pending if this.idle.poll_expired(cx) => Poll::Ready(Some(Err(Box::new(
+                crate::body::BodyError::upstream(format!(
+                    "the upstream sent nothing for the route's read_timeout ({:?})",
+                    this.idle.timeout
+                )),
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {

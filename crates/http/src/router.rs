@@ -178,12 +178,14 @@ mod tests {
             cluster: cluster.to_owned(),
             host_rewrite: None,
             timeout: None,
+            read_timeout: std::time::Duration::from_secs(300),
             hedge: None,
             client_cert_header: None,
             require_client_cert: false,
             fault: None,
             protection: Default::default(),
             cache: None,
+            compression: None,
         }
     }
 

@@ -463,6 +463,7 @@ pub async fn handle_request(
     };
     let route = found.and_then(|i| snapshot.routes.get(i));
     let mut quota = None;
+    let mut compress_for = None;
     let result = match route {
         None => Err(ProxyError::new(ErrorKind::NoRoute)),
         Some(route) => {
@@ -474,6 +475,16 @@ pub async fn handle_request(
             match admission.refused {
                 Some(refused) => Err(refused),
                 None => {
+                    // What compression needs from the request, taken before it is forwarded.
+                    if route.compression.is_some() {
+                        compress_for = Some((
+                            request
+                                .headers()
+                                .get(http::header::ACCEPT_ENCODING)
+                                .cloned(),
+                            request.method() == http::Method::HEAD,
+                        ));
+                    }
                     let ctx = ForwardContext {
                         conn,
                         client,
@@ -498,7 +509,15 @@ pub async fn handle_request(
             response,
             endpoint,
             head_latency,
-        }) => (response, Some(endpoint), Some(head_latency)),
+        }) => {
+            let response = match (route.and_then(|r| r.compression.as_ref()), compress_for) {
+                (Some(settings), Some((accept, is_head))) => {
+                    crate::compress::apply(response, accept.as_ref(), settings, is_head)
+                }
+                _ => response,
+            };
+            (response, Some(endpoint), Some(head_latency))
+        }
         Err(error) => {
             tracing::debug!(%error, %client, peer = %conn.client, "proxy error");
             if let Some(route) = route {

@@ -63,6 +63,8 @@ pub struct RouteRuntime {
     pub host_rewrite: Option<HeaderValue>,
     /// Time allowed for the upstream's response head.
     pub timeout: Duration,
+    /// Longest silence in a streamed response body or an upgraded connection.
+    pub read_timeout: Duration,
     pub labels: RouteLabels,
     /// This route's latency histogram, resolved once per snapshot (not per request).
     pub duration: gatehouse_observe::Histogram,
@@ -74,6 +76,8 @@ pub struct RouteRuntime {
     pub protection: RouteProtection,
     /// The shared HTTP cache, when the route opts in (set by [`Snapshot::with_cache`]).
     pub cache: Option<crate::cache_layer::RouteCache>,
+    /// Response compression, when the route asks for it.
+    pub compression: Option<gatehouse_config::Compression>,
 }
 
 pub struct ClusterRuntime {
@@ -96,6 +100,18 @@ pub struct EndpointRuntime {
     /// This endpoint's circuit breaker, when its cluster has one.
     pub breaker: Option<Arc<gatehouse_resilience::SharedBreaker>>,
     pub labels: EndpointLabels,
+}
+
+impl EndpointRuntime {
+    /// Whether the balancer may pick this endpoint at `now` (clock nanoseconds): its health
+    /// checks pass, it is not ejected, and its breaker is not open.
+    pub fn in_rotation(&self, now: u64) -> bool {
+        self.health.in_rotation(|| now)
+            && !self
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.state() == gatehouse_resilience::breaker::State::Open)
+    }
 }
 
 impl Snapshot {
@@ -165,6 +181,8 @@ impl Snapshot {
                         .and_then(|h| HeaderValue::from_str(h).ok()),
                     timeout,
                     cache: None,
+                    read_timeout: r.read_timeout,
+                    compression: r.compression.clone(),
                 }
             })
             .collect();

@@ -10,7 +10,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -114,6 +114,18 @@ pub struct BreakerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabels {
+    pub cluster: Label,
+    /// "ok", "error" (the last good answer is kept) or "empty".
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     pub route: Label,
     /// "hit", "miss", "revalidated", "stale" or "bypass" (see gatehouse-cache's `Outcome`).
@@ -179,6 +191,16 @@ pub struct Metrics {
     pub cache_objects: Gauge,
     /// Entries the HTTP cache pushed out to stay within its size (set when metrics are read).
     pub cache_evictions: Gauge,
+    /// Connections switched to another protocol (WebSocket) through the proxy, by route.
+    pub upgrades: Family<RouteLabels, Counter>,
+    /// Upgraded connections (WebSocket tunnels) open now.
+    pub tunnels_open: Gauge,
+    /// Live instances in the service registry, by service.
+    pub registry_instances: Family<ServiceLabels, Gauge>,
+    /// Registry instances removed because their heartbeats stopped, by service.
+    pub registry_expirations: Family<ServiceLabels, Counter>,
+    /// DNS discovery resolutions, by cluster and result.
+    pub dns_discovery: Family<DiscoveryLabels, Counter>,
 }
 
 impl Metrics {
@@ -227,6 +249,36 @@ impl Metrics {
             "cache_evictions",
             "Entries the HTTP cache evicted to stay within its size since it was created",
             cache_evictions.clone(),
+        );
+        let upgrades = Family::default();
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "upgrades",
+            "Connections switched to another protocol (WebSocket) through the proxy, by route",
+            upgrades.clone(),
+        );
+        registry.register(
+            "tunnels_open",
+            "Upgraded connections (WebSocket tunnels) open now",
+            tunnels_open.clone(),
+        );
+        let registry_instances = Family::default();
+        let registry_expirations = Family::default();
+        let dns_discovery = Family::default();
+        registry.register(
+            "registry_instances",
+            "Live instances in the service registry",
+            registry_instances.clone(),
+        );
+        registry.register(
+            "registry_expirations",
+            "Registry instances removed because their heartbeats stopped",
+            registry_expirations.clone(),
+        );
+        registry.register(
+            "dns_discovery_resolutions",
+            "DNS discovery resolutions by result (error: the last good answer is kept)",
+            dns_discovery.clone(),
         );
         registry.register(
             "rate_limited",
@@ -329,6 +381,11 @@ impl Metrics {
             cache_bytes,
             cache_objects,
             cache_evictions,
+            upgrades,
+            tunnels_open,
+            registry_instances,
+            registry_expirations,
+            dns_discovery,
         }
     }
 

@@ -1,0 +1,262 @@
+//! Upgraded connections (WebSocket, and any other HTTP/1.1 `Upgrade`), passed through as bytes.
+//!
+//! The HTTP/1 server marks a request that asks to switch protocols ([`UpgradeRequested`]); the
+//! proxy forwards it with `Connection: upgrade` and its `Upgrade` header. When the upstream
+//! answers `101 Switching Protocols`, the upstream client does not pool the connection: it hands
+//! it over in the response ([`UpstreamTunnel`]). The server writes the 101 and then [`splice`]
+//! copies bytes both ways between the two connections until both directions have ended, one
+//! fails, or neither has moved a byte for the route's read timeout.
+//!
+//! Frames are not parsed: a proxy that forwards bytes cannot get WebSocket framing wrong, and the
+//! endpoints check it themselves. The tunnel lives in the client connection's task and holds no
+//! reference to the config snapshot, so reloads leave it alone.
+
+use crate::stream_io::{ConnRead, ConnWrite};
+use bytes::BytesMut;
+use http::HeaderValue;
+use http::header::{self, HeaderMap};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Bytes read at a time in each direction. Small on purpose: an idle WebSocket should cost
+/// little memory, and messages are mostly small.
+const TUNNEL_BUFFER: usize = 8 * 1024;
+/// How long the other direction may stay silent once one side has closed its own.
+const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
+
+/// Request extension: this HTTP/1.1 request asks to switch to `protocol` (e.g. `websocket`).
+#[derive(Clone, Debug)]
+pub struct UpgradeRequested {
+    pub protocol: HeaderValue,
+}
+
+/// The `Upgrade` value of a request that asks for an upgrade: `Connection` lists `upgrade` and
+/// an `Upgrade` header names the protocol. `h2c` is not offered (HTTP/2 over cleartext is
+/// spoken with prior knowledge), so such a request is served as plain HTTP/1.1.
+pub fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(header::UPGRADE)?;
+    if protocol.as_bytes().eq_ignore_ascii_case(b"h2c") {
+        return None;
+    }
+    let listed = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    listed.then(|| protocol.clone())
+}
+
+/// One side of a tunnel: a connection's halves and the bytes already read from it that belong
+/// to the new protocol (a client may send its first frame right behind the request head).
+pub struct TunnelEnd {
+    pub read: ConnRead,
+    pub write: ConnWrite,
+    pub buffered: BytesMut,
+}
+
+/// Response extension on a 101 from an upstream: its side of the tunnel, taken once.
+/// (Extensions must be `Clone`; the connection itself is not, hence the shared slot.)
+#[derive(Clone)]
+pub struct UpstreamTunnel(Arc<parking_lot::Mutex<Option<TunnelEnd>>>);
+
+impl UpstreamTunnel {
+    pub fn new(end: TunnelEnd) -> Self {
+        Self(Arc::new(parking_lot::Mutex::new(Some(end))))
+    }
+
+    pub fn take(&self) -> Option<TunnelEnd> {
+        self.0.lock().take()
+    }
+}
+
+/// Response extension the proxy sets on a 101: how long the tunnel may stay silent.
+#[derive(Clone, Copy, Debug)]
+pub struct TunnelIdle(pub Duration);
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelEnded {
+    /// Both sides closed their direction.
+    Closed,
+    /// A read or write failed (a reset, usually).
+    Failed,
+    /// No byte moved either way for the idle timeout.
+    Idle,
+}
+
+/// Copies bytes both ways between `client` and `upstream` until both directions have ended (a
+/// side that closes its sending direction has that close passed on, and the other direction
+/// keeps going), either fails, or neither moves a byte for `idle`. Once one direction has
+/// ended, the other may stay silent for at most [`HALF_CLOSED_GRACE`]: a peer that left
+/// should not hold the tunnel open for a whole idle period (HAProxy's `timeout client-fin`).
+pub async fn splice(client: TunnelEnd, upstream: TunnelEnd, idle: Duration) -> TunnelEnded {
+    let activity = AtomicU64::new(0);
+    let up = pump(client.read, client.buffered, upstream.write, &activity);
+    let down = pump(upstream.read, upstream.buffered, client.write, &activity);
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        let allowed = if up_done || down_done {
+            idle.min(HALF_CLOSED_GRACE)
+        } else {
+            idle
+        };
+        tokio::select! {
+            ended = &mut up, if !up_done => match ended {
+                Ok(()) => up_done = true,
+                Err(_) => return TunnelEnded::Failed,
+            },
+            ended = &mut down, if !down_done => match ended {
+                Ok(()) => down_done = true,
+                Err(_) => return TunnelEnded::Failed,
+            },
+            () = silence(&activity, allowed) => return TunnelEnded::Idle,
+        }
+    }
+    TunnelEnded::Closed
+}
+
+/// Returns once `activity` has not changed for a whole `idle` period. A period starts at the
+/// last check, not at the last byte, so a silent tunnel ends between one and two periods after
+/// its last byte: no clock read or timer update per byte.
+async fn silence(activity: &AtomicU64, idle: Duration) {
+    loop {
+        let seen = activity.load(Ordering::Relaxed);
+        tokio::time::sleep(idle).await;
+        if activity.load(Ordering::Relaxed) == seen {
+            return;
+        }
+    }
+}
+
+/// Copies one direction: first the bytes already buffered, then whatever arrives, until the
+/// reader ends (then the writer's direction is shut down too) or either side fails.
+async fn pump(
+    mut read: ConnRead,
+    mut buffer: BytesMut,
+    mut write: ConnWrite,
+    activity: &AtomicU64,
+) -> io::Result<()> {
+    if !buffer.is_empty() {
+        write.write_all(&buffer).await?;
+        write.flush().await?;
+    }
+    buffer.clear();
+    // The head buffer a connection came with may be large; an idle tunnel keeps a small one.
+    if buffer.capacity() > TUNNEL_BUFFER * 2 {
+        buffer = BytesMut::new();
+    }
+    loop {
+        if buffer.capacity() < TUNNEL_BUFFER {
+            buffer.reserve(TUNNEL_BUFFER);
+        }
+        let n = read.read_buf(&mut buffer).await?;
+        if n == 0 {
+            // Pass the half-close on: the other side may still be sending.
+            let _ = write.shutdown().await;
+            return Ok(());
+        }
+        activity.fetch_add(1, Ordering::Relaxed);
+        write.write_all(&buffer).await?;
+        write.flush().await?;
+        buffer.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn an_upgrade_needs_both_headers_and_is_never_h2c() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(requested(&ws).unwrap(), "websocket");
+        assert!(requested(&map(&[("upgrade", "websocket")])).is_none());
+        assert!(requested(&map(&[("connection", "upgrade")])).is_none());
+        let h2c = map(&[("connection", "upgrade"), ("upgrade", "h2c")]);
+        assert!(requested(&h2c).is_none());
+    }
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    fn end(stream: tokio::net::TcpStream, buffered: &[u8]) -> TunnelEnd {
+        let (read, write) = crate::stream_io::split_tcp(stream);
+        TunnelEnd {
+            read,
+            write,
+            buffered: BytesMut::from(buffered),
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_flow_both_ways_buffered_first_and_half_closes_pass_on() {
+        // client_app <-> (client_side | upstream_side) <-> upstream_app
+        let (mut client_app, client_side) = pair().await;
+        let (upstream_side, mut upstream_app) = pair().await;
+        let tunnel = tokio::spawn(splice(
+            end(client_side, b"early "),
+            end(upstream_side, b"hello "),
+            Duration::from_secs(5),
+        ));
+        client_app.write_all(b"frame").await.unwrap();
+        let mut got = [0u8; 11];
+        upstream_app.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early frame");
+        upstream_app.write_all(b"world").await.unwrap();
+        let mut got = [0u8; 11];
+        client_app.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello world");
+        // The client stops sending; the upstream sees the end and can still answer.
+        client_app.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        upstream_app.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        upstream_app.write_all(b"bye").await.unwrap();
+        upstream_app.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client_app.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"bye");
+        assert_eq!(tunnel.await.unwrap(), TunnelEnded::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_tunnel_ends_after_its_idle_time() {
+        let (_client_app, client_side) = pair().await;
+        let (upstream_side, _upstream_app) = pair().await;
+        let started = tokio::time::Instant::now();
+        let ended = splice(
+            end(client_side, b""),
+            end(upstream_side, b""),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(ended, TunnelEnded::Idle);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(30) && took < Duration::from_secs(61),
+            "{took:?}"
+        );
+    }
+}
