@@ -433,7 +433,7 @@ async fn detect_h2_preface(
 pub async fn handle_request(
     request: Request<ProxyBody>,
     conn: &ConnInfo,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let version = request.version();
@@ -496,6 +496,8 @@ pub async fn handle_request(
                         metrics: &shared.metrics,
                         idempotency: &shared.idempotency,
                         hedges: &shared.hedges,
+                        snapshot: &snapshot,
+                        shared,
                     };
                     proxy::forward(route, request, &ctx).await
                 }

@@ -24,10 +24,13 @@ async fn main() {
         let handshakes = batch.iter().map(|_| {
             let addr = addr.clone();
             async move {
-                let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-                let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+                let stream = tokio::net::TcpStream::connect(&addr)
                     .await
-                    .expect("WebSocket handshake");
+                    .expect("connect");
+                let (mut ws, _) =
+                    tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+                        .await
+                        .expect("WebSocket handshake");
                 ws.send(Message::text("hello")).await.expect("send");
                 let echo = ws.next().await.expect("open").expect("echo");
                 assert_eq!(echo, Message::text("hello"));
