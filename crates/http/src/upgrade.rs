@@ -78,6 +78,39 @@ impl UpstreamTunnel {
 #[derive(Clone, Copy, Debug)]
 pub struct TunnelIdle(pub Duration);
 
+/// Both ends of an upgraded connection, ready to run ([`Tunnel::run`]), with whatever must live
+/// as long as it does (the response body that counts it, the connection's limit permits).
+pub struct Tunnel {
+    client: TunnelEnd,
+    upstream: TunnelEnd,
+    idle: Duration,
+    kept: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Tunnel {
+    pub fn new(client: TunnelEnd, upstream: TunnelEnd, idle: Duration) -> Self {
+        Self {
+            client,
+            upstream,
+            idle,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Keeps `item` alive until the tunnel ends.
+    pub fn keep(&mut self, item: impl std::any::Any + Send) {
+        self.kept.push(Box::new(item));
+    }
+
+    /// Carries bytes both ways until the tunnel ends (see [`splice`]).
+    pub async fn run(self) -> TunnelEnded {
+        let ended = splice(self.client, self.upstream, self.idle).await;
+        tracing::debug!(?ended, "upgraded connection closed");
+        drop(self.kept);
+        ended
+    }
+}
+
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelEnded {
