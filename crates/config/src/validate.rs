@@ -1062,7 +1062,11 @@ endpoints = ["127.0.0.1:1"]
                 checked += 1;
             }
         }
-        assert!(checked >= 3, "only {checked} examples found in {}", dir.display());
+        assert!(
+            checked >= 3,
+            "only {checked} examples found in {}",
+            dir.display()
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ async fn ws_connect(addr: SocketAddr) -> Ws {
     ws
 }
 
-async fn echo(ws: &mut Ws, message: Message) {
+async fn echo<S>(ws: &mut WebSocketStream<S>, message: Message)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(message.clone()).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
@@ -290,4 +293,48 @@ async fn websockets_on_a_cached_route_are_not_cached_or_coalesced() {
     let mut c = ws_connect(addr).await;
     echo(&mut c, Message::text("to c")).await;
     assert_eq!(metric(&gw, "gatehouse_tunnels_open").await, Some(3.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_extended_connect_reach_an_http1_upstream() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_to(&[&up]).await;
+    let addr = gw.addr("main");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // RFC 8441: CONNECT with :protocol = websocket, no key (the proxy makes one for HTTP/1.1).
+    let mut request = http::Request::connect(format!("http://{addr}/ws"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("the server accepts extended CONNECT");
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("sec-websocket-accept"));
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    echo(&mut ws, Message::text("over HTTP/2")).await;
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    echo(&mut ws, Message::binary(big)).await;
+    assert_eq!(metric(&gw, "gatehouse_tunnels_open").await, Some(1.0));
+    ws.close(None).await.unwrap();
+    drop(ws);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            metric(&gw, "gatehouse_tunnels_open").await == Some(0.0)
+        })
+        .await,
+        "the tunnel closes with the stream"
+    );
 }

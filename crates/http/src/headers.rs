@@ -9,6 +9,8 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+pub static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `TE`,
 /// `Transfer-Encoding`, `Upgrade` and all `Proxy-*` headers. `Trailer` stays: it is end-to-end
@@ -154,6 +156,25 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
+/// A WebSocket handshake key: 16 random bytes in base64 (RFC 6455 §4.1).
+pub fn websocket_key() -> HeaderValue {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bits = fastrand::u128(..);
+    let bytes = bits.to_be_bytes();
+    let mut key = [0u8; 24];
+    for (chunk, out) in bytes.chunks(3).zip(key.chunks_mut(4)) {
+        let n = chunk.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = if i <= chunk.len() {
+                ALPHABET[((n >> (18 - 6 * i)) & 0x3f) as usize]
+            } else {
+                b'='
+            };
+        }
+    }
+    HeaderValue::from_bytes(&key).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
 /// 128 random bits as 32 hex digits (written by hand: this runs for most requests). The value
 /// is shared, not copied, by the request and the response that both carry it.
 pub fn new_request_id() -> HeaderValue {
@@ -247,6 +268,22 @@ mod tests {
         let mut h = HeaderMap::new();
         add_via(&mut h, Version::HTTP_2);
         assert_eq!(h["via"], "2 gatehouse");
+    }
+
+    #[test]
+    fn websocket_keys_are_16_random_bytes_in_base64() {
+        let (a, b) = (websocket_key(), websocket_key());
+        assert_ne!(a, b);
+        for key in [a, b] {
+            let text = key.to_str().unwrap();
+            assert_eq!(text.len(), 24, "{text}");
+            assert!(text.ends_with("==") && !text[..22].contains('='), "{text}");
+            assert!(
+                text[..22]
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+            );
+        }
     }
 
     #[test]

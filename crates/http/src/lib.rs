@@ -49,6 +49,7 @@ pub mod headers;
 pub mod health;
 pub mod hedge_timer;
 pub mod idempotency;
+pub mod idle;
 pub mod limits;
 pub mod pool;
 pub mod protect;

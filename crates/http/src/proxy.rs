@@ -19,14 +19,14 @@
 //!    endpoint's in-flight count stays raised until the body ends.
 
 use crate::body::{BoxError, ProxyBody};
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, X_REQUEST_ID};
 use crate::idempotency::{self, Claim, IDEMPOTENCY_KEY, KeyedRequest};
 use crate::limits::LimitedBody;
 use crate::resilience::{
     BreakerScope, RecordTarget, TryOutcome, breaker_outcome, report_transition, settle,
 };
 use crate::snapshot::{ClusterRuntime, EndpointRuntime, RouteRuntime};
-use crate::upgrade::{TunnelIdle, UpgradeRequested};
+use crate::upgrade::{ExtendedConnect, TunnelIdle, UpgradeRequested};
 use bytes::Bytes;
 use gatehouse_balance::{EndpointStats, PickRequest, hash_key};
 use gatehouse_config::{HashOn, UpstreamProtocol};
@@ -1001,7 +1001,7 @@ fn respond(
         inner: body,
         _in_flight: in_flight,
         _tunnel: tunnel,
-        idle: IdleWatch::new(route.read_timeout),
+        idle: crate::idle::IdleWatch::new(route.read_timeout),
     };
     Forwarded {
         response: Response::from_parts(parts, body.boxed()),
@@ -1054,6 +1054,16 @@ fn rewrite_request(
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol);
+            if parts.extensions.get::<ExtendedConnect>().is_some() {
+                // An HTTP/2 client sends no handshake key (RFC 8441 §5): this hop makes one.
+                parts
+                    .headers
+                    .insert(SEC_WEBSOCKET_KEY.clone(), headers::websocket_key());
+                parts
+                    .headers
+                    .entry(SEC_WEBSOCKET_VERSION.clone())
+                    .or_insert(HeaderValue::from_static("13"));
+            }
         } else {
             parts.extensions.remove::<UpgradeRequested>();
         }
@@ -1207,45 +1217,6 @@ impl Drop for OpenTunnel {
     }
 }
 
-/// The route's read timeout for a streamed response body: the longest the upstream may send
-/// nothing. No timer exists until the body first has to wait (most bodies never do), and then
-/// one timer serves the whole body: when it fires, a body that moved since it was armed gets
-/// another period (so silence is detected between one and two periods after the last byte),
-/// which spares a clock read and a timer update per frame.
-struct IdleWatch {
-    timeout: Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    moved: bool,
-}
-
-impl IdleWatch {
-    fn new(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            sleep: None,
-            moved: false,
-        }
-    }
-
-    /// Whether the body has been silent too long (else the waker is registered).
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = self.timeout;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if !std::mem::take(&mut self.moved) {
-                return true;
-            }
-            let next = sleep.deadline() + timeout;
-            sleep.as_mut().reset(next);
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
     /// The upstream's response body on its way to the client, keeping the endpoint's in-flight
     /// count raised until it ends or is dropped, and ending it when the upstream is silent
@@ -1256,7 +1227,7 @@ pin_project_lite::pin_project! {
         _in_flight: InFlight,
         // Kept alive by the server for as long as an upgraded connection's tunnel is open.
         _tunnel: Option<OpenTunnel>,
-        idle: IdleWatch,
+        idle: crate::idle::IdleWatch,
     }
 }
 
@@ -1271,15 +1242,12 @@ impl Body for TrackedBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.idle.moved = true;
+                this.idle.moved();
                 Poll::Ready(frame)
             }
-            Poll::Pending if this.idle.poll_expired(cx) => Poll::Ready(Some(Err(Box::new(
-                crate::body::BodyError::upstream(format!(
-                    "the upstream sent nothing for the route's read_timeout ({:?})",
-                    this.idle.timeout
-                )),
-            )))),
+            Poll::Pending if this.idle.poll_expired(cx) => {
+                Poll::Ready(Some(Err(this.idle.error())))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

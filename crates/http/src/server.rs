@@ -465,11 +465,18 @@ async fn detect_h2_preface(
 
 /// Routes and forwards one request, and records it.
 pub async fn handle_request(
-    request: Request<ProxyBody>,
+    mut request: Request<ProxyBody>,
     conn: &ConnInfo,
     shared: &Arc<Shared>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    // An HTTP/2 extended CONNECT (WebSocket over HTTP/2) goes upstream as an HTTP/1.1 upgrade
+    // without a body: the client's DATA frames are the tunnel's, sent once it is open.
+    let tunnel_body = request
+        .extensions()
+        .get::<crate::upgrade::ExtendedConnect>()
+        .is_some()
+        .then(|| std::mem::replace(request.body_mut(), crate::body::empty()));
     let version = request.version();
     let snapshot = shared.snapshot.load_full();
     let request_id = headers::request_id(request.headers());
@@ -544,6 +551,14 @@ pub async fn handle_request(
             endpoint,
             head_latency,
         }) => {
+            let response = match (tunnel_body, route) {
+                (Some(client_body), Some(route))
+                    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    crate::upgrade::h2_tunnel_response(response, client_body, route.read_timeout)
+                }
+                _ => response,
+            };
             let response = match (route.and_then(|r| r.compression.as_ref()), compress_for) {
                 (Some(settings), Some((accept, is_head))) => {
                     crate::compress::apply(response, accept.as_ref(), settings, is_head)

@@ -11,11 +11,13 @@
 //! endpoints check it themselves. The tunnel lives in the client connection's task and holds no
 //! reference to the config snapshot, so reloads leave it alone.
 
+use crate::body::ProxyBody;
 use crate::stream_io::{ConnRead, ConnWrite};
 use bytes::BytesMut;
 use http::HeaderValue;
 use http::header::{self, HeaderMap};
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,6 +52,12 @@ pub fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
     });
     listed.then(|| protocol.clone())
 }
+
+/// Request extension: the request came as an HTTP/2 extended CONNECT (RFC 8441), served as the
+/// HTTP/1.1 upgrade it stands for; its answer is a 200 whose body and request body carry the
+/// tunnel ([`h2_tunnel_response`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ExtendedConnect;
 
 /// One side of a tunnel: a connection's halves and the bytes already read from it that belong
 /// to the new protocol (a client may send its first frame right behind the request head).
@@ -212,6 +220,124 @@ fn poll_read_owned(read: &mut ConnRead, cx: &mut Context<'_>) -> Poll<io::Result
             Poll::Pending => Poll::Pending,
         }
     })
+}
+
+/// The answer to an HTTP/2 extended CONNECT whose upgrade the upstream accepted (`switched`: the
+/// 101 carrying the upstream connection): a 200 with the upstream's WebSocket headers but not
+/// its Upgrade/Connection/Accept (the HTTP/1.1 handshake stays on that hop). Its body is what the
+/// upstream sends; the client's request body (its DATA frames) is written to the upstream as
+/// the response body is polled, all inside the HTTP/2 connection's task.
+pub fn h2_tunnel_response(
+    switched: http::Response<ProxyBody>,
+    client_body: ProxyBody,
+    idle: Duration,
+) -> http::Response<ProxyBody> {
+    let (mut parts, kept) = switched.into_parts();
+    let Some(upstream) = parts
+        .extensions
+        .get::<UpstreamTunnel>()
+        .and_then(UpstreamTunnel::take)
+    else {
+        let mut refused = http::Response::new(crate::body::full("upgrade without a connection\n"));
+        *refused.status_mut() = http::StatusCode::BAD_GATEWAY;
+        return refused;
+    };
+    parts.status = http::StatusCode::OK;
+    parts.headers.remove(header::UPGRADE);
+    parts.headers.remove(header::CONNECTION);
+    parts.headers.remove("sec-websocket-accept");
+    parts.extensions = http::Extensions::new();
+    let TunnelEnd {
+        read,
+        write,
+        buffered,
+    } = upstream;
+    let body = TunnelBody {
+        read: Some(read),
+        pending: (!buffered.is_empty()).then(|| buffered.freeze()),
+        upload: Some(Box::pin(upload(client_body, write))),
+        idle: crate::idle::IdleWatch::new(idle),
+        _kept: kept,
+    };
+    http::Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+}
+
+type Upload = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// Writes the client's DATA to the upstream; ends the upstream's sending direction when the
+/// client ends its stream.
+async fn upload(mut body: ProxyBody, mut write: ConnWrite) {
+    use http_body_util::BodyExt;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data()
+            && (write.write_all(&data).await.is_err() || write.flush().await.is_err())
+        {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// The upstream's side of an HTTP/2 tunnel as a response body (see [`h2_tunnel_response`]).
+struct TunnelBody {
+    /// None once the upstream ended.
+    read: Option<ConnRead>,
+    /// Bytes that came right behind the upstream's 101.
+    pending: Option<bytes::Bytes>,
+    /// The client's side going up; None once done.
+    upload: Option<Upload>,
+    idle: crate::idle::IdleWatch,
+    /// The 101's body: it holds the endpoint's in-flight count and the open-tunnel gauge.
+    _kept: ProxyBody,
+}
+
+impl http_body::Body for TunnelBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(upload) = this.upload.as_mut()
+            && upload.as_mut().poll(cx).is_ready()
+        {
+            this.upload = None;
+        }
+        if let Some(data) = this.pending.take() {
+            this.idle.moved();
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        let Some(read) = this.read.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match poll_read_owned(read, cx) {
+            Poll::Ready(Ok(data)) if data.is_empty() => {
+                this.read = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(data)) => {
+                this.idle.moved();
+                Poll::Ready(Some(Ok(http_body::Frame::data(data.into()))))
+            }
+            Poll::Ready(Err(e)) => {
+                this.read = None;
+                Poll::Ready(Some(Err(Box::new(crate::body::BodyError::upstream(
+                    e.to_string(),
+                )))))
+            }
+            Poll::Pending if this.idle.poll_expired(cx) => {
+                this.read = None;
+                Poll::Ready(Some(Err(this.idle.error())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_none() && self.pending.is_none()
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub mod setting {
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
     pub const MAX_FRAME_SIZE: u16 = 0x5;
     pub const MAX_HEADER_LIST_SIZE: u16 = 0x6;
+    /// RFC 8441: the client may use extended CONNECT (WebSocket over HTTP/2).
+    pub const ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
 }
 
 /// An HTTP/2 error code (RFC 9113 §7), carried by RST_STREAM and GOAWAY.

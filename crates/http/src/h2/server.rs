@@ -247,6 +247,7 @@ where
                 ),
                 (setting::INITIAL_WINDOW_SIZE, settings.stream_window),
                 (setting::MAX_HEADER_LIST_SIZE, settings.max_header_list_size),
+                (setting::ENABLE_CONNECT_PROTOCOL, 1),
             ],
         );
         if settings.connection_window > frame::DEFAULT_WINDOW {

@@ -32,6 +32,8 @@ pub struct RequestHead {
     scheme: Option<Bytes>,
     authority: Option<Bytes>,
     path: Option<Bytes>,
+    /// RFC 8441 extended CONNECT.
+    protocol: Option<Bytes>,
     headers: HeaderMap,
     saw_regular: bool,
     content_length: Option<u64>,
@@ -75,7 +77,8 @@ impl RequestHead {
             Name::Authority => &mut self.authority,
             Name::Path => &mut self.path,
             Name::Status => return Err("response pseudo-header in a request"),
-            Name::Protocol | Name::UnknownPseudo(_) => return Err("unknown pseudo-header"),
+            Name::Protocol => &mut self.protocol,
+            Name::UnknownPseudo(_) => return Err("unknown pseudo-header"),
             Name::Invalid(_) => return Err("invalid header name (uppercase or not a token)"),
             Name::Header(name) => return self.regular(name, value),
         };
@@ -143,6 +146,19 @@ impl RequestHead {
             Some(a) => Some(Authority::from_maybe_shared(a).map_err(|_| "invalid :authority")?),
             None => None,
         };
+        // RFC 8441 extended CONNECT (we announce SETTINGS_ENABLE_CONNECT_PROTOCOL): a request to
+        // open a tunnel speaking :protocol (WebSocket) at :path. It is served as the HTTP/1.1
+        // upgrade it stands for: a GET that asks for that protocol.
+        let protocol = match self.protocol {
+            Some(_) if method != Method::CONNECT => return Err(":protocol without CONNECT"),
+            Some(p) => Some(HeaderValue::from_maybe_shared(p).map_err(|_| "invalid :protocol")?),
+            None => None,
+        };
+        let method = if protocol.is_some() {
+            Method::GET
+        } else {
+            method
+        };
         if method == Method::CONNECT {
             if self.scheme.is_some() || self.path.is_some() {
                 return Err(":scheme or :path in CONNECT");
@@ -179,6 +195,12 @@ impl RequestHead {
         parts.uri = uri;
         parts.version = Version::HTTP_2;
         parts.headers = self.headers;
+        if let Some(protocol) = protocol {
+            parts.extensions.insert(crate::upgrade::ExtendedConnect);
+            parts
+                .extensions
+                .insert(crate::upgrade::UpgradeRequested { protocol });
+        }
         Ok(CheckedHead {
             parts,
             content_length: self.content_length,
