@@ -11,6 +11,7 @@ use toml::Spanned;
 
 mod compression;
 pub mod discovery;
+mod dns;
 mod protection;
 mod resilience;
 mod tls;
@@ -137,6 +138,7 @@ impl Validator<'_> {
         self.unique_names(route_names.into_iter(), "routes", "route");
         let regions = self.regions(raw);
         let registry = self.registry(raw, &regions);
+        let dns = raw.dns.as_ref().and_then(|d| self.dns(d));
 
         Config {
             server,
@@ -146,6 +148,7 @@ impl Validator<'_> {
             clusters,
             regions,
             registry,
+            dns,
         }
     }
 

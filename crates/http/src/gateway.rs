@@ -82,6 +82,7 @@ impl Gateway {
             clusters: vec![],
             regions: vec![],
             registry: gatehouse_config::RegistrySettings::default(),
+            dns: None,
         };
         let store = EndpointStore::default();
         let faults = Faults::default();
