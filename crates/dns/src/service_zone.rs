@@ -298,14 +298,25 @@ impl ServiceZone {
                 .iter()
                 .filter(|m| addr_type(m.endpoint.addr) == qtype)
                 .collect();
+            // Instances that share an address (one host, several ports) are one record: an
+            // RRset holds no duplicates (RFC 2181 5). Their weights add up.
             let records = |ms: &[&Member]| -> Vec<Rec> {
-                ms.iter()
-                    .map(|m| Rec {
-                        tail: addr_tail(m.endpoint.addr, ttl),
-                        glue: Vec::new(),
-                        weight: m.endpoint.weight,
-                    })
-                    .collect()
+                let mut recs: Vec<(IpAddr, Rec)> = Vec::new();
+                for m in ms {
+                    let addr = m.endpoint.addr.to_canonical();
+                    match recs.iter_mut().find(|(a, _)| *a == addr) {
+                        Some((_, r)) => r.weight = r.weight.saturating_add(m.endpoint.weight),
+                        None => recs.push((
+                            addr,
+                            Rec {
+                                tail: addr_tail(addr, ttl),
+                                glue: Vec::new(),
+                                weight: m.endpoint.weight,
+                            },
+                        )),
+                    }
+                }
+                recs.into_iter().map(|(_, r)| r).collect()
             };
             if let Some(a) = self.answer(
                 buf,

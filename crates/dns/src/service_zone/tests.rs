@@ -403,14 +403,21 @@ fn bad_names_and_ns_are_skipped_and_bad_origins_refused() {
                 instances: vec![
                     ep("A", "192.0.2.31", 1, None, true),
                     ep("a", "192.0.2.32", 1, None, true),
+                    ep("b", "192.0.2.32", 1, None, true),
                 ],
             },
         ],
     };
     let mut c = Client::new(&settings(), &snap);
     assert_eq!(addrs(&c.ask("ns.svc.gatehouse", 1)), ["127.0.0.1"]);
+    // Two instances on one host: one A record (an RRset has no duplicates), two SRV records.
+    assert_eq!(
+        addrs(&c.ask("dup.svc.gatehouse", 1)),
+        ["192.0.2.31", "192.0.2.32"]
+    );
     assert_eq!(addrs(&c.ask("a.dup.svc.gatehouse", 1)), ["192.0.2.31"]);
     assert_eq!(addrs(&c.ask("a-2.dup.svc.gatehouse", 1)), ["192.0.2.32"]);
+    assert_eq!(c.ask("_dup._tcp.svc.gatehouse", 33).answers.len(), 3);
     let mut s = settings();
     s.origin = "bad..name".into();
     assert!(ServiceZone::build(&s, &snap, 1).is_err());
