@@ -42,6 +42,10 @@ const CLASS_IN: u16 = 1;
 const FLAGS: u16 = 0x8400;
 /// Weighted sequences are scaled to about this many slots (weights go up to 10000).
 const WEIGHT_SLOTS: u64 = 256;
+/// Most precomputed orders of one answer: n records need n rotations for every record to come
+/// first, but n responses of n records grow as n squared; past this, rotations start at evenly
+/// spaced records (answers that large exceed UDP limits and go over TCP anyway).
+const MAX_ROTATIONS: usize = 64;
 
 /// How the records of an answer are ordered from one response to the next.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -428,8 +432,13 @@ impl ServiceZone {
         policy: Policy,
     ) -> Rotation {
         let n = records.len();
-        let templates = (0..n)
-            .map(|k| {
+        // Rotation k starts at record starts[k]: every record when there are few, else
+        // MAX_ROTATIONS evenly spaced starts, so memory stays linear in the answer's size.
+        let rotations = n.min(MAX_ROTATIONS);
+        let starts: Vec<usize> = (0..rotations).map(|k| k * n / rotations).collect();
+        let templates = starts
+            .iter()
+            .map(|&k| {
                 let tails: Vec<Vec<u8>> =
                     (0..n).map(|j| records[(k + j) % n].tail.clone()).collect();
                 let glue: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
@@ -438,10 +447,14 @@ impl ServiceZone {
                 self.encode(buf, owner, qtype, &tails, &glue)
             })
             .collect();
-        let order = match policy {
-            Policy::RoundRobin => (0..n as u16).collect(),
+        let order: Vec<u16> = match policy {
+            Policy::RoundRobin => (0..rotations as u16).collect(),
+            // The instance the sequence picks, as the rotation starting at or before it.
             Policy::Weighted => {
                 weighted_order(&records.iter().map(|r| r.weight).collect::<Vec<_>>())
+                    .into_iter()
+                    .map(|i| (starts.partition_point(|&s| s <= i as usize) - 1) as u16)
+                    .collect()
             }
         };
         Rotation {

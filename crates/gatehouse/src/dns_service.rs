@@ -4,7 +4,7 @@
 //! The zone set is rebuilt (and swapped into the running server through `SharedZones`, the
 //! sockets untouched) when membership changes (the registry's watch fires), when health
 //! changes (the directory's view is polled every [`HEALTH_POLL`] and compared; health has no
-//! notification of its own), and when a reload changes `[dns]` or `[regions]`. Queries never
+//! notification of its own), and on every reload (zone files are re-read). Queries never
 //! wait for a rebuild: they read whatever set is stored.
 
 use anyhow::Context;
@@ -35,9 +35,8 @@ pub struct DnsRuntime {
 
 /// What the current zone set came from.
 struct State {
-    /// The `[dns]` and `[regions]` it was built for (a reload compares them).
+    /// The `[dns]` it was built for.
     settings: DnsSettings,
-    regions: Vec<gatehouse_config::Region>,
     files: Vec<Arc<dyn Authority>>,
     service: Option<ServiceZoneSettings>,
     last: Option<ServiceSnapshot>,
@@ -61,7 +60,6 @@ impl DnsRuntime {
         let service = service_settings(config);
         let mut state = State {
             settings: settings.clone(),
-            regions: config.regions.clone(),
             files,
             service,
             last: None,
@@ -91,17 +89,15 @@ impl DnsRuntime {
         Ok(Some(runtime))
     }
 
-    /// Reads the zone files of `config` when `[dns]` changed them.
+    /// Reads the zone files of `config` (every reload re-reads them, so SIGHUP after editing
+    /// a zone file serves the edit).
     pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
-        let state = self.state.lock();
-        let files = match &config.dns {
-            Some(new) if new.zones != state.settings.zones => Some(load_files(new)?),
-            _ => None,
-        };
+        let files = config.dns.as_ref().map(load_files).transpose()?;
         Ok(Prepared { files })
     }
 
-    /// Takes a reloaded config's `[dns]` and `[regions]`: rebuilds and swaps the zone set. The
+    /// Takes a reloaded config's `[dns]` and `[regions]` and the zone files read for it:
+    /// rebuilds and swaps the zone set. The
     /// listener stays where it is (a changed `dns.listen` or a removed `[dns]` needs a
     /// restart, and says so).
     pub fn apply(&self, config: &Config, prepared: Prepared) {
@@ -117,14 +113,10 @@ impl DnsRuntime {
                 "dns.listen changed: the DNS server moves only on restart"
             );
         }
-        if *new == state.settings && config.regions == state.regions {
-            return;
-        }
         if let Some(files) = prepared.files {
             state.files = files;
         }
         state.settings = new.clone();
-        state.regions = config.regions.clone();
         state.service = service_settings(config);
         state.last = None;
         match state.build(&self.directory.view()) {

@@ -338,6 +338,10 @@ fn large_answers_truncate_and_fit_over_tcp() {
         }],
     };
     let mut c = Client::new(&settings(), &snap);
+    // 100 records: 64 rotations, evenly spaced starts; each answer still has all 100.
+    let zone = ServiceZone::build(&settings(), &snap, 1).unwrap();
+    let answer = &zone.nodes[&b"\x03big\x03svc\x09gatehouse\x00"[..]].answers[0].1;
+    assert_eq!(answer.sets[0].templates.len(), 64);
     let udp = c.raw(&query("big.svc.gatehouse", 1, None), "127.0.0.1");
     assert!(udp.len() <= 512);
     assert_eq!(udp[2] & 0x02, 0x02, "TC");
