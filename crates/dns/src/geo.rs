@@ -54,10 +54,12 @@ impl RegionTable {
         };
         let mut best: Option<(u8, u16)> = None;
         for &(net, len, region) in &self.nets {
-            if len <= known && same_family(net, addr) && prefix_eq(net, addr, len) {
-                if best.is_none_or(|(l, _)| len > l) {
-                    best = Some((len, region));
-                }
+            if len <= known
+                && same_family(net, addr)
+                && prefix_eq(net, addr, len)
+                && best.is_none_or(|(l, _)| len > l)
+            {
+                best = Some((len, region));
             }
         }
         let region = best.map(|(_, r)| r);
