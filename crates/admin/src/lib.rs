@@ -6,6 +6,7 @@
 //! - `/config`: the effective configuration snapshot as JSON, with its generation number;
 //! - `/clusters` ([`clusters`]): every endpoint's live state: health, ejection, breaker, load;
 //! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token);
+//! - `/cache` ([`cache`]): the HTTP cache's size, and purges (writes need the token).
 //! - `/registry` ([`registry`]): the service registry: list, register, heartbeat, deregister
 //!   (writes need the token).
 //!
@@ -20,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+mod cache;
 mod clusters;
 mod faults;
 mod registry;
@@ -70,6 +72,8 @@ fn router(state: AdminState) -> Router {
         .route("/config", get(config))
         .route("/clusters", get(clusters::list))
         .route("/faults", get(faults::list))
+        .route("/cache", get(cache::stats))
+        .route("/cache/purge", axum::routing::post(cache::purge))
         .route(
             "/faults/{target}/{name}",
             axum::routing::put(faults::put).delete(faults::delete),
@@ -89,6 +93,18 @@ fn router(state: AdminState) -> Router {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // The cache's totals are read when asked for, not kept up to date per request.
+    let cache = state.gateway.cache().stats();
+    let metrics = state.gateway.metrics();
+    metrics
+        .cache_bytes
+        .set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
+    metrics
+        .cache_objects
+        .set(i64::try_from(cache.urls).unwrap_or(i64::MAX));
+    metrics
+        .cache_evictions
+        .set(i64::try_from(cache.evictions).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

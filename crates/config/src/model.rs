@@ -22,6 +22,37 @@ pub struct Config {
     pub registry: RegistrySettings,
     /// `[dns]`: the authoritative DNS server; None: no DNS server.
     pub dns: Option<DnsSettings>,
+    pub cache: CacheSettings,
+}
+
+/// The HTTP cache's store (`[cache]`), shared by every route that caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CacheSettings {
+    /// Bytes the store may hold (bodies, headers and a per-entry overhead).
+    pub max_size: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            max_size: 256 << 20,
+        }
+    }
+}
+
+/// A route's use of the HTTP cache (`[routes.cache]`); see docs/cache.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RouteCache {
+    /// A response whose body is larger passes through uncached.
+    pub max_object_size: u64,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        Self {
+            max_object_size: 8 << 20,
+        }
+    }
 }
 
 impl Config {
@@ -195,6 +226,8 @@ pub struct Route {
     /// Fault injection from the config file (the admin API can change it at runtime).
     pub fault: Option<FaultSettings>,
     pub protection: RouteProtection,
+    /// The shared HTTP cache; None: responses are not cached.
+    pub cache: Option<RouteCache>,
     /// Response compression; None: responses pass as the upstream sent them.
     pub compression: Option<Compression>,
 }

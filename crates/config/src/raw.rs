@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub clusters: Vec<Spanned<RawCluster>>,
+    /// The HTTP cache's store, shared by every route with `[routes.cache]`.
+    pub cache: Option<Spanned<RawCache>>,
     /// Region name -> CIDRs (for geo-aware service DNS).
     #[serde(default)]
     pub regions: Option<BTreeMap<Spanned<String>, Spanned<RawCidrs>>>,
@@ -108,6 +110,21 @@ pub struct RawDiscovery {
     pub nameserver: Option<Spanned<String>>,
 }
 
+/// `[cache]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_size: Option<Spanned<SizeValue>>,
+}
+
+/// `[routes.cache]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub enabled: Option<bool>,
+    pub max_object_size: Option<Spanned<SizeValue>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -190,6 +207,7 @@ pub struct RawRoute {
     pub acl: Option<Spanned<RawAcl>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub security_headers: Option<Spanned<RawSecurityHeaders>>,
+    pub cache: Option<Spanned<RawRouteCache>>,
     pub compression: Option<Spanned<RawCompression>>,
 }
 

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
 
+mod cache;
 mod compression;
 pub mod discovery;
 mod dns;
@@ -36,6 +37,7 @@ pub fn validate(raw: &RawConfig, source: &str, origin: &str) -> Result<Config, C
         source,
         origin,
         errors: Vec::new(),
+        cache: CacheSettings::default(),
     };
     let config = v.config(raw);
     if v.errors.is_empty() {
@@ -49,6 +51,8 @@ struct Validator<'a> {
     source: &'a str,
     origin: &'a str,
     errors: Vec<ConfigError>,
+    /// The validated `[cache]`, which routes' cache settings are checked against.
+    cache: CacheSettings,
 }
 
 impl Validator<'_> {
@@ -83,6 +87,7 @@ impl Validator<'_> {
                 .deadline_header(raw.server.as_ref().and_then(|s| s.deadline_header.as_ref())),
         };
         let admin = raw.admin.as_ref().and_then(|a| self.admin(a));
+        self.cache = self.cache(raw.cache.as_ref());
         let listeners: Vec<Listener> = raw
             .listeners
             .iter()
@@ -146,6 +151,7 @@ impl Validator<'_> {
             listeners,
             routes,
             clusters,
+            cache: self.cache,
             regions,
             registry,
             dns,
@@ -520,6 +526,8 @@ impl Validator<'_> {
             .as_ref()
             .map(|h| self.hedge(h, &format!("{field}.hedge")));
         let protection = self.route_protection(raw, &field);
+        let store = self.cache;
+        let cache = self.route_cache(raw.cache.as_ref(), &field, &store);
         let compression = raw
             .compression
             .as_ref()
@@ -529,6 +537,7 @@ impl Validator<'_> {
                 .then(|| h.get_ref().to_ascii_lowercase())
         });
         Some(Route {
+            cache,
             name,
             listeners,
             hosts,
@@ -1125,5 +1134,88 @@ endpoints = ["127.0.0.1:1"]
     fn empty_file_needs_a_listener() {
         let text = errors("").to_string();
         assert!(text.contains("no listeners"), "{text}");
+    }
+
+    #[test]
+    fn cache_settings_are_checked_against_the_store() {
+        let src = r#"
+[cache]
+max_size = "1MiB"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+[[routes]]
+cluster = "c"
+[routes.cache]
+max_object_size = "2MiB"
+[[routes]]
+cluster = "c"
+[routes.cache]
+max_object_size = "lots"
+[[routes]]
+cluster = "c"
+[routes.cache]
+enabled = true
+max_object_size = 0
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#;
+        let text = errors(src).to_string();
+        assert!(
+            text.contains("test.toml:10:19: routes[0].cache.max_object_size: max_object_size (2097152 bytes) is larger than the whole cache"),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[1].cache.max_object_size: \"lots\" is not a size"),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[2].cache.max_object_size: a size limit of 0"),
+            "{text}"
+        );
+        let bad_store = errors(
+            "[cache]\nmax_size = -1\n[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .to_string();
+        assert!(
+            bad_store.contains("cache.max_size: a size cannot be negative"),
+            "{bad_store}"
+        );
+        let unknown = errors("[cache]\nmax_sise = 1\n").to_string();
+        assert!(unknown.contains("max_sise"), "{unknown}");
+    }
+
+    #[test]
+    fn cache_defaults_and_opt_out() {
+        let config = parse(
+            r#"
+[[listeners]]
+name = "a"
+listen = "127.0.0.1:0"
+[[routes]]
+cluster = "c"
+[routes.cache]
+[[routes]]
+cluster = "c"
+[routes.cache]
+enabled = false
+max_object_size = "1KiB"
+[[routes]]
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(config.cache.max_size, 256 << 20);
+        assert_eq!(
+            config.routes[0].cache.map(|c| c.max_object_size),
+            Some(8 << 20)
+        );
+        assert_eq!(config.routes[1].cache, None);
+        assert_eq!(config.routes[2].cache, None);
     }
 }

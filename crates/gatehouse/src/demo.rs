@@ -145,6 +145,7 @@ cluster = "realtime"
 name = "cached"
 path = "/cached"
 cluster = "realtime"
+[routes.cache]
 
 [[routes]]
 name = "hold"
@@ -227,6 +228,7 @@ Try:
   open http://{listen}/realtime in a browser          # a WebSocket and server-sent events through the gateway
   curl -sN http://{listen}/events                   # server-sent events, one a second (ctrl-c to stop)
   curl -s --compressed -I http://{listen}/realtime | grep -i content-encoding   # compressed
+  curl -si http://{listen}/cached | grep -i -e answer -e cache-status   # twice: the 2nd is a cache hit
   curl -s http://{admin}/metrics | grep -e gatehouse_http_requests -e gatehouse_tunnels_open
   curl -s http://{admin}/config
   curl -s http://{admin}/registry/services          # the service registry: service "demo"

@@ -273,3 +273,21 @@ async fn the_read_timeout_ends_silent_streams_and_tunnels_but_not_busy_ones() {
     );
     echo(&mut active, Message::text("still open")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_on_a_cached_route_are_not_cached_or_coalesced() {
+    let up = TestUpstream::start("up").await;
+    let rest = format!(
+        "[[routes]]\ncluster = \"c\"\n[routes.cache]\n[[clusters]]\nname = \"c\"\nendpoints = {}\n",
+        endpoints(&[&up])
+    );
+    let gw = Gatehouse::start(bin(), &config(&rest), &[]).await;
+    let addr = gw.addr("main");
+    // Opened together: coalescing them would hand one upstream connection to both.
+    let (mut a, mut b) = tokio::join!(ws_connect(addr), ws_connect(addr));
+    echo(&mut a, Message::text("to a")).await;
+    echo(&mut b, Message::text("to b")).await;
+    let mut c = ws_connect(addr).await;
+    echo(&mut c, Message::text("to c")).await;
+    assert_eq!(metric(&gw, "gatehouse_tunnels_open").await, Some(3.0));
+}

@@ -56,6 +56,8 @@ pub struct Gateway {
     /// Route rate limiters, kept across reloads while a route's limit is unchanged.
     limiters: RateLimiterStore,
     faults: Faults,
+    /// The HTTP cache's store, kept across reloads.
+    cache: Mutex<Arc<gatehouse_cache::HttpCache>>,
     health_checkers: HealthCheckers,
     tls: crate::tls_edge::TlsRuntimes,
     generation: AtomicU64,
@@ -80,6 +82,7 @@ impl Gateway {
             listeners: vec![],
             routes: vec![],
             clusters: vec![],
+            cache: gatehouse_config::CacheSettings::default(),
             regions: vec![],
             registry: gatehouse_config::RegistrySettings::default(),
             dns: None,
@@ -113,6 +116,9 @@ impl Gateway {
             store,
             limiters,
             faults,
+            cache: Mutex::new(Arc::new(gatehouse_cache::HttpCache::new(
+                gatehouse_config::CacheSettings::default().max_size,
+            ))),
             health_checkers: HealthCheckers::default(),
             tls: crate::tls_edge::TlsRuntimes::default(),
             generation: AtomicU64::new(0),
@@ -184,6 +190,21 @@ impl Gateway {
     /// Runtime fault injection (the admin API sets it).
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// The HTTP cache shared by the routes that cache (for purges and metrics).
+    pub fn cache(&self) -> Arc<gatehouse_cache::HttpCache> {
+        Arc::clone(&self.cache.lock())
+    }
+
+    /// The store for a config's `[cache] max_size`: the current one, kept with its entries
+    /// across reloads, unless the size changed (moka's bound is fixed when it is built).
+    fn cache_store(&self, max_size: u64) -> Arc<gatehouse_cache::HttpCache> {
+        let mut current = self.cache.lock();
+        if current.max_size() != max_size {
+            *current = Arc::new(gatehouse_cache::HttpCache::new(max_size));
+        }
+        Arc::clone(&current)
     }
 
     /// Bound addresses by listener name (port 0 resolved to the real port).
@@ -316,6 +337,7 @@ impl Gateway {
         generation: u64,
         tls: Arc<crate::tls_edge::PreparedTls>,
     ) -> Arc<Snapshot> {
+        let cache = self.cache_store(config.cache.max_size);
         let snapshot = Snapshot::build(
             config,
             generation,
@@ -324,7 +346,8 @@ impl Gateway {
             &self.shared.metrics,
             &self.faults,
             &tls,
-        );
+        )
+        .with_cache(&cache, &self.shared.metrics);
         self.tls.commit(&tls);
         *self.prepared_tls.lock() = tls;
         self.store.retain(&snapshot.endpoint_ids());

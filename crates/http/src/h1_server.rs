@@ -17,6 +17,7 @@ use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
 use crate::stream_io::{ConnRead, ConnWrite};
+use crate::upgrade::{Tunnel, TunnelEnd};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -51,7 +52,8 @@ pub async fn serve<H, F>(
     draining: CancellationToken,
     on_reject: impl Fn(Rejection),
     handler: H,
-) where
+) -> Option<Tunnel>
+where
     H: Fn(Request<ProxyBody>) -> F,
     F: Future<Output = Response<ProxyBody>>,
 {
@@ -68,18 +70,18 @@ pub async fn serve<H, F>(
         timeout: settings.header_timeout,
     };
     loop {
-        let Some(reader) = read.as_mut() else { return };
+        let reader = read.as_mut()?;
         let head = read_head(reader, &mut buf, settings, &mut timer, &draining).await;
         let (mut parts, framing) = match head {
             HeadOutcome::Request(parts, framing) => (parts, framing),
-            HeadOutcome::Closed => return,
+            HeadOutcome::Closed => return None,
             HeadOutcome::Refused(rejection) => {
                 on_reject(rejection);
                 let _ = write.write_all(&refusal_response(rejection)).await;
                 if let Some(reader) = read.as_mut() {
                     linger(reader, &mut write).await;
                 }
-                return;
+                return None;
             }
         };
         let is_head = parts.method == Method::HEAD;
@@ -105,7 +107,7 @@ pub async fn serve<H, F>(
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
         }
         let (body, returned) = if has_body {
@@ -127,9 +129,8 @@ pub async fn serve<H, F>(
         };
         let response = handler(Request::from_parts(parts, body)).await;
         if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(reader) = read.take() else { return };
-            switch_protocols(response, &mut out, (reader, write), buf).await;
-            return;
+            let reader = read.take()?;
+            return switch_protocols(response, &mut out, (reader, write), buf).await;
         }
         if draining.is_cancelled() || closes(response.headers()) {
             keep_alive = false;
@@ -159,14 +160,14 @@ pub async fn serve<H, F>(
         )
         .await
         {
-            return;
+            return None;
         }
         if let Some(returned) = returned {
             // The body comes back when the handler is done with it; a client that keeps its
             // upload open longer than a head may take is not waited for.
             match tokio::time::timeout(settings.header_timeout, returned).await {
                 Ok(Ok(late)) => back = Some(late),
-                _ => return,
+                _ => return None,
             }
         }
         if let Some(back) = back {
@@ -178,7 +179,7 @@ pub async fn serve<H, F>(
             if let Some(reader) = read.as_mut() {
                 linger(reader, &mut write).await;
             }
-            return;
+            return None;
         }
         timer.served_since_armed = true;
     }
@@ -209,15 +210,17 @@ impl HeadTimer<'_> {
     }
 }
 
-/// Writes the 101 and then carries bytes both ways between the client and the upstream
-/// connection the response hands over (see [`crate::upgrade`]). The response's body is kept
-/// until the tunnel ends: it holds the endpoint's in-flight count and the open-tunnel gauge.
+/// Writes the 101 and returns the tunnel that carries bytes both ways between the client and
+/// the upstream connection the response hands over (see [`crate::upgrade`]); the caller runs it
+/// in a task of its own, so the connection's request machinery is freed while it is open. The
+/// response's body goes with the tunnel: it holds the endpoint's in-flight count and the
+/// open-tunnel gauge.
 async fn switch_protocols(
     response: Response<ProxyBody>,
     out: &mut Vec<u8>,
     (read, mut write): (ConnRead, ConnWrite),
     buffered: BytesMut,
-) {
+) -> Option<Tunnel> {
     let (parts, body) = response.into_parts();
     let upstream = parts
         .extensions
@@ -230,24 +233,26 @@ async fn switch_protocols(
                 b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             )
             .await;
-        return;
+        return None;
     };
     let idle = parts
         .extensions
         .get::<crate::upgrade::TunnelIdle>()
         .map_or(Duration::from_secs(300), |idle| idle.0);
     encode_head(&parts, Delimit::NoBody, true, false, out);
-    if write.write_all(out).await.is_err() || write.flush().await.is_err() {
-        return;
+    drop(parts);
+    let written = write.write_all(out).await.is_ok() && write.flush().await.is_ok();
+    if !written {
+        return None;
     }
-    let client = crate::upgrade::TunnelEnd {
+    let client = TunnelEnd {
         read,
         write,
         buffered,
     };
-    let ended = crate::upgrade::splice(client, upstream, idle).await;
-    tracing::debug!(?ended, "upgraded connection closed");
-    drop(body);
+    let mut tunnel = Tunnel::new(client, upstream, idle);
+    tunnel.keep(body);
+    Some(tunnel)
 }
 
 /// Ends a connection without losing the last response: closing a socket that still has unread

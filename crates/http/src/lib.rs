@@ -27,6 +27,7 @@
 //!   [`resilience`]: a cluster's retry policy and budget, breakers and outlier detector;
 //!   [`hedge_timer`]: hedged requests' deadlines, kept off tokio's timer wheel;
 //!   [`idempotency`]: `Idempotency-Key` claims, replays and recording.
+//! - [`cache_layer`]: the shared HTTP cache on a route's forward path (rules in gatehouse-cache).
 //! - [`limits`], [`body`]: body size limit, body types and locally generated responses.
 //! - [`protect`]: listener and route ACLs, trusted proxies and the real client address,
 //!   connections per client, rate limits, security headers.
@@ -35,6 +36,7 @@
 //!   [`redirect`]: 308 to https for cleartext listeners that only redirect.
 
 pub mod body;
+pub mod cache_layer;
 pub mod chunked;
 pub mod compress;
 pub mod faults;

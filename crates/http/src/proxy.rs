@@ -105,21 +105,39 @@ pub struct ForwardContext<'a> {
     pub idempotency: &'a Arc<dyn IdempotencyStore>,
     /// Hedge deadlines (see `hedge_timer`).
     pub hedges: &'a crate::hedge_timer::HedgeTimers,
+    /// The snapshot and gateway state the request runs in, for work that outlives it (a
+    /// cache revalidation in the background).
+    pub snapshot: &'a Arc<crate::snapshot::Snapshot>,
+    pub shared: &'a Arc<crate::server::Shared>,
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
-/// A cluster with a circuit breaker is asked first: while it is open, the answer is an
-/// immediate 503 with Retry-After, and no upstream sees the request.
+/// A route with `[routes.cache]` answers from the shared cache when it can
+/// ([`crate::cache_layer`]); the rest goes to [`forward_origin`].
 pub async fn forward(
     route: &RouteRuntime,
     request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
 ) -> Result<Forwarded, ProxyError> {
-    let cluster = &route.cluster;
     if route.require_client_cert && ctx.conn.client_cert.is_none() {
         return Err(ProxyError::new(ErrorKind::ClientCertificateRequired));
     }
     inject_faults(route, ctx).await?;
+    if let Some(cache) = &route.cache {
+        return crate::cache_layer::forward(route, cache, request, ctx).await;
+    }
+    forward_origin(route, request, ctx).await
+}
+
+/// The origin phases: the breaker, then the tries (what a cache miss goes through).
+/// A cluster with a circuit breaker is asked first: while it is open, the answer is an
+/// immediate 503 with Retry-After, and no upstream sees the request.
+pub(crate) async fn forward_origin(
+    route: &RouteRuntime,
+    request: Request<ProxyBody>,
+    ctx: &ForwardContext<'_>,
+) -> Result<Forwarded, ProxyError> {
+    let cluster = &route.cluster;
     let Some(breaker) = &cluster.resilience.breaker else {
         return forward_tries(route, request, ctx).await;
     };

@@ -184,6 +184,7 @@ mod tests {
             require_client_cert: false,
             fault: None,
             protection: Default::default(),
+            cache: None,
             compression: None,
         }
     }

@@ -15,6 +15,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::protect::connections::{self, ConnectionsPerIp};
 use crate::proxy::{self, ConnInfo, ForwardContext, Forwarded};
 use crate::snapshot::{ListenerRuntime, Snapshot};
+use crate::upgrade::Tunnel;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
@@ -136,10 +137,17 @@ pub async fn accept_loop(
             "http",
         ));
         let shared_for_conn = Arc::clone(&shared);
+        let tracker = shared.connections.clone();
         shared.connections.spawn(async move {
-            let _permit = permit;
-            let _ip_slot = ip_slot;
-            serve_connection(stream, conn, shared_for_conn).await;
+            let tunnel = serve_connection(stream, conn, shared_for_conn).await;
+            // An upgraded connection (WebSocket) continues in a small task of its own, still
+            // counted against the connection limits and waited for on drain; this task's
+            // request machinery (several KiB) is freed.
+            if let Some(mut tunnel) = tunnel {
+                tunnel.keep(permit);
+                tunnel.keep(ip_slot);
+                tracker.spawn(tunnel.run());
+            }
         });
     }
 }
@@ -169,7 +177,11 @@ fn admit(
     })
 }
 
-async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Shared>) {
+async fn serve_connection(
+    stream: TcpStream,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Option<Tunnel> {
     let _ = gatehouse_net::tune_stream(&stream);
     let labels = ListenerLabels {
         listener: Arc::clone(&conn.listener),
@@ -179,12 +191,13 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
         .connections_total
         .get_or_create(&labels)
         .inc();
-    let open = shared
-        .metrics
-        .connections_open
-        .get_or_create(&labels)
-        .clone();
-    open.inc();
+    let open = OpenConnection::new(
+        shared
+            .metrics
+            .connections_open
+            .get_or_create(&labels)
+            .clone(),
+    );
 
     // Settings come from the snapshot current at accept time.
     let settings = shared
@@ -212,11 +225,31 @@ async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, shared: Arc<Sh
     // One deadline for the first head, whether or not a TLS handshake or protocol detection
     // read part of it.
     let first_deadline = tokio::time::Instant::now() + h1.header_timeout;
-    match &settings.tls {
+    let tunnel = match &settings.tls {
         Some(tls) => serve_tls(stream, conn, &shared, &settings, tls, h1, first_deadline).await,
         None => serve_cleartext(stream, conn, &shared, &settings, h1, first_deadline).await,
+    };
+    // An upgraded connection stays open (and counted) as long as its tunnel.
+    tunnel.map(|mut tunnel| {
+        tunnel.keep(open);
+        tunnel
+    })
+}
+
+/// Counts a downstream connection as open while it lives.
+struct OpenConnection(gatehouse_observe::Gauge);
+
+impl OpenConnection {
+    fn new(gauge: gatehouse_observe::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
     }
-    open.dec();
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn serve_cleartext(
@@ -226,7 +259,7 @@ async fn serve_cleartext(
     settings: &ListenerRuntime,
     h1: H1Settings,
     first_deadline: tokio::time::Instant,
-) {
+) -> Option<Tunnel> {
     let draining = shared.draining.clone();
     let protocols = settings.protocols;
     if let Some(port) = settings.https_redirect_port {
@@ -245,7 +278,7 @@ async fn serve_cleartext(
             redirect,
         )
         .await;
-        return;
+        return None;
     }
     let handler = |request| handle_request(request, &conn, shared);
     if !protocols.http1 {
@@ -257,7 +290,7 @@ async fn serve_cleartext(
             handler,
         )
         .await;
-        return;
+        return None;
     }
     let mut prefix = BytesMut::new();
     if protocols.h2c {
@@ -271,10 +304,10 @@ async fn serve_cleartext(
                     handler,
                 )
                 .await;
-                return;
+                return None;
             }
             Detected::Http1 => {}
-            Detected::Closed => return,
+            Detected::Closed => return None,
         }
     }
     let halves = crate::stream_io::split_tcp(stream);
@@ -288,7 +321,7 @@ async fn serve_cleartext(
         on_reject,
         handler,
     )
-    .await;
+    .await
 }
 
 /// Completes the TLS handshake (within the first head's deadline), then serves the protocol
@@ -301,7 +334,7 @@ async fn serve_tls(
     tls: &crate::tls_edge::ListenerTlsRuntime,
     h1: H1Settings,
     first_deadline: tokio::time::Instant,
-) {
+) -> Option<Tunnel> {
     let stream = match tokio::time::timeout_at(first_deadline, tls.acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         failed => {
@@ -313,7 +346,7 @@ async fn serve_tls(
                 _ => "tls_handshake_timeout",
             };
             count_rejection(shared, &conn, reason);
-            return;
+            return None;
         }
     };
     let (_, session) = stream.get_ref();
@@ -341,6 +374,7 @@ async fn serve_tls(
             handler,
         )
         .await;
+        None
     } else {
         let halves = crate::stream_io::split_server_tls(stream);
         let on_reject = rejection_counter(&conn, shared);
@@ -353,7 +387,7 @@ async fn serve_tls(
             on_reject,
             handler,
         )
-        .await;
+        .await
     }
 }
 
@@ -433,7 +467,7 @@ async fn detect_h2_preface(
 pub async fn handle_request(
     request: Request<ProxyBody>,
     conn: &ConnInfo,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let version = request.version();
@@ -496,6 +530,8 @@ pub async fn handle_request(
                         metrics: &shared.metrics,
                         idempotency: &shared.idempotency,
                         hedges: &shared.hedges,
+                        snapshot: &snapshot,
+                        shared,
                     };
                     proxy::forward(route, request, &ctx).await
                 }

@@ -74,6 +74,8 @@ pub struct RouteRuntime {
     pub hedge: Option<crate::resilience::HedgeRuntime>,
     /// ACL, rate limit and security headers.
     pub protection: RouteProtection,
+    /// The shared HTTP cache, when the route opts in (set by [`Snapshot::with_cache`]).
+    pub cache: Option<crate::cache_layer::RouteCache>,
     /// Response compression, when the route asks for it.
     pub compression: Option<gatehouse_config::Compression>,
 }
@@ -178,6 +180,7 @@ impl Snapshot {
                         .as_deref()
                         .and_then(|h| HeaderValue::from_str(h).ok()),
                     timeout,
+                    cache: None,
                     read_timeout: r.read_timeout,
                     compression: r.compression.clone(),
                 }
@@ -225,6 +228,25 @@ impl Snapshot {
             listeners,
             empty_router: Router::default(),
         }
+    }
+
+    /// Gives the routes that opt into caching their handle on the gateway's shared store.
+    pub fn with_cache(
+        mut self,
+        store: &Arc<gatehouse_cache::HttpCache>,
+        metrics: &Metrics,
+    ) -> Self {
+        for (route, config) in self.routes.iter_mut().zip(&self.config.routes) {
+            route.cache = config.cache.map(|settings| {
+                crate::cache_layer::RouteCache::new(
+                    Arc::clone(store),
+                    settings,
+                    &route.labels,
+                    metrics,
+                )
+            });
+        }
+        self
     }
 
     /// The router of a listener; a listener removed by a reload routes nothing.

@@ -15,15 +15,17 @@ use crate::stream_io::{ConnRead, ConnWrite};
 use bytes::BytesMut;
 use http::HeaderValue;
 use http::header::{self, HeaderMap};
+use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-/// Bytes read at a time in each direction. Small on purpose: an idle WebSocket should cost
-/// little memory, and messages are mostly small.
-const TUNNEL_BUFFER: usize = 8 * 1024;
+/// Bytes read at a time in each direction (into a per-thread buffer, see [`pump`]).
+const TUNNEL_BUFFER: usize = 16 * 1024;
 /// How long the other direction may stay silent once one side has closed its own.
 const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,6 +77,39 @@ impl UpstreamTunnel {
 /// Response extension the proxy sets on a 101: how long the tunnel may stay silent.
 #[derive(Clone, Copy, Debug)]
 pub struct TunnelIdle(pub Duration);
+
+/// Both ends of an upgraded connection, ready to run ([`Tunnel::run`]), with whatever must live
+/// as long as it does (the response body that counts it, the connection's limit permits).
+pub struct Tunnel {
+    client: TunnelEnd,
+    upstream: TunnelEnd,
+    idle: Duration,
+    kept: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Tunnel {
+    pub fn new(client: TunnelEnd, upstream: TunnelEnd, idle: Duration) -> Self {
+        Self {
+            client,
+            upstream,
+            idle,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Keeps `item` alive until the tunnel ends.
+    pub fn keep(&mut self, item: impl std::any::Any + Send) {
+        self.kept.push(Box::new(item));
+    }
+
+    /// Carries bytes both ways until the tunnel ends (see [`splice`]).
+    pub async fn run(self) -> TunnelEnded {
+        let ended = splice(self.client, self.upstream, self.idle).await;
+        tracing::debug!(?ended, "upgraded connection closed");
+        drop(self.kept);
+        ended
+    }
+}
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,41 +169,55 @@ async fn silence(activity: &AtomicU64, idle: Duration) {
 
 /// Copies one direction: first the bytes already buffered, then whatever arrives, until the
 /// reader ends (then the writer's direction is shut down too) or either side fails.
+///
+/// An idle tunnel holds no buffer: each read goes into a per-thread scratch buffer within one
+/// poll, and only the bytes read are copied out to be written. Most WebSockets are idle most of
+/// the time, so this is what keeps many open ones cheap.
 async fn pump(
     mut read: ConnRead,
-    mut buffer: BytesMut,
+    buffered: BytesMut,
     mut write: ConnWrite,
     activity: &AtomicU64,
 ) -> io::Result<()> {
-    if !buffer.is_empty() {
-        write.write_all(&buffer).await?;
+    if !buffered.is_empty() {
+        write.write_all(&buffered).await?;
         write.flush().await?;
     }
-    buffer.clear();
-    // The head buffer a connection came with may be large; an idle tunnel keeps a small one.
-    if buffer.capacity() > TUNNEL_BUFFER * 2 {
-        buffer = BytesMut::new();
-    }
+    drop(buffered);
     loop {
-        if buffer.capacity() < TUNNEL_BUFFER {
-            buffer.reserve(TUNNEL_BUFFER);
-        }
-        let n = read.read_buf(&mut buffer).await?;
-        if n == 0 {
+        let data = std::future::poll_fn(|cx| poll_read_owned(&mut read, cx)).await?;
+        if data.is_empty() {
             // Pass the half-close on: the other side may still be sending.
             let _ = write.shutdown().await;
             return Ok(());
         }
         activity.fetch_add(1, Ordering::Relaxed);
-        write.write_all(&buffer).await?;
+        write.write_all(&data).await?;
         write.flush().await?;
-        buffer.clear();
     }
+}
+
+/// Reads what is ready into the thread's scratch buffer and returns a copy of it (empty at the
+/// end of the stream).
+fn poll_read_owned(read: &mut ConnRead, cx: &mut Context<'_>) -> Poll<io::Result<Vec<u8>>> {
+    thread_local! {
+        static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; TUNNEL_BUFFER].into_boxed_slice());
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut buf = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(&mut *read).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().to_vec())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -125,6 +125,13 @@ pub struct DiscoveryLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub route: Label,
+    /// "hit", "miss", "revalidated", "stale" or "bypass" (see gatehouse-cache's `Outcome`).
+    pub result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -176,6 +183,14 @@ pub struct Metrics {
     pub hedges: Family<RetryLabels, Counter>,
     /// Requests refused by a route's rate limit (429), by route.
     pub rate_limited: Family<RouteNameLabels, Counter>,
+    /// Requests on cached routes, by route and what the cache did.
+    pub cache_requests: Family<CacheLabels, Counter>,
+    /// Bytes held by the HTTP cache (set when metrics are read).
+    pub cache_bytes: Gauge,
+    /// URLs held by the HTTP cache (set when metrics are read).
+    pub cache_objects: Gauge,
+    /// Entries the HTTP cache pushed out to stay within its size (set when metrics are read).
+    pub cache_evictions: Gauge,
     /// Connections switched to another protocol (WebSocket) through the proxy, by route.
     pub upgrades: Family<RouteLabels, Counter>,
     /// Upgraded connections (WebSocket tunnels) open now.
@@ -211,6 +226,30 @@ impl Metrics {
         let breaker_transitions = Family::default();
         let hedges = Family::default();
         let rate_limited = Family::default();
+        let cache_requests = Family::default();
+        let cache_bytes = Gauge::default();
+        let cache_objects = Gauge::default();
+        let cache_evictions = Gauge::default();
+        registry.register(
+            "cache_requests",
+            "Requests on cached routes by result: hit, miss, revalidated (304 from the origin), stale (served stale), bypass",
+            cache_requests.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the HTTP cache",
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_objects",
+            "URLs held by the HTTP cache",
+            cache_objects.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Entries the HTTP cache evicted to stay within its size since it was created",
+            cache_evictions.clone(),
+        );
         let upgrades = Family::default();
         let tunnels_open = Gauge::default();
         registry.register(
@@ -338,6 +377,10 @@ impl Metrics {
             breaker_transitions,
             hedges,
             rate_limited,
+            cache_requests,
+            cache_bytes,
+            cache_objects,
+            cache_evictions,
             upgrades,
             tunnels_open,
             registry_instances,

@@ -8,7 +8,7 @@
 //! | `/slow/MS` | waits MS milliseconds, then echoes |
 //! | `/status/N` | status N, echo body |
 //! | `/reset` | closes the connection without answering |
-//! | `/ws` | a WebSocket echo (text and binary messages come back as sent) |
+//! | `/ws`, or any WebSocket handshake | a WebSocket echo (text and binary messages come back as sent) |
 //! | `/events?count=N&interval_ms=M` | server-sent events: N events `data: i`, M ms apart, each stamped with the time it was sent (`id:` = microseconds since the Unix epoch) |
 //! | anything else | JSON echo: upstream name, method, path, query, headers, body length |
 //!
@@ -16,7 +16,11 @@
 //! `x-respond-header: Name: value` becomes a response header `Name: value` (for tests of what a
 //! proxy does with an upstream's headers). [`TestUpstream::set_delay`] makes every answer
 //! slow. [`TestUpstream::requests`] counts requests that
-//! reached the server (including `/reset`).
+//! reached the server (including `/reset`); each answer carries its number in `x-served`.
+//!
+//! Conditional requests (for caches): when the answer has an `ETag` that the request's
+//! `If-None-Match` lists, or a `Last-Modified` equal to its `If-Modified-Since`, the answer is
+//! 304 with the same headers and no body.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -102,7 +106,7 @@ impl TestUpstream {
                         let reset = CancellationToken::new();
                         let reset_signal = reset.clone();
                         let service = service_fn(move |req: Request<Incoming>| {
-                            requests.fetch_add(1, Ordering::SeqCst);
+                            let served = requests.fetch_add(1, Ordering::SeqCst) + 1;
                             let name = Arc::clone(&name);
                             let reset = reset_signal.clone();
                             let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
@@ -110,7 +114,11 @@ impl TestUpstream {
                                 if !delay.is_zero() {
                                     tokio::time::sleep(delay).await;
                                 }
-                                Ok::<_, Infallible>(answer(&name, req, &reset).await)
+                                let mut response = answer(&name, req, &reset).await;
+                                response
+                                    .headers_mut()
+                                    .insert("x-served", http::HeaderValue::from(served));
+                                Ok::<_, Infallible>(response)
                             }
                         });
                         let builder = auto::Builder::new(TokioExecutor::new());
@@ -176,6 +184,8 @@ impl Drop for TestUpstream {
 
 async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    let if_none_match = req.headers().get(http::header::IF_NONE_MATCH).cloned();
+    let if_modified_since = req.headers().get(http::header::IF_MODIFIED_SINCE).cloned();
     let respond_headers: Vec<(http::HeaderName, http::HeaderValue)> = req
         .headers()
         .get_all("x-respond-header")
@@ -221,7 +231,7 @@ async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::BAD_REQUEST);
         r
-    } else if path == "/ws" {
+    } else if path == "/ws" || req.headers().contains_key("sec-websocket-key") {
         websocket_echo(req)
     } else if path == "/events" {
         let query = req.uri().query().unwrap_or("");
@@ -250,7 +260,35 @@ async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -
     for (name, value) in respond_headers {
         response.headers_mut().append(name, value);
     }
+    if not_modified(
+        response.headers(),
+        if_none_match.as_ref(),
+        if_modified_since.as_ref(),
+    ) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.body_mut() = Full::new(Bytes::new()).map_err(|e| match e {}).boxed();
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
     response
+}
+
+/// Whether the answer's validators match the request's conditions (exact comparisons: tests
+/// send back what they were given).
+fn not_modified(
+    response: &http::HeaderMap,
+    if_none_match: Option<&http::HeaderValue>,
+    if_modified_since: Option<&http::HeaderValue>,
+) -> bool {
+    if let (Some(etag), Some(inm)) = (response.get(http::header::ETAG), if_none_match) {
+        let (Ok(etag), Ok(inm)) = (etag.to_str(), inm.to_str()) else {
+            return false;
+        };
+        return inm.split(',').any(|t| t.trim() == etag || t.trim() == "*");
+    }
+    match (response.get(http::header::LAST_MODIFIED), if_modified_since) {
+        (Some(modified), Some(since)) => modified == since,
+        _ => false,
+    }
 }
 
 async fn echo(name: &str, req: Request<Incoming>) -> Response<Body> {
