@@ -1052,6 +1052,27 @@ endpoints = ["127.0.0.1:1"]
     }
 
     #[test]
+    fn every_example_config_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(e) = crate::parse(&text, &path.display().to_string()) {
+                    panic!("{e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 3,
+            "only {checked} examples found in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
     fn compression_and_read_timeouts_are_checked() {
         let src = r#"
 [[listeners]]

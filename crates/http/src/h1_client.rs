@@ -348,6 +348,11 @@ pub fn parse_head(
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = version == Version::HTTP_10;
+    // Hop-by-hop fields (RFC 9110 7.6.1) never enter the map: this hop's framing and
+    // connection handling are read from them here, and the next hop gets its own. `Upgrade`
+    // stays on a 101, which switches the client's connection too.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut connection_named: Vec<HeaderName> = Vec::new();
     for span in &spans[..count] {
         let name_bytes = &head[span.name.0..span.name.1];
         let raw = &head[span.value.0..span.value.1];
@@ -379,18 +384,31 @@ pub fn parse_head(
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue; // framing of this hop only
         } else if name == header::CONNECTION {
-            let has = |token: &[u8]| {
-                raw.split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-            };
-            if has(b"close") {
-                close = true;
-            } else if version == Version::HTTP_10 && has(b"keep-alive") {
-                close = false;
+            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else if !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"upgrade")
+                    && let Ok(named) = HeaderName::from_bytes(token)
+                {
+                    connection_named.push(named);
+                }
             }
+            continue;
+        } else if is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
+            continue;
         }
         map.append(name, value);
+    }
+    // Headers the upstream's Connection names are hop-by-hop too (rare: a list only then).
+    for named in connection_named {
+        map.remove(named);
     }
     let framing = if *method == Method::HEAD
         || status.is_informational()
@@ -421,6 +439,14 @@ pub fn parse_head(
     parts.version = version;
     parts.headers = map;
     Ok(Some((parts, framing, !close)))
+}
+
+/// Hop-by-hop response fields besides Connection and Transfer-Encoding (handled where parsed).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE
+        || name == header::UPGRADE
+        || name == crate::headers::KEEP_ALIVE
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Where a finished connection goes.
@@ -750,6 +776,25 @@ mod tests {
         assert!(!k);
         let (_, _, k) = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET);
         assert!(!k);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_never_reach_the_map() {
+        let (parts, _, keep_alive) = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTE: trailers\r\nX-End: 2\r\nTrailer: X-Sum\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        );
+        assert!(keep_alive);
+        let mut names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "trailer", "x-end"]);
+        // A 101 keeps its Upgrade: the client's connection switches too.
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        );
+        let (parts, _, _) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(parts.headers[header::UPGRADE], "websocket");
+        assert!(!parts.headers.contains_key(header::CONNECTION));
     }
 
     #[test]

@@ -983,19 +983,17 @@ fn respond(
         // would make the client-side encoder cut the body short.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
+    // The HTTP/1.1 client leaves hop-by-hop fields out as it parses (keeping `Upgrade` on a
+    // 101); hyper's HTTP/2 client does not promise it.
+    if route.cluster.protocol == UpstreamProtocol::H2 {
+        headers::strip_hop_by_hop(&mut parts.headers);
+    }
     let mut tunnel = None;
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        // The protocol switched to goes on to the client (the server adds `Connection:
-        // upgrade`); the tunnel counts as in flight at the endpoint while it is open.
-        let protocol = parts.headers.get(header::UPGRADE).cloned();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = protocol {
-            parts.headers.insert(header::UPGRADE, protocol);
-        }
+        // The server adds `Connection: upgrade`; the tunnel counts as in flight at the
+        // endpoint while it is open.
         parts.extensions.insert(TunnelIdle(route.read_timeout));
         tunnel = Some(OpenTunnel::new(ctx.metrics, &route.labels));
-    } else {
-        headers::strip_hop_by_hop(&mut parts.headers);
     }
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;
