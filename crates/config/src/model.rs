@@ -20,6 +20,8 @@ pub struct Config {
     pub regions: Vec<Region>,
     /// `[registry]`: static instances of the embedded service registry.
     pub registry: RegistrySettings,
+    /// `[dns]`: the authoritative DNS server; None: no DNS server.
+    pub dns: Option<DnsSettings>,
     pub cache: CacheSettings,
 }
 
@@ -368,6 +370,46 @@ pub enum DnsRecordType {
 pub struct Region {
     pub name: String,
     pub cidrs: Vec<ipnet::IpNet>,
+}
+
+/// `[dns]`: static zone files and the service zone, served on one address (UDP and TCP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSettings {
+    pub listen: SocketAddr,
+    /// Zone files, resolved against the config file's directory.
+    pub zones: Vec<std::path::PathBuf>,
+    pub services: Option<ServiceZoneConfig>,
+}
+
+/// `[dns.services]`: the zone answering from the registry and the gateway's health state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceZoneConfig {
+    /// The origin, lowercase, with the trailing dot ("svc.gatehouse.").
+    pub zone: String,
+    /// TTL of answers (whole seconds).
+    #[serde(with = "millis")]
+    pub ttl: Duration,
+    pub policy: DnsAnswerPolicy,
+    pub overrides: Vec<ServiceZoneOverride>,
+}
+
+/// One service's TTL or answer order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceZoneOverride {
+    pub service: String,
+    #[serde(with = "opt_millis")]
+    pub ttl: Option<Duration>,
+    pub policy: Option<DnsAnswerPolicy>,
+}
+
+/// How a service's DNS answers order their records from one response to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsAnswerPolicy {
+    /// Each response starts one record further along.
+    RoundRobin,
+    /// An instance comes first in a share of responses proportional to its weight.
+    Weighted,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

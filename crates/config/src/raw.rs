@@ -28,6 +28,42 @@ pub struct RawConfig {
     pub regions: Option<BTreeMap<Spanned<String>, Spanned<RawCidrs>>>,
     #[serde(default)]
     pub registry: Option<RawRegistry>,
+    #[serde(default)]
+    pub dns: Option<Spanned<RawDns>>,
+}
+
+/// `[dns]`: the authoritative DNS server inside `gatehouse run`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// "IP:PORT", UDP and TCP.
+    pub listen: Spanned<String>,
+    /// Zone files, relative to the config file's directory.
+    #[serde(default)]
+    pub zones: Vec<Spanned<String>>,
+    pub services: Option<Spanned<RawDnsServices>>,
+}
+
+/// `[dns.services]`: the zone built from the registry and health state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsServices {
+    /// The origin, e.g. "svc.gatehouse.".
+    pub zone: Spanned<String>,
+    pub ttl: Option<Spanned<String>>,
+    /// "round_robin" (default) or "weighted".
+    pub policy: Option<Spanned<String>>,
+    #[serde(default)]
+    pub overrides: Vec<Spanned<RawDnsOverride>>,
+}
+
+/// `[[dns.services.overrides]]`: one service's TTL or policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsOverride {
+    pub service: Spanned<String>,
+    pub ttl: Option<Spanned<String>>,
+    pub policy: Option<Spanned<String>>,
 }
 
 /// A region's networks: `["10.1.0.0/16", ...]`.

@@ -12,6 +12,7 @@ use toml::Spanned;
 mod cache;
 mod compression;
 pub mod discovery;
+mod dns;
 mod protection;
 mod resilience;
 mod tls;
@@ -142,6 +143,7 @@ impl Validator<'_> {
         self.unique_names(route_names.into_iter(), "routes", "route");
         let regions = self.regions(raw);
         let registry = self.registry(raw, &regions);
+        let dns = raw.dns.as_ref().and_then(|d| self.dns(d));
 
         Config {
             server,
@@ -152,6 +154,7 @@ impl Validator<'_> {
             cache: self.cache,
             regions,
             registry,
+            dns,
         }
     }
 

@@ -10,6 +10,10 @@
 //! - [`zone`]: a compiled zone file: names in a hash map, RFC 1034 answer logic (CNAME chains,
 //!   wildcards, delegations and glue, NODATA/NXDOMAIN with SOA) and pre-encoded responses for
 //!   every exact name, which a query only patches;
+//! - [`service_zone`]: the zone built from the service registry and health state (A/AAAA/SRV
+//!   of serving instances, rotated per response, chosen by the client's region), precomputed
+//!   per membership or health change; [`geo`] places a client in a region and computes the
+//!   EDNS Client Subnet scope;
 //! - [`zonefile`]: RFC 1035 zone file text into records, errors with file:line;
 //! - [`wire`]: the response writer with name compression;
 //! - [`server`]: UDP workers (SO_REUSEPORT, recvmmsg/sendmmsg) and TCP.
@@ -19,9 +23,11 @@
 
 pub mod authority;
 mod fasthash;
+pub mod geo;
 pub mod query;
 pub mod respond;
 pub mod server;
+pub mod service_zone;
 pub mod wire;
 pub mod zone;
 pub mod zonefile;
@@ -29,6 +35,10 @@ pub mod zonefile;
 pub use authority::{Authority, Context, SharedZones, Transport, ZoneSet};
 pub use respond::Responder;
 pub use server::Server;
+pub use service_zone::{
+    Endpoint, Policy, ServiceOverride, ServiceRecords, ServiceSnapshot, ServiceZone,
+    ServiceZoneSettings,
+};
 pub use zone::Zone;
 pub use zonefile::ZoneFileError;
 

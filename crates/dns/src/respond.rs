@@ -3,7 +3,7 @@
 //! the OPT record. No allocation once the buffers have grown.
 
 use crate::authority::{Context, Transport, ZoneSet};
-use crate::query::{self, ParseError, TYPE_OPT};
+use crate::query::{self, ClientSubnet, OPTION_ECS, ParseError, TYPE_OPT};
 use crate::zone::{Meta, Plan, Question, empty_response, rcode};
 use std::net::SocketAddr;
 
@@ -115,15 +115,42 @@ impl Responder {
         match edns {
             None => meta.fit(&mut self.buf, limit),
             Some(e) => {
-                meta.fit(&mut self.buf, limit - OPT_LEN);
+                // The Client Subnet option goes back only from a zone that tailors answers
+                // (RFC 7871 7.2.1: family, source prefix and address as sent, the zone's scope).
+                let ecs = e.client_subnet.zip(meta.ecs_scope);
+                let ecs_len = ecs.map_or(0, |(cs, _)| 8 + (cs.source_prefix as usize).div_ceil(8));
+                meta.fit(&mut self.buf, limit - OPT_LEN - ecs_len);
                 let arcount = u16::from_be_bytes([self.buf[10], self.buf[11]]) + 1;
                 self.buf[10..12].copy_from_slice(&arcount.to_be_bytes());
                 let [p0, p1] = MAX_UDP_PAYLOAD.to_be_bytes();
                 let do_bit = if e.dnssec_ok { 0x80 } else { 0 };
+                let [r0, r1] = (ecs_len as u16).to_be_bytes();
                 self.buf
-                    .extend_from_slice(&[0, 0, 41, p0, p1, ext_rcode, 0, do_bit, 0, 0, 0]);
+                    .extend_from_slice(&[0, 0, 41, p0, p1, ext_rcode, 0, do_bit, 0, r0, r1]);
+                if let Some((cs, scope)) = ecs {
+                    write_client_subnet(&mut self.buf, &cs, scope);
+                }
             }
         }
         Some(&self.buf)
     }
+}
+
+/// Appends an EDNS Client Subnet option: the query's family, source prefix and address bytes,
+/// with `scope` as the SCOPE PREFIX-LENGTH.
+fn write_client_subnet(buf: &mut Vec<u8>, cs: &ClientSubnet, scope: u8) {
+    let bytes = (cs.source_prefix as usize).div_ceil(8);
+    let (family, octets): (u16, [u8; 16]) = match cs.addr {
+        std::net::IpAddr::V4(v4) => {
+            let mut o = [0; 16];
+            o[..4].copy_from_slice(&v4.octets());
+            (1, o)
+        }
+        std::net::IpAddr::V6(v6) => (2, v6.octets()),
+    };
+    buf.extend_from_slice(&OPTION_ECS.to_be_bytes());
+    buf.extend_from_slice(&(4 + bytes as u16).to_be_bytes());
+    buf.extend_from_slice(&family.to_be_bytes());
+    buf.extend_from_slice(&[cs.source_prefix, scope]);
+    buf.extend_from_slice(&octets[..bytes]);
 }

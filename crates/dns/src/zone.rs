@@ -55,6 +55,10 @@ pub mod rcode {
 pub struct Meta {
     pub question_end: usize,
     pub additional_at: usize,
+    /// RFC 7871 SCOPE PREFIX-LENGTH for the Client Subnet option echoed in the response.
+    /// None (every file zone): the answer does not depend on the client, and the option is
+    /// not echoed (as Knot without `edns-client-subnet`).
+    pub ecs_scope: Option<u8>,
     cuts: [(u16, u16); MAX_CUTS],
     cut_count: u8,
 }
@@ -64,12 +68,13 @@ impl Meta {
         Meta {
             question_end,
             additional_at: usize::MAX,
+            ecs_scope: None,
             cuts: [(0, 0); MAX_CUTS],
             cut_count: 0,
         }
     }
 
-    fn push_cut(&mut self, end: usize, count: u16) {
+    pub(crate) fn push_cut(&mut self, end: usize, count: u16) {
         if (self.cut_count as usize) < MAX_CUTS && end <= u16::MAX as usize {
             self.cuts[self.cut_count as usize] = (end as u16, count);
             self.cut_count += 1;
@@ -162,9 +167,9 @@ pub struct Plan {
 
 /// A precomputed response for an exact name.
 #[derive(Debug)]
-struct Template {
-    bytes: Box<[u8]>,
-    meta: Meta,
+pub(crate) struct Template {
+    pub(crate) bytes: Box<[u8]>,
+    pub(crate) meta: Meta,
 }
 
 #[derive(Debug)]
@@ -665,7 +670,7 @@ impl Zone {
 }
 
 /// Copies a template and patches in the query's ID, flags, name spelling, type and class.
-fn patch(t: &Template, q: &Question<'_>, buf: &mut Vec<u8>) {
+pub(crate) fn patch(t: &Template, q: &Question<'_>, buf: &mut Vec<u8>) {
     buf.clear();
     buf.extend_from_slice(&t.bytes);
     buf[0..2].copy_from_slice(&q.id.to_be_bytes());

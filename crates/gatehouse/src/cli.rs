@@ -45,6 +45,9 @@ pub enum Command {
         /// development CA made for the demo).
         #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
         https: SocketAddr,
+        /// Where the demo answers DNS (UDP and TCP): the service zone svc.gatehouse.
+        #[arg(long, default_value = "127.0.0.1:8053", value_name = "ADDR")]
+        dns: SocketAddr,
     },
     /// Certificates for trying HTTPS locally.
     Cert {

@@ -1,6 +1,7 @@
-//! `gatehouse demo`: the gateway, three built-in upstreams and the admin API, with nothing to
-//! install. The upstreams are also instances of service `demo` in the service registry, and the
-//! `/registry` route reaches them through it. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
+//! `gatehouse demo`: the gateway, three built-in upstreams, the admin API and DNS, with nothing
+//! to install. The upstreams are also instances of service `demo` in the service registry; the
+//! `/registry` route reaches them through it and the service zone `svc.gatehouse.` answers for
+//! them. The config is ordinary gatehouse TOML built with the upstreams' ephemeral ports, so
 //! everything the demo does a user can do with `gatehouse run`.
 
 use anyhow::Context;
@@ -17,7 +18,12 @@ use std::net::SocketAddr;
 const UPSTREAMS: usize = 3;
 
 /// Runs the demo until ctrl-c or SIGTERM.
-pub async fn run(listen: SocketAddr, admin: SocketAddr, https: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    https: SocketAddr,
+    dns: SocketAddr,
+) -> anyhow::Result<()> {
     let mut upstreams = Vec::new();
     for i in 1..=UPSTREAMS {
         let name = format!("demo-upstream-{i}");
@@ -25,13 +31,13 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, https: SocketAddr) -> an
     }
     let realtime = crate::demo_realtime::start().await?;
     let certs = demo_certificates(https)?;
-    let config_text = demo_config(listen, admin, https, &certs, &upstreams, realtime);
+    let config_text = demo_config(listen, admin, https, dns, &certs, &upstreams, realtime);
     let config = gatehouse_config::parse(&config_text, "<demo config>")
         .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
-    print_banner(listen, admin, https, &certs);
+    print_banner(listen, admin, https, dns, &certs);
     let served = crate::serve::serve(config, None).await.with_context(|| {
         format!(
-            "is something else using {listen}, {https} or {admin}? try --listen/--https/--admin"
+            "is something else using {listen}, {https}, {admin} or {dns}? try --listen/--https/--admin/--dns"
         )
     });
     // The demo's CA and keys are throwaway: leave nothing behind.
@@ -62,6 +68,7 @@ fn demo_config(
     listen: SocketAddr,
     admin: SocketAddr,
     https: SocketAddr,
+    dns: SocketAddr,
     certs: &std::path::Path,
     upstreams: &[SocketAddr],
     realtime: SocketAddr,
@@ -100,6 +107,13 @@ listen = "{admin}"
 [[listeners]]
 name = "demo"
 listen = "{listen}"
+
+# DNS for the registry's services: demo.svc.gatehouse (A), _demo._tcp.svc.gatehouse (SRV).
+[dns]
+listen = "{dns}"
+[dns.services]
+zone = "svc.gatehouse."
+ttl = "5s"
 
 [[listeners]]
 name = "demo-https"
@@ -191,11 +205,18 @@ discovery = {{ registry = "demo" }}
     )
 }
 
-fn print_banner(listen: SocketAddr, admin: SocketAddr, https: SocketAddr, certs: &std::path::Path) {
+fn print_banner(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    https: SocketAddr,
+    dns: SocketAddr,
+    certs: &std::path::Path,
+) {
     let certs = certs.display();
     let https_port = https.port();
+    let (dns_ip, dns_port) = (dns.ip(), dns.port());
     println!(
-        r#"gatehouse demo: gateway on http://{listen} and https://{https}, admin on http://{admin}, 3 demo upstreams
+        r#"gatehouse demo: gateway on http://{listen} and https://{https}, admin on http://{admin}, DNS on {dns}, 3 demo upstreams
 
 Try:
   curl -s http://{listen}/                          # round robin: run it a few times
@@ -212,6 +233,9 @@ Try:
   curl -s http://{admin}/config
   curl -s http://{admin}/registry/services          # the service registry: service "demo"
   curl -s http://{listen}/registry                  # a cluster fed by the registry
+  dig @{dns_ip} -p {dns_port} +norec demo.svc.gatehouse              # the service zone: healthy instances of "demo"
+  dig @{dns_ip} -p {dns_port} +norec _demo._tcp.svc.gatehouse SRV    # ports, weights, targets with their addresses
+  dig @{dns_ip} -p {dns_port} +norec +subnet=10.1.0.0/24 demo.svc.gatehouse   # EDNS Client Subnet: scope in the answer
 Stop with ctrl-c.
 "#
     );
@@ -273,6 +297,7 @@ mod tests {
             "127.0.0.1:8080".parse().unwrap(),
             "127.0.0.1:9901".parse().unwrap(),
             "127.0.0.1:8443".parse().unwrap(),
+            "127.0.0.1:8053".parse().unwrap(),
             std::path::Path::new("/tmp/certs"),
             &upstreams,
             "127.0.0.1:9100".parse().unwrap(),
@@ -298,5 +323,8 @@ mod tests {
             ]
         );
         assert!(config.clusters[4].discovery.is_some());
+        let dns = config.dns.unwrap();
+        assert_eq!(dns.listen.port(), 8053);
+        assert_eq!(dns.services.unwrap().zone, "svc.gatehouse.");
     }
 }

@@ -16,6 +16,7 @@ mod demo;
 mod demo_realtime;
 mod discovery;
 mod dns;
+mod dns_service;
 mod serve;
 
 use clap::Parser;
@@ -76,7 +77,8 @@ fn main() -> ExitCode {
             listen,
             admin,
             https,
-        } => run_async(workers, demo::run(listen, admin, https)),
+            dns,
+        } => run_async(workers, demo::run(listen, admin, https, dns)),
         cli::Command::Cert {
             command: cli::CertCommand::Dev { hosts, out },
         } => match cert::dev(&hosts, &out) {

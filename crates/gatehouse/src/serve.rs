@@ -1,6 +1,7 @@
 //! Serving a configuration: start, reload, drain.
 
 use crate::discovery::DiscoveryRuntime;
+use crate::dns_service::DnsRuntime;
 use anyhow::Context;
 use gatehouse_config::Config;
 use gatehouse_http::Gateway;
@@ -18,6 +19,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Running {
     pub gateway: Arc<Gateway>,
     pub discovery: DiscoveryRuntime,
+    /// The DNS server of `[dns]`, if the config has one when gatehouse starts.
+    pub dns: Option<DnsRuntime>,
     admin_stop: CancellationToken,
 }
 
@@ -35,6 +38,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let applied = config.clone();
     gateway.apply(config).await.context("cannot start")?;
     discovery.apply(&applied);
+    let dns = DnsRuntime::start(&applied, discovery.directory.clone())?;
     for (name, addr) in gateway.bound_addresses() {
         println!("gatehouse: listener {name} on http://{addr}");
     }
@@ -58,6 +62,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         gateway,
         discovery,
+        dns,
         admin_stop,
     })
 }
@@ -113,6 +118,9 @@ pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<(
     );
     running.admin_stop.cancel();
     running.discovery.stop();
+    if let Some(dns) = &running.dns {
+        dns.stop();
+    }
     if running.gateway.shutdown(drain_timeout).await {
         tracing::info!("drained; bye");
     } else {
@@ -145,10 +153,26 @@ async fn reload(running: &Running, path: &Path) -> Option<Duration> {
     if config.admin.as_ref().map(|a| a.listen) != admin_before {
         tracing::warn!("admin.listen changed: the admin API moves only on restart");
     }
+    // Zone files are read before anything is applied: a bad one refuses the whole reload.
+    let prepared = match running.dns.as_ref().map(|d| d.prepare(&config)).transpose() {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::error!("config reload refused, the previous config keeps serving: {err:#}");
+            record("rejected");
+            return None;
+        }
+    };
     let applied = config.clone();
     match gateway.apply(config).await {
         Ok(generation) => {
             running.discovery.apply(&applied);
+            match (&running.dns, prepared) {
+                (Some(dns), Some(prepared)) => dns.apply(&applied, prepared),
+                _ if applied.dns.is_some() => {
+                    tracing::warn!("[dns] was added: the DNS server starts only on restart");
+                }
+                _ => {}
+            }
             tracing::info!(generation, "config reloaded");
             record("applied");
             Some(drain_timeout)

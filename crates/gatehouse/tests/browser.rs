@@ -49,6 +49,9 @@ async fn a_browser_sees_websocket_echoes_and_events_arrive_promptly() {
             &format!("127.0.0.1:{}", ports[1]),
             "--https",
             &format!("127.0.0.1:{}", ports[2]),
+            // Port 0: a free one, so the test never collides with a demo already running.
+            "--dns",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -85,6 +85,7 @@ impl Gateway {
             cache: gatehouse_config::CacheSettings::default(),
             regions: vec![],
             registry: gatehouse_config::RegistrySettings::default(),
+            dns: None,
         };
         let store = EndpointStore::default();
         let faults = Faults::default();

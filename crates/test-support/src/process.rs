@@ -21,6 +21,8 @@ pub struct Gatehouse {
     pub config_path: PathBuf,
     listeners: HashMap<String, SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// The DNS server's address (UDP and TCP) when the config has `[dns]`.
+    pub dns: Option<SocketAddr>,
     /// Everything the process logged on stderr (collected in the background).
     stderr: std::sync::Arc<Mutex<String>>,
     /// The task collecting stderr; it ends when the process closes its stderr.
@@ -75,12 +77,17 @@ impl Gatehouse {
 
         let expected = config.matches("[[listeners]]").count();
         let wants_admin = config.contains("[admin]");
+        let wants_dns = config.contains("\n[dns]");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut listeners = HashMap::new();
         let mut admin = None;
+        let mut dns = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while listeners.len() < expected || (wants_admin && admin.is_none()) {
+        while listeners.len() < expected
+            || (wants_admin && admin.is_none())
+            || (wants_dns && dns.is_none())
+        {
             let line = tokio::time::timeout_at(deadline, lines.next_line()).await;
             let line = match line {
                 Ok(Ok(Some(line))) => line,
@@ -95,6 +102,8 @@ impl Gatehouse {
                 }
             } else if let Some(url) = line.strip_prefix("gatehouse: admin on http://") {
                 admin = Some(url.parse().expect("admin addr"));
+            } else if let Some(addr) = line.strip_prefix("gatehouse: dns on udp+tcp ") {
+                dns = Some(addr.parse().expect("dns addr"));
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.
@@ -106,6 +115,7 @@ impl Gatehouse {
             config_path,
             listeners,
             admin,
+            dns,
             stderr,
             stderr_reader,
         }

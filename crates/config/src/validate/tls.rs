@@ -213,7 +213,7 @@ impl Validator<'_> {
     }
 
     /// A file path from the config, relative to the config file's directory.
-    fn file_path(&mut self, value: &Spanned<String>, field: &str) -> Option<PathBuf> {
+    pub(super) fn file_path(&mut self, value: &Spanned<String>, field: &str) -> Option<PathBuf> {
         let path = value.get_ref();
         if path.is_empty() {
             self.error(value, field, "the path is empty");
