@@ -4,10 +4,9 @@
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -17,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-type Body = BoxBody<Bytes, Infallible>;
+use gatehouse_realtime_echo::{Body, query_param};
 
 /// The page: opens a WebSocket and an EventSource through the gateway and shows what comes
 /// back, with how long each event took from the upstream to the page.
@@ -101,10 +100,10 @@ async fn answer(req: Request<Incoming>, generated: &AtomicU64) -> Response<Body>
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(String::new())
         }
-        "/ws" => websocket_echo(req),
-        "/events" => events(
+        "/ws" => gatehouse_realtime_echo::websocket_echo(req),
+        "/events" => gatehouse_realtime_echo::events(
             query_param(&req, "count").unwrap_or(u64::MAX),
-            query_param(&req, "interval_ms").unwrap_or(1000).max(10),
+            Duration::from_millis(query_param(&req, "interval_ms").unwrap_or(1000).max(10)),
         ),
         "/cached" => {
             // Each answer the upstream really makes is numbered: a cache hit repeats a number.
@@ -129,88 +128,11 @@ async fn answer(req: Request<Incoming>, generated: &AtomicU64) -> Response<Body>
     }
 }
 
-fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
-    req.uri()
-        .query()?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
-}
-
 fn text(body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r
-}
-
-/// Answers the handshake with 101 and echoes every message on the upgraded connection.
-fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
-    use tokio_tungstenite::tungstenite::protocol::Role;
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        let mut r = text("this is a WebSocket echo: connect with a WebSocket client\n".into());
-        *r.status_mut() = StatusCode::BAD_REQUEST;
-        return r;
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
-        // A Close is answered by tungstenite itself; reading on sends that answer and ends.
-        while let Some(Ok(message)) = ws.next().await {
-            if !(message.is_text() || message.is_binary()) {
-                continue;
-            }
-            if ws.send(message).await.is_err() {
-                return;
-            }
-        }
-    });
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut r = Response::new(Full::new(Bytes::new()).boxed());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = r.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&accept) {
-        headers.insert("sec-websocket-accept", accept);
-    }
-    r
-}
-
-/// `count` events `interval_ms` apart; each `id:` is when it was sent (microseconds since the
-/// Unix epoch), so a client can show how long it took to arrive.
-fn events(count: u64, interval_ms: u64) -> Response<Body> {
-    let stream = futures_util::stream::unfold(0u64, move |sent| async move {
-        if sent == count {
-            return None;
-        }
-        if sent > 0 {
-            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-        }
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        let event = format!("id: {micros}\ndata: {sent}\n\n");
-        Some((
-            Ok::<_, Infallible>(Frame::data(Bytes::from(event))),
-            sent + 1,
-        ))
-    });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }

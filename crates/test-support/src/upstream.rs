@@ -232,20 +232,14 @@ async fn answer(name: &str, req: Request<Incoming>, reset: &CancellationToken) -
             .unwrap_or(StatusCode::BAD_REQUEST);
         r
     } else if path == "/ws" || req.headers().contains_key("sec-websocket-key") {
-        websocket_echo(req)
+        shared(gatehouse_realtime_echo::websocket_echo(req))
     } else if path == "/events" {
-        let query = req.uri().query().unwrap_or("");
-        let param = |key: &str| {
-            query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-        };
-        events(
-            param("count").unwrap_or(3),
-            param("interval_ms").unwrap_or(100),
-        )
+        let count = gatehouse_realtime_echo::query_param(&req, "count").unwrap_or(3);
+        let interval = gatehouse_realtime_echo::query_param(&req, "interval_ms").unwrap_or(100);
+        shared(gatehouse_realtime_echo::events(
+            count,
+            Duration::from_millis(interval),
+        ))
     } else if path == "/reset" {
         reset.cancel();
         // Never answered: the connection is dropped by the select in the connection task.
@@ -358,73 +352,7 @@ fn stream_bytes(total: u64) -> Response<Body> {
     r
 }
 
-/// Answers a WebSocket handshake with 101 and echoes every message on the upgraded connection.
-fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::protocol::Role;
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return text(StatusCode::BAD_REQUEST, "not a WebSocket handshake".into());
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
-        // A Close is answered by tungstenite itself; reading on sends that answer and ends.
-        while let Some(Ok(message)) = ws.next().await {
-            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
-                return;
-            }
-        }
-    });
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut r = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
-    let headers = r.headers_mut();
-    headers.insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("upgrade"),
-    );
-    headers.insert(
-        http::header::UPGRADE,
-        http::HeaderValue::from_static("websocket"),
-    );
-    if let Ok(accept) = http::HeaderValue::from_str(&accept) {
-        headers.insert("sec-websocket-accept", accept);
-    }
-    r
-}
-
-/// `count` server-sent events, `interval_ms` apart, each one frame, stamped with the time it was
-/// sent (`id:`, microseconds since the Unix epoch) so a client can tell how long it took.
-fn events(count: u64, interval_ms: u64) -> Response<Body> {
-    let stream = futures_util::stream::unfold(0u64, move |sent| async move {
-        if sent == count {
-            return None;
-        }
-        if sent > 0 {
-            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-        }
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        let event = format!("id: {micros}\ndata: {sent}\n\n");
-        Some((
-            Ok::<_, std::io::Error>(Frame::data(Bytes::from(event))),
-            sent + 1,
-        ))
-    });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream"),
-    );
-    r.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
-    );
-    r
+/// The shared real-time handlers' answers, in this upstream's body type.
+fn shared(response: Response<gatehouse_realtime_echo::Body>) -> Response<Body> {
+    response.map(|body| body.map_err(|never| match never {}).boxed())
 }
