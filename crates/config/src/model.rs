@@ -232,6 +232,13 @@ pub struct Route {
     pub compression: Option<Compression>,
 }
 
+impl Route {
+    /// `read_timeout` when the config sets none: long enough for server-sent events and long
+    /// polls that send a keep-alive comment every few seconds or minutes; a route with quieter
+    /// streams sets its own.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+}
+
 /// Response compression for a route (docs/config.md, "Compression").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compression {

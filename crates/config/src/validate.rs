@@ -20,9 +20,6 @@ mod tls;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Long enough for server-sent events and long polls that send a keep-alive comment every few
-/// seconds or minutes; a route with quieter streams sets its own.
-const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(90);
 const DEFAULT_MAX_IDLE: u32 = 256;
 const DEFAULT_VNODES: u32 = 160;
@@ -509,7 +506,7 @@ impl Validator<'_> {
         let read_timeout = self.duration_or(
             raw.read_timeout.as_ref(),
             &format!("{field}.read_timeout"),
-            DEFAULT_READ_TIMEOUT,
+            Route::DEFAULT_READ_TIMEOUT,
         );
         if let Some(t) = &raw.read_timeout
             && read_timeout.is_zero()

@@ -29,8 +29,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Start a self-contained demo: the gateway (HTTP and HTTPS), three demo upstreams and the
-    /// admin API.
+    /// Start a self-contained demo: the gateway (HTTP and HTTPS), three demo upstreams, a
+    /// real-time upstream (WebSocket, server-sent events, a cacheable page), DNS for the demo
+    /// services, and the admin API.
     Demo {
         /// Worker threads (default: one per core).
         #[arg(long, value_name = "N")]

@@ -159,27 +159,23 @@ fn worth_compressing(
     let Some(media_type) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|v| v.split(';').next().unwrap_or("").trim())
     else {
         return false;
     };
-    media_type != "text/event-stream" && listed(&media_type, &settings.content_types)
+    !media_type.eq_ignore_ascii_case("text/event-stream")
+        && listed(media_type, &settings.content_types)
 }
 
-/// Whether `media_type` is in `list` (entries like "text/html" or "text/*").
+/// Whether `media_type` (any case) is in `list` (lower-case entries like "text/html" or
+/// "text/*"). Compared in place: no lower-cased copy per response.
 fn listed(media_type: &str, list: &[String]) -> bool {
     let main = media_type.split('/').next().unwrap_or("");
     list.iter().any(|entry| {
-        entry == media_type
+        entry.eq_ignore_ascii_case(media_type)
             || entry
                 .strip_suffix("/*")
-                .is_some_and(|entry_main| entry_main == main)
+                .is_some_and(|entry_main| entry_main.eq_ignore_ascii_case(main))
     })
 }
 
@@ -455,7 +451,7 @@ mod tests {
     async fn each_coding_round_trips_with_the_right_headers() {
         for (accept, coding) in [("gzip", "gzip"), ("br", "br"), ("zstd", "zstd")] {
             let r = apply(
-                response("text/html; charset=utf-8", TEXT),
+                response("Text/HTML; charset=utf-8", TEXT),
                 Some(&HeaderValue::from_static(accept)),
                 &settings(),
                 false,

@@ -401,7 +401,7 @@ pub fn parse_head(
                 }
             }
             continue;
-        } else if is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
+        } else if crate::headers::is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
             continue;
         }
         map.append(name, value);
@@ -439,14 +439,6 @@ pub fn parse_head(
     parts.version = version;
     parts.headers = map;
     Ok(Some((parts, framing, !close)))
-}
-
-/// Hop-by-hop response fields besides Connection and Transfer-Encoding (handled where parsed).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TE
-        || name == header::UPGRADE
-        || name == crate::headers::KEEP_ALIVE
-        || name.as_str().starts_with("proxy-")
 }
 
 /// Where a finished connection goes.

@@ -238,7 +238,7 @@ async fn switch_protocols(
     let idle = parts
         .extensions
         .get::<crate::upgrade::TunnelIdle>()
-        .map_or(Duration::from_secs(300), |idle| idle.0);
+        .map_or(gatehouse_config::Route::DEFAULT_READ_TIMEOUT, |idle| idle.0);
     encode_head(&parts, Delimit::NoBody, true, false, out);
     drop(parts);
     let written = write.write_all(out).await.is_ok() && write.flush().await.is_ok();

@@ -27,12 +27,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         if name == header::TE {
             te = true;
         }
-        any |= name == header::CONNECTION
-            || name == header::TE
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == KEEP_ALIVE
-            || name.as_str().starts_with("proxy-");
+        any |= name == header::CONNECTION || is_hop_by_hop(name);
     }
     if !any {
         return false;
@@ -80,6 +75,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         headers.remove(name);
     }
     wants_trailers
+}
+
+/// Whether `name` is a hop-by-hop field by its name alone: TE, Transfer-Encoding, Upgrade,
+/// Keep-Alive and every Proxy-* (Connection, and the fields Connection lists, aside).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name.as_str().starts_with("proxy-")
 }
 
 /// X-Forwarded-For (appending the client to any existing chain), X-Forwarded-Proto and

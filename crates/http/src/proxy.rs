@@ -993,7 +993,10 @@ fn respond(
         // The server adds `Connection: upgrade`; the tunnel counts as in flight at the
         // endpoint while it is open.
         parts.extensions.insert(TunnelIdle(route.read_timeout));
-        tunnel = Some(OpenTunnel::new(ctx.metrics, &route.labels));
+        ctx.metrics.upgrades.get_or_create(&route.labels).inc();
+        tunnel = Some(gatehouse_observe::GaugeGuard::new(
+            ctx.metrics.tunnels_open.clone(),
+        ));
     }
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;
@@ -1196,27 +1199,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts an upgraded connection (WebSocket tunnel) as open while it lives.
-struct OpenTunnel {
-    open: gatehouse_observe::Gauge,
-}
-
-impl OpenTunnel {
-    fn new(metrics: &Metrics, route: &gatehouse_observe::RouteLabels) -> Self {
-        metrics.upgrades.get_or_create(route).inc();
-        metrics.tunnels_open.inc();
-        Self {
-            open: metrics.tunnels_open.clone(),
-        }
-    }
-}
-
-impl Drop for OpenTunnel {
-    fn drop(&mut self) {
-        self.open.dec();
-    }
-}
-
 pin_project_lite::pin_project! {
     /// The upstream's response body on its way to the client, keeping the endpoint's in-flight
     /// count raised until it ends or is dropped, and ending it when the upstream is silent
@@ -1226,7 +1208,7 @@ pin_project_lite::pin_project! {
         inner: ProxyBody,
         _in_flight: InFlight,
         // Kept alive by the server for as long as an upgraded connection's tunnel is open.
-        _tunnel: Option<OpenTunnel>,
+        _tunnel: Option<gatehouse_observe::GaugeGuard>,
         idle: crate::idle::IdleWatch,
     }
 }

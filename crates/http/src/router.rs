@@ -178,7 +178,7 @@ mod tests {
             cluster: cluster.to_owned(),
             host_rewrite: None,
             timeout: None,
-            read_timeout: std::time::Duration::from_secs(300),
+            read_timeout: Route::DEFAULT_READ_TIMEOUT,
             hedge: None,
             client_cert_header: None,
             require_client_cert: false,

@@ -191,7 +191,7 @@ async fn serve_connection(
         .connections_total
         .get_or_create(&labels)
         .inc();
-    let open = OpenConnection::new(
+    let open = gatehouse_observe::GaugeGuard::new(
         shared
             .metrics
             .connections_open
@@ -234,22 +234,6 @@ async fn serve_connection(
         tunnel.keep(open);
         tunnel
     })
-}
-
-/// Counts a downstream connection as open while it lives.
-struct OpenConnection(gatehouse_observe::Gauge);
-
-impl OpenConnection {
-    fn new(gauge: gatehouse_observe::Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 async fn serve_cleartext(

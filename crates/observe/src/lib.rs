@@ -405,6 +405,23 @@ impl Metrics {
     }
 }
 
+/// Raises a gauge while it lives (open connections, open tunnels): the decrement cannot be
+/// forgotten on any way out.
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
