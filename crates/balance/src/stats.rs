@@ -49,14 +49,20 @@ impl EndpointStats {
     /// A request finished (success or failure) after `latency`; updates
     /// in-flight and the peak-EWMA latency.
     pub fn end(&self, latency: Duration, now_nanos: u64) {
+        self.end_untimed();
+        // u128 -> f64 loses precision only beyond 2^53 ns (~104 days).
+        let sample = latency.as_nanos() as f64;
+        self.latency.lock().observe(sample, now_nanos);
+    }
+
+    /// A request finished, for a balancer that does not weigh latency: only
+    /// the in-flight count changes (no lock, no estimate to update).
+    pub fn end_untimed(&self) {
         // Saturating, so an unmatched `end` (a caller bug) cannot wrap the
         // counter to u64::MAX and starve this endpoint forever.
         let _ = self
             .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        // u128 -> f64 loses precision only beyond 2^53 ns (~104 days).
-        let sample = latency.as_nanos() as f64;
-        self.latency.lock().observe(sample, now_nanos);
     }
 
     /// Peak-EWMA latency estimate in nanoseconds at `now_nanos` (decay time
@@ -163,6 +169,19 @@ mod tests {
         assert_eq!(stats.in_flight(), 2);
         stats.end(Duration::from_millis(1), 0);
         stats.end(Duration::from_millis(1), 0);
+        assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn untimed_ends_count_without_a_latency_sample() {
+        let stats = EndpointStats::new();
+        stats.begin();
+        stats.begin();
+        stats.end_untimed();
+        assert_eq!(stats.in_flight(), 1);
+        assert_eq!(stats.latency_estimate(SEC), None);
+        stats.end_untimed();
+        stats.end_untimed(); // unmatched: saturates at zero
         assert_eq!(stats.in_flight(), 0);
     }
 

@@ -16,6 +16,7 @@
 
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
+use crate::headers::ProxyFields;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{TunnelEnd, UpstreamTunnel};
 use bytes::{Buf, Bytes, BytesMut};
@@ -112,9 +113,9 @@ impl H1Connection {
     }
 
     /// Encodes the head of the request to send next (see [`encode_head`]).
-    pub fn encode_head(&mut self, parts: &http::request::Parts, framing: RequestFraming) {
+    pub fn encode_head(&mut self, head: UpstreamHead<'_>, framing: RequestFraming) {
         self.head.clear();
-        encode_head(parts, framing, &mut self.head);
+        encode_head(head, framing, &mut self.head);
     }
 
     /// Whether the upstream closed (or wrote to) this idle connection. Costs no system call
@@ -245,18 +246,30 @@ async fn write_body(
         })
 }
 
+/// A request on its way upstream: the client's request as rewritten, and the fields this hop
+/// adds, which travel beside its map (see [`ProxyFields`]).
+#[derive(Clone, Copy)]
+pub struct UpstreamHead<'a> {
+    pub parts: &'a http::request::Parts,
+    pub fields: &'a ProxyFields,
+}
+
 /// Serializes a request head for an HTTP/1.1 upstream: request line, every header except
-/// framing ones, then the framing header this client will honour.
-pub fn encode_head(parts: &http::request::Parts, framing: RequestFraming, out: &mut Vec<u8>) {
+/// framing ones, this hop's fields, then the framing header this client will honour.
+pub fn encode_head(head: UpstreamHead<'_>, framing: RequestFraming, out: &mut Vec<u8>) {
+    let parts = head.parts;
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
+    let framing_field =
+        |name: &HeaderName| name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+    let fields = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !framing_field(name));
+    for (name, value) in fields.chain(head.fields.iter()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -991,7 +1004,7 @@ mod tests {
     }
 
     #[test]
-    fn heads_carry_our_framing_only() {
+    fn heads_carry_our_framing_and_fields_only() {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = Method::POST;
         parts.uri = "/upload?x=1".parse().unwrap();
@@ -999,11 +1012,28 @@ mod tests {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, "999".parse().unwrap());
+        let fields = ProxyFields::take(
+            &mut HeaderMap::new(),
+            &crate::headers::Present::default(),
+            crate::headers::Hop {
+                client: &HeaderValue::from_static("10.0.0.1"),
+                proto: "http",
+                original_host: Some(HeaderValue::from_static("svc")),
+                received: Version::HTTP_11,
+                request_id: &HeaderValue::from_static("r1"),
+            },
+        );
         let mut out = Vec::new();
-        encode_head(&parts, RequestFraming::Chunked, &mut out);
+        let head = UpstreamHead {
+            parts: &parts,
+            fields: &fields,
+        };
+        encode_head(head, RequestFraming::Chunked, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /upload?x=1 HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\n\r\n"
+            "POST /upload?x=1 HTTP/1.1\r\nhost: svc\r\nx-forwarded-for: 10.0.0.1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: svc\r\nvia: 1.1 gatehouse\r\n\
+             x-request-id: r1\r\ntransfer-encoding: chunked\r\n\r\n"
         );
     }
 }

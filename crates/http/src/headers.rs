@@ -12,27 +12,54 @@ pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 pub static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
 
+/// What one pass over a request's field names found: name comparisons only, no hashing. Most
+/// requests carry none of these, and the hashed lookups that handle them are then skipped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Present {
+    /// `Connection`, or a field hop-by-hop by its name (see [`is_hop_by_hop`]).
+    pub hop_by_hop: bool,
+    pub te: bool,
+    pub expect: bool,
+    pub forwarded_for: bool,
+    pub forwarded_proto: bool,
+    pub forwarded_host: bool,
+    pub via: bool,
+    pub request_id: bool,
+}
+
+/// Looks over the field names once (see [`Present`]).
+pub fn scan(headers: &HeaderMap) -> Present {
+    let mut found = Present::default();
+    for name in headers.keys() {
+        found.te |= name == header::TE;
+        found.expect |= name == header::EXPECT;
+        found.via |= name == header::VIA;
+        found.hop_by_hop |= name == header::CONNECTION || is_hop_by_hop(name);
+        found.forwarded_for |= name == X_FORWARDED_FOR;
+        found.forwarded_proto |= name == X_FORWARDED_PROTO;
+        found.forwarded_host |= name == X_FORWARDED_HOST;
+        found.request_id |= name == X_REQUEST_ID;
+    }
+    found
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `TE`,
 /// `Transfer-Encoding`, `Upgrade` and all `Proxy-*` headers. `Trailer` stays: it is end-to-end
 /// (RFC 9110 6.6.2) and hyper's HTTP/1 encoder only sends the trailers it lists. Returns whether the
 /// client asked for trailers (`TE: trailers`), which the caller re-adds upstream: gRPC needs it.
-///
-/// Runs twice per request, so it allocates nothing: removals are by name, and the values of
-/// `Connection` are moved out of the map rather than copied.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    // One pass of cheap name comparisons (no hashing) decides whether there is work at all:
-    // most requests carry no hop-by-hop header.
-    let (mut any, mut te) = (false, false);
-    for name in headers.keys() {
-        if name == header::TE {
-            te = true;
-        }
-        any |= name == header::CONNECTION || is_hop_by_hop(name);
-    }
-    if !any {
+    let present = scan(headers);
+    strip_found_hop_by_hop(headers, &present)
+}
+
+/// [`strip_hop_by_hop`] after a [`scan`]: nothing to do (and no lookup) unless it found some.
+/// It allocates nothing: removals are by name, and the values of `Connection` are moved out of
+/// the map rather than copied.
+pub fn strip_found_hop_by_hop(headers: &mut HeaderMap, present: &Present) -> bool {
+    if !present.hop_by_hop {
         return false;
     }
-    let wants_trailers = te
+    let wants_trailers = present.te
         && headers.get_all(header::TE).iter().any(|v| {
             v.as_bytes()
                 .split(|&b| b == b',')
@@ -87,27 +114,89 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str().starts_with("proxy-")
 }
 
-/// X-Forwarded-For (appending the client to any existing chain), X-Forwarded-Proto and
-/// X-Forwarded-Host (the Host the client asked for, before any rewrite). `client` is the
-/// client's address, formatted once per connection.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: &HeaderValue,
-    proto: &'static str,
-    original_host: Option<HeaderValue>,
-) {
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(existing) => {
-            HeaderValue::from_str(&format!("{existing}, {}", client.to_str().unwrap_or(""))).ok()
+/// The fields this hop adds to a request on its way upstream: X-Forwarded-For (the client
+/// appended to any chain it came with), X-Forwarded-Proto, X-Forwarded-Host (the host the
+/// client asked for, before any rewrite), Via (RFC 9110 7.6.3) and X-Request-Id.
+///
+/// They are kept beside the client's fields rather than inserted among them: an HTTP/1.1
+/// upstream's head is written from both ([`crate::h1_client::encode_head`]), which saves a
+/// hashed map insert per field on every request; an HTTP/2 upstream's map gets them inserted
+/// ([`ProxyFields::insert_into`]). The client's own values of these fields are taken out of
+/// its map ([`ProxyFields::take`]), so no field is sent twice.
+#[derive(Debug, Default, Clone)]
+pub struct ProxyFields([Option<HeaderValue>; 5]);
+
+/// The names of [`ProxyFields`]' values, in order.
+static PROXY_FIELD_NAMES: [&HeaderName; 5] = [
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &header::VIA,
+    &X_REQUEST_ID,
+];
+
+/// What [`ProxyFields::take`] needs to know about the client and this hop.
+pub struct Hop<'a> {
+    /// The client's address, formatted once per connection.
+    pub client: &'a HeaderValue,
+    pub proto: &'static str,
+    pub original_host: Option<HeaderValue>,
+    /// The protocol version the request came in with (for Via).
+    pub received: Version,
+    pub request_id: &'a HeaderValue,
+}
+
+impl ProxyFields {
+    /// Builds this hop's fields and removes the client's own values of them from `headers`
+    /// (looked up only where `present` saw them). A client's X-Forwarded-Host stays when this
+    /// hop has no host to name.
+    pub fn take(headers: &mut HeaderMap, present: &Present, hop: Hop<'_>) -> Self {
+        let mut chain = |found: bool, name: &HeaderName, ours: &str| {
+            let existing = found.then(|| joined(headers, name)).flatten();
+            if found {
+                headers.remove(name);
+            }
+            existing.and_then(|existing| HeaderValue::from_str(&format!("{existing}, {ours}")).ok())
+        };
+        let forwarded_for = chain(
+            present.forwarded_for,
+            &X_FORWARDED_FOR,
+            hop.client.to_str().unwrap_or(""),
+        )
+        .unwrap_or_else(|| hop.client.clone());
+        let via = chain(present.via, &header::VIA, via_hop(hop.received))
+            .unwrap_or(HeaderValue::from_static(via_hop(hop.received)));
+        if present.forwarded_proto {
+            headers.remove(&X_FORWARDED_PROTO);
         }
-        None => Some(client.clone()),
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+        if present.forwarded_host && hop.original_host.is_some() {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        if present.request_id {
+            headers.remove(&X_REQUEST_ID);
+        }
+        Self([
+            Some(forwarded_for),
+            Some(HeaderValue::from_static(hop.proto)),
+            hop.original_host,
+            Some(via),
+            Some(hop.request_id.clone()),
+        ])
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = original_host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+
+    /// The fields, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        PROXY_FIELD_NAMES
+            .iter()
+            .zip(&self.0)
+            .filter_map(|(name, value)| Some((*name, value.as_ref()?)))
+    }
+
+    /// Puts the fields into `headers` (for an upstream whose client takes a map).
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
     }
 }
 
@@ -118,13 +207,7 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
 
 /// Appends this hop to `Via` (RFC 9110 7.6.3), e.g. "1.1 gatehouse".
 pub fn add_via(headers: &mut HeaderMap, received: Version) {
-    let hop = match received {
-        Version::HTTP_09 => "0.9 gatehouse",
-        Version::HTTP_10 => "1.0 gatehouse",
-        Version::HTTP_2 => "2 gatehouse",
-        Version::HTTP_3 => "3 gatehouse",
-        _ => "1.1 gatehouse",
-    };
+    let hop = via_hop(received);
     match joined(headers, &header::VIA) {
         Some(existing) => {
             if let Ok(value) = HeaderValue::from_str(&format!("{existing}, {hop}")) {
@@ -134,6 +217,17 @@ pub fn add_via(headers: &mut HeaderMap, received: Version) {
         None => {
             headers.insert(header::VIA, HeaderValue::from_static(hop));
         }
+    }
+}
+
+/// This hop as a Via entry, by the protocol version the message came in with.
+fn via_hop(received: Version) -> &'static str {
+    match received {
+        Version::HTTP_09 => "0.9 gatehouse",
+        Version::HTTP_10 => "1.0 gatehouse",
+        Version::HTTP_2 => "2 gatehouse",
+        Version::HTTP_3 => "3 gatehouse",
+        _ => "1.1 gatehouse",
     }
 }
 
@@ -229,22 +323,47 @@ mod tests {
         assert!(!strip_hop_by_hop(&mut h));
     }
 
+    fn take_fields(h: &mut HeaderMap, client: &str, host: Option<&str>) -> HeaderMap {
+        let present = scan(h);
+        let fields = ProxyFields::take(
+            h,
+            &present,
+            Hop {
+                client: &ip_value(client.parse().unwrap()),
+                proto: "http",
+                original_host: host.map(|h| h.parse().unwrap()),
+                received: Version::HTTP_11,
+                request_id: &HeaderValue::from_static("id-1"),
+            },
+        );
+        let mut sent = h.clone();
+        fields.insert_into(&mut sent);
+        assert_eq!(
+            sent.len(),
+            h.len() + fields.iter().count(),
+            "a field would be sent twice: {h:?} {fields:?}"
+        );
+        sent
+    }
+
     #[test]
     fn forwarded_headers_append_to_the_chain() {
-        let mut h = map(&[("x-forwarded-for", "203.0.113.7")]);
-        add_forwarded(
-            &mut h,
-            &ip_value("10.0.0.1".parse().unwrap()),
-            "http",
-            Some("a.com".parse().unwrap()),
-        );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "a.com");
-        let mut h = HeaderMap::new();
-        add_forwarded(&mut h, &ip_value("::1".parse().unwrap()), "https", None);
-        assert_eq!(h["x-forwarded-for"], "::1");
-        assert!(!h.contains_key("x-forwarded-host"));
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "forged"),
+            ("via", "1.0 fred"),
+        ]);
+        let sent = take_fields(&mut h, "10.0.0.1", Some("a.com"));
+        assert_eq!(sent["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
+        assert_eq!(sent["x-forwarded-proto"], "http");
+        assert_eq!(sent["x-forwarded-host"], "a.com");
+        assert_eq!(sent["via"], "1.0 fred, 1.1 gatehouse");
+        assert_eq!(sent["x-request-id"], "id-1");
+        let sent = take_fields(&mut HeaderMap::new(), "::1", None);
+        assert_eq!(sent["x-forwarded-for"], "::1");
+        assert_eq!(sent["via"], "1.1 gatehouse");
+        assert!(!sent.contains_key("x-forwarded-host"));
     }
 
     #[test]
@@ -252,10 +371,15 @@ mod tests {
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.1"),
             ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-host", "kept.example"),
         ]);
-        add_forwarded(&mut h, &ip_value("10.0.0.1".parse().unwrap()), "http", None);
-        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 198.51.100.2, 10.0.0.1");
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        let sent = take_fields(&mut h, "10.0.0.1", None);
+        assert_eq!(
+            sent["x-forwarded-for"],
+            "203.0.113.1, 198.51.100.2, 10.0.0.1"
+        );
+        assert_eq!(sent.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(sent["x-forwarded-host"], "kept.example");
     }
 
     #[test]

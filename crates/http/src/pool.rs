@@ -11,7 +11,9 @@
 //! closes.
 
 use crate::body::{BoxError, ProxyBody};
-use crate::h1_client::{self, ConnectionHome, ExchangeError, H1Connection, RequestFraming};
+use crate::h1_client::{
+    self, ConnectionHome, ExchangeError, H1Connection, RequestFraming, UpstreamHead,
+};
 use crate::stream_io::{self, ConnRead, ConnWrite};
 use crate::upgrade::UpgradeRequested;
 use gatehouse_config::UpstreamProtocol;
@@ -23,6 +25,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -53,7 +56,17 @@ pub struct EndpointPool {
     /// one connection instead of each opening their own.
     h2_connecting: tokio::sync::Mutex<()>,
     on_connect: OnConnect,
+    /// Deadline timers of finished tries, kept for the next ones (see [`EndpointPool::send`]).
+    spare_timers: Mutex<Vec<Pin<Box<tokio::time::Sleep>>>>,
 }
+
+/// Spare deadline timers an endpoint keeps at most; more are only needed while more tries to
+/// it are in flight at once.
+const MAX_SPARE_TIMERS: usize = 256;
+
+/// A try's deadline passed before its response head arrived.
+#[derive(Debug)]
+pub struct DeadlinePassed;
 
 impl EndpointPool {
     pub fn new(addr: SocketAddr, settings: PoolSettings, on_connect: OnConnect) -> Arc<Self> {
@@ -64,6 +77,7 @@ impl EndpointPool {
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             on_connect,
+            spare_timers: Mutex::new(Vec::new()),
         })
     }
 
@@ -80,20 +94,53 @@ impl EndpointPool {
         self.idle.lock().len()
     }
 
-    /// Sends a request and returns the response head; its body streams from the connection.
-    /// The head is borrowed, so a failed try leaves it for the next one.
-    /// `arrived` is when the request arrived (it stands in for the clock; see
-    /// [`H1Connection::last_used`]).
+    /// Sends a request and returns the response head, or [`DeadlinePassed`] when `deadline`
+    /// comes first; the body streams from the connection. The head is borrowed, so a failed try
+    /// leaves it for the next one. `arrived` is when the request arrived (it stands in for the
+    /// clock; see [`H1Connection::last_used`]).
+    ///
+    /// The deadline's timer is one a finished try left behind: moving a registered tokio timer
+    /// to a later deadline is an atomic store, where a new timer per try would cost two locked
+    /// timer-wheel updates (insert, then remove when the answer comes first, as it almost
+    /// always does).
     pub async fn send(
         self: &Arc<Self>,
-        parts: &http::request::Parts,
+        head: UpstreamHead<'_>,
+        body: ProxyBody,
+        arrived: Instant,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<http::Response<ProxyBody>, ProxyError>, DeadlinePassed> {
+        let spare = self.spare_timers.lock().pop();
+        let mut timer = match spare {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let sent = tokio::select! {
+            biased;
+            sent = self.send_before_deadline(head, body, arrived) => Ok(sent),
+            () = timer.as_mut() => Err(DeadlinePassed),
+        };
+        let mut spare = self.spare_timers.lock();
+        if spare.len() < MAX_SPARE_TIMERS {
+            spare.push(timer);
+        }
+        sent
+    }
+
+    async fn send_before_deadline(
+        self: &Arc<Self>,
+        head: UpstreamHead<'_>,
         body: ProxyBody,
         arrived: Instant,
     ) -> Result<http::Response<ProxyBody>, ProxyError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(parts, body, arrived).await,
+            UpstreamProtocol::Http1 => self.send_h1(head, body, arrived).await,
             UpstreamProtocol::H2 => {
-                let request = http::Request::from_parts(parts.clone(), body);
+                let mut request = http::Request::from_parts(head.parts.clone(), body);
+                head.fields.insert_into(request.headers_mut());
                 // Boxed: hyper's client future is large, and HTTP/1.1 requests should not carry
                 // its space in theirs.
                 let response = Box::pin(self.send_h2(request)).await?;
@@ -104,10 +151,11 @@ impl EndpointPool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        parts: &http::request::Parts,
+        head: UpstreamHead<'_>,
         body: ProxyBody,
         arrived: Instant,
     ) -> Result<http::Response<ProxyBody>, ProxyError> {
+        let parts = head.parts;
         let framing = h1_client::request_framing(&parts.method, &body);
         // With no body to stream, the head bytes can be sent again on another connection.
         let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
@@ -125,7 +173,7 @@ impl EndpointPool {
                 None => H1Connection::new(self.connect_h1().await?, arrived),
             };
             connection.last_used = arrived;
-            connection.encode_head(parts, framing);
+            connection.encode_head(head, framing);
             let send_body = if replayable { None } else { body.take() };
             let result = h1_client::exchange(
                 connection,
@@ -383,6 +431,7 @@ fn with_causes(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::ProxyFields;
 
     async fn connection(listener: &tokio::net::TcpListener) -> H1Connection {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
@@ -416,5 +465,78 @@ mod tests {
             "the expired one is gone, the fresh ones stay"
         );
         assert!(pool.checkout_idle(Instant::now()).is_some());
+    }
+
+    /// An upstream that answers each request on a connection after `delay`.
+    async fn slow_upstream(delay: Duration) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                        tokio::time::sleep(delay).await;
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(ok).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn reused_deadline_timers_keep_each_tries_own_deadline() {
+        let settings = PoolSettings {
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 8,
+            tls: None,
+        };
+        let pool = EndpointPool::new(
+            slow_upstream(Duration::from_millis(200)).await,
+            settings,
+            Box::new(|| {}),
+        );
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let fields = ProxyFields::default();
+        let head = UpstreamHead {
+            parts: &parts,
+            fields: &fields,
+        };
+        let send = |after: Duration| {
+            let deadline = tokio::time::Instant::now() + after;
+            pool.send(head, crate::body::empty(), Instant::now(), deadline)
+        };
+        // Each answer takes 200 ms. The first try's timer is left spare, still armed for 250 ms
+        // after it started; the second try outlasts that moment, on the same timer moved later.
+        let answered = send(Duration::from_millis(250)).await;
+        assert!(matches!(answered, Ok(Ok(_))), "{answered:?}");
+        assert_eq!(pool.spare_timers.lock().len(), 1);
+        let answered = send(Duration::from_secs(2)).await;
+        assert!(
+            matches!(answered, Ok(Ok(_))),
+            "a later deadline does not fire at the earlier one: {answered:?}"
+        );
+        let started = Instant::now();
+        let late = send(Duration::from_millis(50)).await;
+        assert!(matches!(late, Err(DeadlinePassed)), "{late:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(190),
+            "an earlier deadline than the spare timer had fires on time: {waited:?}"
+        );
+        let answered = send(Duration::from_secs(2)).await;
+        assert!(
+            matches!(answered, Ok(Ok(_))),
+            "a timer that fired serves again: {answered:?}"
+        );
+        assert_eq!(pool.spare_timers.lock().len(), 1);
     }
 }

@@ -19,7 +19,8 @@
 //!    endpoint's in-flight count stays raised until the body ends.
 
 use crate::body::{BoxError, ProxyBody};
-use crate::headers::{self, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, X_REQUEST_ID};
+use crate::h1_client::UpstreamHead;
+use crate::headers::{self, Hop, ProxyFields, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
 use crate::idempotency::{self, Claim, IDEMPOTENCY_KEY, KeyedRequest};
 use crate::limits::LimitedBody;
 use crate::resilience::{
@@ -172,10 +173,14 @@ pub(crate) async fn forward_origin(
     result
 }
 
-/// Applies the route's and the cluster's injected faults, if any (one atomic load each when
+/// Applies the route's and the cluster's injected faults, if any (one borrowed load each when
 /// none is set).
 async fn inject_faults(route: &RouteRuntime, ctx: &ForwardContext<'_>) -> Result<(), ProxyError> {
     for slot in [&route.fault, &route.cluster.fault] {
+        // A borrowed look first: the usual answer, none, then costs no reference count.
+        if slot.load().is_none() {
+            continue;
+        }
         let Some(fault) = slot.load_full() else {
             continue;
         };
@@ -226,7 +231,8 @@ async fn forward_tries(
     let idempotency_key = request.headers().get(&IDEMPOTENCY_KEY).cloned();
     let has_idempotency_key = idempotency_key.is_some();
     let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
-    let (mut parts, body) = rewrite_request(route, cluster.protocol, request, ctx)?.into_parts();
+    let (request, fields) = rewrite_request(route, cluster.protocol, request, ctx)?;
+    let (mut parts, body) = request.into_parts();
     let upgrading = parts.extensions.get::<UpgradeRequested>().is_some();
     let mut body = ReplayBody::new(
         body,
@@ -363,7 +369,10 @@ async fn forward_tries(
                     cluster,
                     index,
                     endpoint_permit,
-                    &parts,
+                    UpstreamHead {
+                        parts: &parts,
+                        fields: &fields,
+                    },
                     try_body,
                     try_deadline,
                     ctx,
@@ -386,7 +395,10 @@ async fn forward_tries(
                             hash,
                             ctx,
                             &mut tried,
-                            &parts,
+                            UpstreamHead {
+                                parts: &parts,
+                                fields: &fields,
+                            },
                             try_deadline,
                         ))
                         .await
@@ -398,7 +410,10 @@ async fn forward_tries(
                     cluster,
                     index,
                     endpoint_permit,
-                    &parts,
+                    UpstreamHead {
+                        parts: &parts,
+                        fields: &fields,
+                    },
                     try_body,
                     try_deadline,
                     ctx,
@@ -521,7 +536,7 @@ async fn exchange(
     cluster: &ClusterRuntime,
     index: usize,
     permit: Option<Permit>,
-    parts: &http::request::Parts,
+    head: UpstreamHead<'_>,
     body: ProxyBody,
     try_deadline: tokio::time::Instant,
     ctx: &ForwardContext<'_>,
@@ -530,6 +545,7 @@ async fn exchange(
     endpoint.stats.begin();
     let in_flight = InFlight {
         stats: Arc::clone(&endpoint.stats),
+        timed: cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices,
         clock: *ctx.clock,
         started_nanos: ctx.clock.nanos_at(ctx.started),
         head: None,
@@ -540,8 +556,10 @@ async fn exchange(
     // recorded (each is a locked histogram insert), so the others cost no clock read.
     let sampled = timed && fastrand::u32(..LATENCY_SAMPLE) == 0;
     let started = sampled.then(std::time::Instant::now);
-    let sent =
-        tokio::time::timeout_at(try_deadline, endpoint.pool.send(parts, body, ctx.started)).await;
+    let sent = endpoint
+        .pool
+        .send(head, body, ctx.started, try_deadline)
+        .await;
     let took = match started {
         Some(started) => Some(started.elapsed()),
         // Timed-out tries are always recorded: the adaptive timeout must see them (leaving them
@@ -613,7 +631,7 @@ async fn race_hedge(
     hash: Option<u64>,
     ctx: &ForwardContext<'_>,
     tried: &mut Tried,
-    parts: &http::request::Parts,
+    head: UpstreamHead<'_>,
     try_deadline: tokio::time::Instant,
 ) -> Exchanged {
     let Ok((index, permit)) = pick_admitted(cluster, hash, ctx, tried) else {
@@ -634,7 +652,7 @@ async fn race_hedge(
         cluster,
         index,
         permit,
-        parts,
+        head,
         crate::body::empty(),
         try_deadline,
         ctx,
@@ -978,14 +996,15 @@ fn respond(
 ) -> Forwarded {
     in_flight.head = Some(head);
     let (mut parts, body) = response.into_parts();
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        // hyper decoded the body as chunked; a Content-Length beside it (RFC 9112 6.3: TE wins)
-        // would make the client-side encoder cut the body short.
-        parts.headers.remove(header::CONTENT_LENGTH);
-    }
     // The HTTP/1.1 client leaves hop-by-hop fields out as it parses (keeping `Upgrade` on a
-    // 101); hyper's HTTP/2 client does not promise it.
+    // 101, and dropping a Content-Length that Transfer-Encoding overrides); hyper's HTTP/2
+    // client does not promise it.
     if route.cluster.protocol == UpstreamProtocol::H2 {
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            // A Content-Length beside it (RFC 9112 6.3: TE wins) would make the client-side
+            // encoder cut the body short.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
     }
     let mut tunnel = None;
@@ -1013,31 +1032,37 @@ fn respond(
     }
 }
 
+/// Rewrites the client's request for the upstream. The fields this hop adds come back beside
+/// it (see [`ProxyFields`]), not inside its map.
 fn rewrite_request(
     route: &RouteRuntime,
     protocol: UpstreamProtocol,
     request: Request<ProxyBody>,
     ctx: &ForwardContext<'_>,
-) -> Result<Request<ProxyBody>, ProxyError> {
+) -> Result<(Request<ProxyBody>, ProxyFields), ProxyError> {
     let (mut parts, body) = request.into_parts();
     let original_host = request_host(&parts.uri, &parts.headers);
-    let received_version = parts.version;
+    // The Host field already says it unless the host came from the target (absolute-form, an
+    // HTTP/2 client) or the route rewrites it.
+    let host_differs = route.host_rewrite.is_some() || parts.uri.authority().is_some();
+    let present = headers::scan(&parts.headers);
 
-    if headers::strip_hop_by_hop(&mut parts.headers) {
+    if headers::strip_found_hop_by_hop(&mut parts.headers, &present) {
         parts
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    headers::add_forwarded(
+    let fields = ProxyFields::take(
         &mut parts.headers,
-        &ctx.conn.client_ip,
-        ctx.conn.scheme,
-        original_host.clone(),
+        &present,
+        Hop {
+            client: &ctx.conn.client_ip,
+            proto: ctx.conn.scheme,
+            original_host: original_host.clone(),
+            received: parts.version,
+            request_id: ctx.request_id,
+        },
     );
-    headers::add_via(&mut parts.headers, received_version);
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     if let Some(name) = &route.client_cert_header {
         // Only gatehouse may set it: a client's own value would be a forged identity.
         parts.headers.remove(name);
@@ -1047,7 +1072,9 @@ fn rewrite_request(
     }
     // gatehouse answered `Expect: 100-continue` itself and streams the body as it comes; the
     // upstream must not wait to send a 100 of its own.
-    parts.headers.remove(header::EXPECT);
+    if present.expect {
+        parts.headers.remove(header::EXPECT);
+    }
     // An upgrade (WebSocket) asks the next hop again: the headers that carry it are hop-by-hop.
     // HTTP/2 upstreams get a plain request (this proxy does not map upgrades onto HTTP/2).
     if let Some(upgrade) = parts.extensions.get::<UpgradeRequested>() {
@@ -1085,7 +1112,7 @@ fn rewrite_request(
                     .path_and_query()
                     .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
             }
-            if let Some(host) = host {
+            if let Some(host) = host.filter(|_| host_differs) {
                 parts.headers.insert(header::HOST, host);
             }
         }
@@ -1117,7 +1144,7 @@ fn rewrite_request(
     } else {
         LimitedBody::new(body, ctx.max_body_bytes).boxed()
     };
-    Ok(Request::from_parts(parts, body))
+    Ok((Request::from_parts(parts, body), fields))
 }
 
 fn bad_request(err: impl std::fmt::Display) -> ProxyError {
@@ -1177,6 +1204,9 @@ fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 /// least_request and p2c must see long responses and streams as load.
 struct InFlight {
     stats: Arc<EndpointStats>,
+    /// The balancer weighs latency (p2c): the try's time feeds the endpoint's estimate. Other
+    /// policies only need the count.
+    timed: bool,
     clock: MonotonicClock,
     /// When the request arrived, on `clock`.
     started_nanos: u64,
@@ -1186,6 +1216,10 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if !self.timed {
+            self.stats.end_untimed();
+            return;
+        }
         match self.head {
             Some(head) => self.stats.end(head.latency, head.at_nanos),
             // A try that failed before a response head still ends; its sample is the time it
