@@ -170,7 +170,7 @@ pub async fn forward(
             };
             let fwd = if vary_miss { "vary-miss" } else { "miss" };
             let client = ClientRequest::of(&request);
-            let forwarded = proxy::forward_origin(route, request, ctx).await?;
+            let forwarded = proxy::forward_origin(route, Box::new(request), ctx).await?;
             cache.count(Outcome::Miss);
             Ok(store_answer(
                 cache, forwarded, &client, hash, stored_key, leader, fwd,
@@ -191,7 +191,7 @@ async fn bypass(
     // Owned copies: the request moves to the origin (unsafe methods are not the hot path).
     let host = invalidates.then(|| host_of(request.headers()).to_owned());
     let target = target_of(request.uri()).to_owned();
-    let mut forwarded = proxy::forward_origin(route, request, ctx).await?;
+    let mut forwarded = proxy::forward_origin(route, Box::new(request), ctx).await?;
     if let Some(host) = host {
         let status = forwarded.response.status();
         // RFC 9111 4.4: after a non-error response.
@@ -291,7 +291,7 @@ async fn revalidate(
 ) -> Result<Forwarded, ProxyError> {
     let client = ClientRequest::of(&request);
     add_validators(request.headers_mut(), &stored.headers);
-    let answer = proxy::forward_origin(route, request, ctx).await;
+    let answer = proxy::forward_origin(route, Box::new(request), ctx).await;
     let origin_failed = match &answer {
         Ok(forwarded) => forwarded.response.status().is_server_error(),
         Err(_) => true,

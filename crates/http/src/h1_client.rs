@@ -320,11 +320,35 @@ pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ResponseHead>, ExchangeError> {
-    let mut spans = [FieldSpan::default(); MAX_RESPONSE_HEADERS];
-    let (len, code, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let len = match response.parse(buf) {
+    thread_local! {
+        /// Where the fields lie, kept between responses: no allocation, and nothing to zero.
+        static SPANS: std::cell::Cell<Vec<FieldSpan>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut spans = SPANS.take();
+    spans.clear();
+    let parsed = parse_head_with(buf, method, &mut spans);
+    if spans.capacity() <= MAX_RESPONSE_HEADERS {
+        SPANS.set(spans);
+    }
+    parsed
+}
+
+fn parse_head_with(
+    buf: &mut BytesMut,
+    method: &Method,
+    spans: &mut Vec<FieldSpan>,
+) -> Result<Option<ResponseHead>, ExchangeError> {
+    let (len, code, version) = {
+        // Uninitialized: httparse writes the fields it finds (zeroing 128 per response would
+        // cost more than parsing a usual head).
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(err) => {
@@ -339,14 +363,13 @@ pub fn parse_head(
             let start = s.as_ptr() as usize - base;
             (start, start + s.len())
         };
-        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = FieldSpan {
-                name: range(h.name.as_bytes()),
-                value: range(h.value),
-            };
-        }
-        (len, response.code, response.version, response.headers.len())
+        spans.extend(response.headers.iter().map(|h| FieldSpan {
+            name: range(h.name.as_bytes()),
+            value: range(h.value),
+        }));
+        (len, response.code, response.version)
     };
+    let count = spans.len();
     let head = buf.split_to(len).freeze();
     let status = code
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -366,7 +389,7 @@ pub fn parse_head(
     // stays on a 101, which switches the client's connection too.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut connection_named: Vec<HeaderName> = Vec::new();
-    for span in &spans[..count] {
+    for span in spans.iter() {
         let name_bytes = &head[span.name.0..span.name.1];
         let raw = &head[span.value.0..span.value.1];
         let name = HeaderName::from_bytes(name_bytes).map_err(|_| {

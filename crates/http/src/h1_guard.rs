@@ -118,9 +118,11 @@ pub enum Framing {
 /// Parses a complete head strictly into request parts and its body framing (for a server that
 /// owns the connection: one parse, the same rules as the guard).
 pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing), Rejection> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    parse_strict(&mut request, &head)?;
+    // Left uninitialized: httparse writes the fields it finds, and a 128-field array zeroed per
+    // request would cost more than the parse of a usual head.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    parse_strict(&mut request, &head, &mut headers)?;
     let framing = validate(&request)?;
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = http::Method::from_bytes(request.method.unwrap_or("").as_bytes())
@@ -155,8 +157,9 @@ pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing)
 fn parse_strict<'h, 'b>(
     request: &mut httparse::Request<'h, 'b>,
     head: &'b [u8],
+    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'b>>],
 ) -> Result<(), Rejection> {
-    match request.parse(head) {
+    match request.parse_with_uninit_headers(head, headers) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Rejection::bad("incomplete request head")),
         Err(httparse::Error::TooManyHeaders) => {

@@ -216,6 +216,7 @@ async fn serve_connection(
             protection: Arc::default(),
             tls: None,
             https_redirect_port: None,
+            router: Arc::default(),
         });
     let limits = settings.limits;
     let h1 = H1Settings {
@@ -464,7 +465,7 @@ pub async fn handle_request(
     let version = request.version();
     let snapshot = shared.snapshot.load_full();
     let request_id = headers::request_id(request.headers());
-    let listener = snapshot.listener(&conn.listener);
+    let (listener, router) = snapshot.listener_and_router(&conn.listener);
     let max_body_bytes = listener.map_or(gatehouse_config::Limits::default().max_body_bytes, |l| {
         l.limits.max_body_bytes
     });
@@ -479,7 +480,7 @@ pub async fn handle_request(
     let found = {
         let host = proxy::request_host(request.uri(), request.headers());
         let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-        snapshot.router(&conn.listener).find(
+        router.find(
             host,
             request.uri().path(),
             request.method(),
@@ -524,7 +525,7 @@ pub async fn handle_request(
                         snapshot: &snapshot,
                         shared,
                     };
-                    proxy::forward(route, request, &ctx).await
+                    proxy::forward(route, Box::new(request), &ctx).await
                 }
             }
         }

@@ -35,7 +35,6 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: Vec<RouteRuntime>,
     pub clusters: Vec<Arc<ClusterRuntime>>,
-    routers: HashMap<String, Router>,
     listeners: HashMap<String, ListenerRuntime>,
     empty_router: Router,
 }
@@ -51,6 +50,8 @@ pub struct ListenerRuntime {
     pub tls: Option<Arc<crate::tls_edge::ListenerTlsRuntime>>,
     /// Every request on this (cleartext) listener gets a 308 to https on this port.
     pub https_redirect_port: Option<u16>,
+    /// Shared: a connection's copy of these settings must not copy the table.
+    pub router: Arc<Router>,
 }
 
 pub struct RouteRuntime {
@@ -192,11 +193,6 @@ impl Snapshot {
                 .as_ref()
                 .map(|l| (r.name.as_str(), l))
         }));
-        let routers = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), Router::new(&config.routes, &l.name)))
-            .collect();
         let listeners = config
             .listeners
             .iter()
@@ -210,6 +206,7 @@ impl Snapshot {
                         protection: Arc::new(ListenerProtection::build(&l.protection)),
                         tls: tls.listeners.get(&l.name).cloned(),
                         https_redirect_port: l.https_redirect_port,
+                        router: Arc::new(Router::new(&config.routes, &l.name)),
                     },
                 )
             })
@@ -224,7 +221,6 @@ impl Snapshot {
             config: Arc::new(config),
             routes,
             clusters,
-            routers,
             listeners,
             empty_router: Router::default(),
         }
@@ -249,13 +245,15 @@ impl Snapshot {
         self
     }
 
-    /// The router of a listener; a listener removed by a reload routes nothing.
-    pub fn router(&self, listener: &str) -> &Router {
-        self.routers.get(listener).unwrap_or(&self.empty_router)
-    }
-
     pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
         self.listeners.get(name)
+    }
+
+    /// A listener and its router, in one lookup; a listener removed by a reload routes
+    /// nothing.
+    pub fn listener_and_router(&self, name: &str) -> (Option<&ListenerRuntime>, &Router) {
+        let listener = self.listeners.get(name);
+        (listener, listener.map_or(&self.empty_router, |l| &l.router))
     }
 
     /// The endpoints whose clusters ask for active health checks, and the health of the rest.
