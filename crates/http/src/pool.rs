@@ -170,7 +170,9 @@ impl EndpointPool {
             let reused = pooled.is_some();
             let mut connection = match pooled {
                 Some(connection) => connection,
-                None => H1Connection::new(self.connect_h1().await?, arrived),
+                // Boxed: connecting (with TLS, a handshake) makes a large future, and most
+                // requests find an idle connection.
+                None => H1Connection::new(Box::pin(self.connect_h1()).await?, arrived),
             };
             connection.last_used = arrived;
             connection.encode_head(head, framing);

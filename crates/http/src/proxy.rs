@@ -128,7 +128,9 @@ pub async fn forward(
     }
     inject_faults(route, ctx).await?;
     if let Some(cache) = &route.cache {
-        return crate::cache_layer::forward(route, cache, *request, ctx).await;
+        // Boxed: the cache's future is large, and requests of routes without a cache should
+        // not carry its space in theirs.
+        return Box::pin(crate::cache_layer::forward(route, cache, *request, ctx)).await;
     }
     forward_origin(route, request, ctx).await
 }
@@ -366,64 +368,36 @@ async fn forward_tries(
             && matches!(body, ReplayBody::Empty)
             && !upgrading
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let head = UpstreamHead {
+            parts: &parts,
+            fields: &fields,
+        };
+        let first = exchange(
+            cluster,
+            index,
+            endpoint_permit,
+            head,
+            try_body,
+            try_deadline,
+            ctx,
+        );
         let exchanged = match (&route.hedge, hedgeable) {
+            // Boxed: a try that may race a second one makes a large future, which the
+            // requests of routes without hedging should not carry.
             (Some(hedge), true) => {
-                let delay = hedge.delay(ctx.clock.nanos_at(ctx.started));
-                let mut first = std::pin::pin!(exchange(
+                let hedged = hedged(
+                    first,
+                    hedge,
                     cluster,
-                    index,
-                    endpoint_permit,
-                    UpstreamHead {
-                        parts: &parts,
-                        fields: &fields,
-                    },
-                    try_body,
-                    try_deadline,
+                    hash,
                     ctx,
-                ));
-                // Counted from the request's arrival (a first try starts microseconds after
-                // it), so arming it needs no clock read; not a tokio timer (see `hedge_timer`).
-                let due = tokio::select! {
-                    biased;
-                    done = first.as_mut() => Err(done),
-                    () = ctx.hedges.at(ctx.started + delay) => Ok(()),
-                };
-                match due {
-                    Err(done) => done,
-                    // Boxed, and only now: a second try in flight makes a large future, and
-                    // most hedgeable requests answer before their hedge is due.
-                    Ok(()) => {
-                        Box::pin(race_hedge(
-                            first,
-                            cluster,
-                            hash,
-                            ctx,
-                            &mut tried,
-                            UpstreamHead {
-                                parts: &parts,
-                                fields: &fields,
-                            },
-                            try_deadline,
-                        ))
-                        .await
-                    }
-                }
-            }
-            _ => {
-                exchange(
-                    cluster,
-                    index,
-                    endpoint_permit,
-                    UpstreamHead {
-                        parts: &parts,
-                        fields: &fields,
-                    },
-                    try_body,
+                    &mut tried,
+                    head,
                     try_deadline,
-                    ctx,
-                )
-                .await
+                );
+                Box::pin(hedged).await
             }
+            _ => first.await,
         };
         let Exchanged {
             index,
@@ -623,6 +597,34 @@ async fn exchange(
         index,
         in_flight,
         result,
+    }
+}
+
+/// A hedgeable try: `first`, raced by a second try to another endpoint when it has not answered
+/// by the hedge's delay.
+#[allow(clippy::too_many_arguments)]
+async fn hedged(
+    first: impl Future<Output = Exchanged>,
+    hedge: &crate::resilience::HedgeRuntime,
+    cluster: &ClusterRuntime,
+    hash: Option<u64>,
+    ctx: &ForwardContext<'_>,
+    tried: &mut Tried,
+    head: UpstreamHead<'_>,
+    try_deadline: tokio::time::Instant,
+) -> Exchanged {
+    let delay = hedge.delay(ctx.clock.nanos_at(ctx.started));
+    let mut first = std::pin::pin!(first);
+    // Counted from the request's arrival (a first try starts microseconds after it), so arming
+    // it needs no clock read; not a tokio timer (see `hedge_timer`).
+    let due = tokio::select! {
+        biased;
+        done = first.as_mut() => Err(done),
+        () = ctx.hedges.at(ctx.started + delay) => Ok(()),
+    };
+    match due {
+        Err(done) => done,
+        Ok(()) => race_hedge(first, cluster, hash, ctx, tried, head, try_deadline).await,
     }
 }
 
