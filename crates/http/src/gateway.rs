@@ -104,7 +104,7 @@ impl Gateway {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 metrics,
                 clock: MonotonicClock::new(),
-                draining: CancellationToken::new(),
+                draining: crate::drain::Drain::default(),
                 connections: TaskTracker::new(),
                 // Bounded by entries and bytes; replays for 24 h (see docs/resilience.md).
                 idempotency: Arc::new(gatehouse_resilience::idempotency::InMemoryStore::new(
@@ -135,7 +135,7 @@ impl Gateway {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.shared.draining.cancelled() => return,
+                _ = self.shared.draining.started() => return,
                 _ = tick.tick() => {}
             }
             // File system calls: kept off the reactor threads.
@@ -149,7 +149,7 @@ impl Gateway {
     /// just wait for their first try).
     pub async fn run_hedge_timers(self: Arc<Self>) {
         Arc::clone(&self.shared.hedges)
-            .run(self.shared.draining.clone())
+            .run(self.shared.draining.token().clone())
             .await;
     }
 
@@ -160,7 +160,7 @@ impl Gateway {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.shared.draining.cancelled() => return,
+                _ = self.shared.draining.started() => return,
                 _ = tick.tick() => {}
             }
             let snapshot = self.snapshot();
@@ -450,7 +450,7 @@ impl Gateway {
             handle.stop.cancel();
         }
         self.health_checkers.stop_all();
-        self.shared.draining.cancel();
+        self.shared.draining.start();
         self.shared.connections.close();
         tokio::time::timeout(drain_timeout, self.shared.connections.wait())
             .await

@@ -20,7 +20,7 @@ use crate::headers::ProxyFields;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{TunnelEnd, UpstreamTunnel};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -379,7 +379,7 @@ fn parse_head_with(
     } else {
         Version::HTTP_11
     };
-    let mut map = HeaderMap::with_capacity(count + ADDED_BY_PROXY);
+    let mut map = crate::header_maps::take(count + ADDED_BY_PROXY);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
@@ -1036,7 +1036,7 @@ mod tests {
             .headers
             .insert(header::CONTENT_LENGTH, "999".parse().unwrap());
         let fields = ProxyFields::take(
-            &mut HeaderMap::new(),
+            &mut http::HeaderMap::new(),
             &crate::headers::Present::default(),
             crate::headers::Hop {
                 client: &HeaderValue::from_static("10.0.0.1"),

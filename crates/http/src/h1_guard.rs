@@ -141,9 +141,7 @@ pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing)
         http::Version::HTTP_11
     };
     // Room for what the proxy adds (X-Forwarded-*, Via, X-Request-Id, TE) without regrowing.
-    parts
-        .headers
-        .reserve(request.headers.len() + ADDED_BY_PROXY);
+    parts.headers = crate::header_maps::take(request.headers.len() + ADDED_BY_PROXY);
     for header in request.headers.iter() {
         let name = http::HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| Rejection::bad("invalid header name (whitespace before colon?)"))?;

@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFuture;
 
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -49,7 +49,7 @@ pub async fn serve<H, F>(
     prefix: BytesMut,
     first_deadline: tokio::time::Instant,
     settings: H1Settings,
-    draining: CancellationToken,
+    draining: crate::drain::Drain,
     on_reject: impl Fn(Rejection),
     handler: H,
 ) -> Option<Tunnel>
@@ -69,9 +69,19 @@ where
         served_since_armed: false,
         timeout: settings.header_timeout,
     };
+    // Waited on while the connection is idle; made once for the connection's life, so a
+    // request costs no registration with the drain signal.
+    let mut drain_started = std::pin::pin!(draining.started());
     loop {
         let reader = read.as_mut()?;
-        let head = read_head(reader, &mut buf, settings, &mut timer, &draining).await;
+        let head = read_head(
+            reader,
+            &mut buf,
+            settings,
+            &mut timer,
+            drain_started.as_mut(),
+        )
+        .await;
         let (mut parts, framing) = match head {
             HeadOutcome::Request(parts, framing) => (parts, framing),
             HeadOutcome::Closed => return None,
@@ -132,7 +142,7 @@ where
             let reader = read.take()?;
             return switch_protocols(response, &mut out, (reader, write), buf).await;
         }
-        if draining.is_cancelled() || closes(response.headers()) {
+        if draining.is_started() || closes(response.headers()) {
             keep_alive = false;
         }
         // A body the handler already gave back unfinished (a 404 that never read it) means
@@ -290,7 +300,7 @@ async fn read_head(
     buf: &mut BytesMut,
     settings: H1Settings,
     timer: &mut HeadTimer<'_>,
-    draining: &CancellationToken,
+    mut drain_started: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> HeadOutcome {
     let mut scanner = HeadScanner::new(settings.max_head);
     loop {
@@ -316,7 +326,7 @@ async fn read_head(
                 Ok(0) | Err(_) => return HeadOutcome::Closed,
                 Ok(_) => {}
             },
-            _ = draining.cancelled(), if idle => return HeadOutcome::Closed,
+            () = drain_started.as_mut(), if idle => return HeadOutcome::Closed,
             () = timer.late() => {
                 return if idle {
                     HeadOutcome::Closed // an idle keep-alive connection times out silently
@@ -395,6 +405,7 @@ async fn write_response(
     // HTTP/1.0 clients close unless told the connection stays open.
     let announce_keep_alive = *keep_alive && request_version == Version::HTTP_10;
     encode_head(&parts, delimit, *keep_alive, announce_keep_alive, out);
+    crate::header_maps::give(parts.headers);
     if delimit == Delimit::NoBody {
         let written = write.write_all(out).await.is_ok();
         out.clear();

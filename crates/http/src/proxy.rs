@@ -238,7 +238,8 @@ async fn forward_tries(
     let has_idempotency_key = idempotency_key.is_some();
     let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
     let (request, fields) = rewrite_request(route, cluster.protocol, request, ctx)?;
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    let mut parts = crate::header_maps::GiveBackOnDrop(parts);
     let upgrading = parts.extensions.get::<UpgradeRequested>().is_some();
     let mut body = ReplayBody::new(
         body,

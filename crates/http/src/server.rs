@@ -36,7 +36,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub clock: MonotonicClock,
     /// Cancelled when the process starts draining: connections finish their requests and close.
-    pub draining: CancellationToken,
+    pub draining: crate::drain::Drain,
     /// Every connection task, so shutdown can wait for them.
     pub connections: TaskTracker,
     /// Responses of POST/PATCH requests keyed by `Idempotency-Key`.
@@ -271,7 +271,7 @@ async fn serve_cleartext(
             stream,
             BytesMut::new(),
             h2_settings(&settings.limits),
-            draining,
+            draining.token().clone(),
             handler,
         )
         .await;
@@ -285,7 +285,7 @@ async fn serve_cleartext(
                     stream,
                     prefix,
                     h2_settings(&settings.limits),
-                    draining,
+                    draining.token().clone(),
                     handler,
                 )
                 .await;
@@ -355,7 +355,7 @@ async fn serve_tls(
             stream,
             BytesMut::new(),
             h2_settings(&settings.limits),
-            draining,
+            draining.token().clone(),
             handler,
         )
         .await;
