@@ -398,8 +398,6 @@ fn parse_head_with(
                 String::from_utf8_lossy(name_bytes)
             ))
         })?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| ExchangeError::Protocol(format!("invalid value for header {name}")))?;
         if name == header::CONTENT_LENGTH {
             let n = std::str::from_utf8(raw)
                 .ok()
@@ -440,6 +438,9 @@ fn parse_head_with(
         } else if crate::headers::is_hop_by_hop(&name) && !(switching && name == header::UPGRADE) {
             continue;
         }
+        // Made only for the fields that are kept: each is a reference on the head's bytes.
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| ExchangeError::Protocol(format!("invalid value for header {name}")))?;
         map.append(name, value);
     }
     // Headers the upstream's Connection names are hop-by-hop too (rare: a list only then).

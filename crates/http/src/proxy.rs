@@ -1050,8 +1050,13 @@ fn rewrite_request(
     let (mut parts, body) = request.into_parts();
     let original_host = request_host(&parts.uri, &parts.headers);
     // The Host field already says it unless the host came from the target (absolute-form, an
-    // HTTP/2 client) or the route rewrites it.
+    // HTTP/2 client) or the route rewrites it; an HTTP/2 upstream takes it as :authority.
     let host_differs = route.host_rewrite.is_some() || parts.uri.authority().is_some();
+    let host = if host_differs || protocol == UpstreamProtocol::H2 {
+        route.host_rewrite.clone().or_else(|| original_host.clone())
+    } else {
+        None
+    };
     let present = headers::scan(&parts.headers);
 
     if headers::strip_found_hop_by_hop(&mut parts.headers, &present) {
@@ -1065,7 +1070,7 @@ fn rewrite_request(
         Hop {
             client: &ctx.conn.client_ip,
             proto: ctx.conn.scheme,
-            original_host: original_host.clone(),
+            original_host,
             received: parts.version,
             request_id: ctx.request_id,
         },
@@ -1107,7 +1112,6 @@ fn rewrite_request(
     }
 
     // Without any host (an HTTP/1.0 client), each try names its endpoint.
-    let host = route.host_rewrite.clone().or(original_host);
     match protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
@@ -1119,7 +1123,7 @@ fn rewrite_request(
                     .path_and_query()
                     .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
             }
-            if let Some(host) = host.filter(|_| host_differs) {
+            if let Some(host) = host {
                 parts.headers.insert(header::HOST, host);
             }
         }
@@ -1165,6 +1169,14 @@ pub fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue>
     match uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => headers.get(header::HOST).cloned(),
+    }
+}
+
+/// [`request_host`] borrowed, as text (for routing: no value to make).
+pub fn request_host_str<'r>(uri: &'r Uri, headers: &'r http::HeaderMap) -> Option<&'r str> {
+    match uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => headers.get(header::HOST)?.to_str().ok(),
     }
 }
 
@@ -1304,5 +1316,7 @@ mod tests {
         assert_eq!(request_host(&origin_form, &h).unwrap(), "b.com");
         let absolute: Uri = "http://a.com:81/x".parse().unwrap();
         assert_eq!(request_host(&absolute, &h).unwrap(), "a.com:81");
+        assert_eq!(request_host_str(&origin_form, &h), Some("b.com"));
+        assert_eq!(request_host_str(&absolute, &h), Some("a.com:81"));
     }
 }

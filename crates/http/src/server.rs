@@ -478,8 +478,7 @@ pub async fn handle_request(
         .unwrap_or_else(|| conn.client.ip());
 
     let found = {
-        let host = proxy::request_host(request.uri(), request.headers());
-        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = proxy::request_host_str(request.uri(), request.headers()).unwrap_or("");
         router.find(
             host,
             request.uri().path(),
