@@ -61,6 +61,11 @@ pub struct H1Connection {
     /// duration, so a connection is retired early rather than late (the safe side of an
     /// upstream's own keep-alive timeout).
     pub(crate) last_used: Instant,
+    /// The deadline timer of this connection's exchanges, made at its first one and moved for
+    /// each later one: moving a registered tokio timer to a later deadline is an atomic store,
+    /// where a new timer per exchange would cost two locked timer-wheel updates (insert, then
+    /// remove when the answer comes first, as it almost always does).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The rest of a request body still being sent after the response head arrived. It gives the
@@ -81,6 +86,8 @@ pub enum ExchangeError {
     Protocol(String),
     /// Reading the client's request body failed (or hit the size limit).
     ClientBody(BoxError),
+    /// The exchange's deadline passed before the response head arrived.
+    DeadlinePassed,
 }
 
 /// How a request body is sent.
@@ -109,6 +116,7 @@ impl H1Connection {
             read_buf: BytesMut::new(),
             head: Vec::new(),
             last_used: now,
+            deadline: None,
         }
     }
 
@@ -484,9 +492,11 @@ pub trait ConnectionHome: Send + Sync + 'static {
 }
 
 /// Sends `head` (and `body`) on `connection` and returns the response, whose body streams from
-/// the connection and hands it to `home` when it ends cleanly. For a request that asked for an
-/// `upgrade`, a 101 answer takes the connection out of the pool: it rides in the response as an
+/// the connection and hands it to `home` when it ends cleanly; [`ExchangeError::DeadlinePassed`]
+/// when no response head arrived by `deadline`. For a request that asked for an `upgrade`, a
+/// 101 answer takes the connection out of the pool: it rides in the response as an
 /// [`UpstreamTunnel`].
+#[allow(clippy::too_many_arguments)]
 pub async fn exchange<H: ConnectionHome>(
     mut connection: H1Connection,
     body: Option<ProxyBody>,
@@ -494,32 +504,25 @@ pub async fn exchange<H: ConnectionHome>(
     method: &Method,
     upgrade: bool,
     home: std::sync::Arc<H>,
+    deadline: tokio::time::Instant,
 ) -> Result<http::Response<ProxyBody>, (ExchangeError, H1Connection)> {
-    let uploading = body.is_some() && framing != RequestFraming::None;
-    let mut upload = match connection.write_request(body, framing).await {
-        Ok(upload) => upload,
-        Err(ExchangeError::Write(error)) if uploading => {
-            // The upstream may have answered (413, 401) and closed before taking the whole
-            // body: that answer, if it reached us, is worth more than the write error.
-            return match tokio::time::timeout(
-                EARLY_ANSWER_GRACE,
-                connection.read_head(method, false),
-            )
-            .await
-            {
-                Ok(Ok((parts, framing, _))) => {
-                    Ok(response(parts, connection, None, framing, false, home))
-                }
-                _ => Err((ExchangeError::Write(error), connection)),
-            };
+    let mut timer = match connection.deadline.take() {
+        Some(mut timer) => {
+            timer.as_mut().reset(deadline);
+            timer
         }
+        None => Box::pin(tokio::time::sleep_until(deadline)),
+    };
+    let sent = tokio::select! {
+        biased;
+        sent = send_and_read_head(&mut connection, body, framing, method, upgrade) => sent,
+        () = timer.as_mut() => Err(ExchangeError::DeadlinePassed),
+    };
+    connection.deadline = Some(timer);
+    let (parts, framing, keep_alive, upload) = match sent {
+        Ok(head) => head,
         Err(e) => return Err((e, connection)),
     };
-    let (parts, framing, keep_alive) =
-        match read_head_while_uploading(&mut connection, method, upgrade, &mut upload).await {
-            Ok(head) => head,
-            Err(e) => return Err((e, connection)),
-        };
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         // An upgrade request has no body, so nothing holds the write half; be sure anyway.
         let Some(write) = connection.write.take() else {
@@ -531,6 +534,36 @@ pub async fn exchange<H: ConnectionHome>(
     Ok(response(
         parts, connection, upload, framing, keep_alive, home,
     ))
+}
+
+/// Writes the request (its body may still be going up when the answer comes) and reads the
+/// response head: the parts, the body's framing, whether the connection may be reused, and the
+/// rest of the upload.
+async fn send_and_read_head(
+    connection: &mut H1Connection,
+    body: Option<ProxyBody>,
+    framing: RequestFraming,
+    method: &Method,
+    upgrade: bool,
+) -> Result<(http::response::Parts, ResponseFraming, bool, Option<Upload>), ExchangeError> {
+    let uploading = body.is_some() && framing != RequestFraming::None;
+    let mut upload = match connection.write_request(body, framing).await {
+        Ok(upload) => upload,
+        Err(ExchangeError::Write(error)) if uploading => {
+            // The upstream may have answered (413, 401) and closed before taking the whole
+            // body: that answer, if it reached us, is worth more than the write error.
+            let answer =
+                tokio::time::timeout(EARLY_ANSWER_GRACE, connection.read_head(method, false)).await;
+            return match answer {
+                Ok(Ok((parts, framing, _))) => Ok((parts, framing, false, None)),
+                _ => Err(ExchangeError::Write(error)),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let (parts, framing, keep_alive) =
+        read_head_while_uploading(connection, method, upgrade, &mut upload).await?;
+    Ok((parts, framing, keep_alive, upload))
 }
 
 fn response<H: ConnectionHome>(
@@ -893,6 +926,7 @@ mod tests {
             &Method::POST,
             false,
             std::sync::Arc::new(Nowhere),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
         );
         let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
             .await
@@ -957,6 +991,7 @@ mod tests {
             &Method::POST,
             false,
             std::sync::Arc::new(Nowhere),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
         );
         let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
             .await
@@ -1015,6 +1050,7 @@ mod tests {
             &Method::POST,
             false,
             std::sync::Arc::new(Nowhere),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
         );
         let response = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
             .await

@@ -25,7 +25,6 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -56,13 +55,7 @@ pub struct EndpointPool {
     /// one connection instead of each opening their own.
     h2_connecting: tokio::sync::Mutex<()>,
     on_connect: OnConnect,
-    /// Deadline timers of finished tries, kept for the next ones (see [`EndpointPool::send`]).
-    spare_timers: Mutex<Vec<Pin<Box<tokio::time::Sleep>>>>,
 }
-
-/// Spare deadline timers an endpoint keeps at most; more are only needed while more tries to
-/// it are in flight at once.
-const MAX_SPARE_TIMERS: usize = 256;
 
 /// A try's deadline passed before its response head arrived.
 #[derive(Debug)]
@@ -77,7 +70,6 @@ impl EndpointPool {
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             on_connect,
-            spare_timers: Mutex::new(Vec::new()),
         })
     }
 
@@ -98,11 +90,6 @@ impl EndpointPool {
     /// comes first; the body streams from the connection. The head is borrowed, so a failed try
     /// leaves it for the next one. `arrived` is when the request arrived (it stands in for the
     /// clock; see [`H1Connection::last_used`]).
-    ///
-    /// The deadline's timer is one a finished try left behind: moving a registered tokio timer
-    /// to a later deadline is an atomic store, where a new timer per try would cost two locked
-    /// timer-wheel updates (insert, then remove when the answer comes first, as it almost
-    /// always does).
     pub async fn send(
         self: &Arc<Self>,
         head: UpstreamHead<'_>,
@@ -110,51 +97,30 @@ impl EndpointPool {
         arrived: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Result<http::Response<ProxyBody>, ProxyError>, DeadlinePassed> {
-        let spare = self.spare_timers.lock().pop();
-        let mut timer = match spare {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
-        let sent = tokio::select! {
-            biased;
-            sent = self.send_before_deadline(head, body, arrived) => Ok(sent),
-            () = timer.as_mut() => Err(DeadlinePassed),
-        };
-        let mut spare = self.spare_timers.lock();
-        if spare.len() < MAX_SPARE_TIMERS {
-            spare.push(timer);
-        }
-        sent
-    }
-
-    async fn send_before_deadline(
-        self: &Arc<Self>,
-        head: UpstreamHead<'_>,
-        body: ProxyBody,
-        arrived: Instant,
-    ) -> Result<http::Response<ProxyBody>, ProxyError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(head, body, arrived).await,
+            UpstreamProtocol::Http1 => self.send_h1(head, body, arrived, deadline).await,
             UpstreamProtocol::H2 => {
                 let mut request = http::Request::from_parts(head.parts.clone(), body);
                 head.fields.insert_into(request.headers_mut());
                 // Boxed: hyper's client future is large, and HTTP/1.1 requests should not carry
                 // its space in theirs.
-                let response = Box::pin(self.send_h2(request)).await?;
-                Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+                let sent = tokio::time::timeout_at(deadline, Box::pin(self.send_h2(request)));
+                Ok(sent.await.map_err(|_| DeadlinePassed)?.map(|response| {
+                    response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+                }))
             }
         }
     }
 
+    /// HTTP/1.1: an idle connection (its own timer keeps the deadline, see
+    /// [`h1_client::exchange`]) or a new one.
     async fn send_h1(
         self: &Arc<Self>,
         head: UpstreamHead<'_>,
         body: ProxyBody,
         arrived: Instant,
-    ) -> Result<http::Response<ProxyBody>, ProxyError> {
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<http::Response<ProxyBody>, ProxyError>, DeadlinePassed> {
         let parts = head.parts;
         let framing = h1_client::request_framing(&parts.method, &body);
         // With no body to stream, the head bytes can be sent again on another connection.
@@ -172,7 +138,13 @@ impl EndpointPool {
                 Some(connection) => connection,
                 // Boxed: connecting (with TLS, a handshake) makes a large future, and most
                 // requests find an idle connection.
-                None => H1Connection::new(Box::pin(self.connect_h1()).await?, arrived),
+                None => {
+                    let connect = tokio::time::timeout_at(deadline, Box::pin(self.connect_h1()));
+                    match connect.await.map_err(|_| DeadlinePassed)? {
+                        Ok(halves) => H1Connection::new(halves, arrived),
+                        Err(error) => return Ok(Err(error)),
+                    }
+                }
             };
             connection.last_used = arrived;
             connection.encode_head(head, framing);
@@ -184,10 +156,12 @@ impl EndpointPool {
                 &parts.method,
                 parts.extensions.get::<UpgradeRequested>().is_some(),
                 Arc::clone(self),
+                deadline,
             )
             .await;
             match result {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok(Ok(response)),
+                Err((ExchangeError::DeadlinePassed, _closed)) => return Err(DeadlinePassed),
                 Err((error, _closed)) => {
                     let stale = reused
                         && replayable
@@ -200,7 +174,7 @@ impl EndpointPool {
                         use_idle = false;
                         continue;
                     }
-                    return Err(self.map_exchange_error(error));
+                    return Ok(Err(self.map_exchange_error(error)));
                 }
             }
         }
@@ -348,6 +322,11 @@ impl EndpointPool {
             | ExchangeError::ClosedBeforeResponse
             | ExchangeError::Read(_) => ErrorKind::UpstreamReset { endpoint },
             ExchangeError::Protocol(reason) => ErrorKind::UpstreamProtocol { endpoint, reason },
+            // `send` reports it as `DeadlinePassed`, and the caller names the limit that ran out.
+            ExchangeError::DeadlinePassed => ErrorKind::UpstreamTimeout {
+                endpoint,
+                after: Duration::ZERO,
+            },
             ExchangeError::ClientBody(err) => {
                 match err.downcast_ref::<crate::limits::BodyTooLarge>() {
                     Some(limit) => ErrorKind::BodyTooLarge { limit: limit.limit },
@@ -512,33 +491,44 @@ mod tests {
             parts: &parts,
             fields: &fields,
         };
-        let send = |after: Duration| {
+        // Sends with a deadline `after` from now; a response's (empty) body is read to its end,
+        // which puts the connection, with its timer, back in the pool.
+        let send = async |after: Duration| {
             let deadline = tokio::time::Instant::now() + after;
-            pool.send(head, crate::body::empty(), Instant::now(), deadline)
+            let sent = pool
+                .send(head, crate::body::empty(), Instant::now(), deadline)
+                .await;
+            match sent {
+                Ok(Ok(response)) => {
+                    response.into_body().collect().await.unwrap();
+                    Some(pool.idle_count())
+                }
+                Err(DeadlinePassed) => None,
+                Ok(Err(error)) => panic!("{error}"),
+            }
         };
-        // Each answer takes 200 ms. The first try's timer is left spare, still armed for 250 ms
-        // after it started; the second try outlasts that moment, on the same timer moved later.
-        let answered = send(Duration::from_millis(250)).await;
-        assert!(matches!(answered, Ok(Ok(_))), "{answered:?}");
-        assert_eq!(pool.spare_timers.lock().len(), 1);
-        let answered = send(Duration::from_secs(2)).await;
-        assert!(
-            matches!(answered, Ok(Ok(_))),
-            "a later deadline does not fire at the earlier one: {answered:?}"
+        // Each answer takes 200 ms. The first try's timer stays with its connection, still armed
+        // for 250 ms after that try started; the second try, on that connection, outlasts that
+        // moment on the same timer moved later.
+        assert_eq!(send(Duration::from_millis(250)).await, Some(1));
+        assert_eq!(
+            send(Duration::from_secs(2)).await,
+            Some(1),
+            "a later deadline does not fire at the earlier one"
         );
+        // The timer, armed for two seconds, is moved earlier: it must fire on time.
         let started = Instant::now();
-        let late = send(Duration::from_millis(50)).await;
-        assert!(matches!(late, Err(DeadlinePassed)), "{late:?}");
+        assert_eq!(send(Duration::from_millis(50)).await, None);
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_millis(190),
-            "an earlier deadline than the spare timer had fires on time: {waited:?}"
+            "an earlier deadline than the timer had fires on time: {waited:?}"
         );
-        let answered = send(Duration::from_secs(2)).await;
-        assert!(
-            matches!(answered, Ok(Ok(_))),
-            "a timer that fired serves again: {answered:?}"
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "a timed-out exchange closes its connection"
         );
-        assert_eq!(pool.spare_timers.lock().len(), 1);
+        assert_eq!(send(Duration::from_secs(2)).await, Some(1));
     }
 }
