@@ -138,7 +138,14 @@ impl Gateway {
                 _ = self.shared.draining.started() => return,
                 _ = tick.tick() => {}
             }
-            // File system calls: kept off the reactor threads.
+            // Looking is a few stats; loading (reads, parsing, key checks) is kept off the
+            // reactor threads, and only then is a blocking-pool thread started. A process
+            // that never starts a second thread keeps glibc's single-thread fast path, in
+            // which its socket calls skip the cancellation-point bookkeeping (measured at
+            // about 0.13 µs per proxied request).
+            if !self.tls.certificates_changed() {
+                continue;
+            }
             let gateway = Arc::clone(&self);
             let _ = tokio::task::spawn_blocking(move || gateway.tls.reload_changed_certificates())
                 .await;

@@ -211,9 +211,8 @@ async fn forward_tries(
     request: Box<Request<ProxyBody>>,
     ctx: &ForwardContext<'_>,
 ) -> Result<Forwarded, ProxyError> {
-    let request = *request;
     // 1. limit
-    let declared = declared_length(&request);
+    let declared = declared_length(&*request);
     if let Some(declared) = declared
         && declared > ctx.max_body_bytes
     {
@@ -233,13 +232,13 @@ async fn forward_tries(
     let hash = cluster
         .hash_on
         .as_ref()
-        .and_then(|on| affinity_hash(on, &request, ctx.client));
+        .and_then(|on| affinity_hash(on, &*request, ctx.client));
     let idempotency_key = request.headers().get(&IDEMPOTENCY_KEY).cloned();
     let has_idempotency_key = idempotency_key.is_some();
     let keyed = idempotency::applies(request.method(), idempotency_key.as_ref());
-    let (request, fields) = rewrite_request(route, cluster.protocol, request, ctx)?;
     let (parts, body) = request.into_parts();
     let mut parts = crate::header_maps::GiveBackOnDrop(parts);
+    let (body, fields) = rewrite_request(route, cluster.protocol, &mut parts, body, ctx)?;
     let upgrading = parts.extensions.get::<UpgradeRequested>().is_some();
     let mut body = ReplayBody::new(
         body,
@@ -1039,15 +1038,16 @@ fn respond(
     }
 }
 
-/// Rewrites the client's request for the upstream. The fields this hop adds come back beside
-/// it (see [`ProxyFields`]), not inside its map.
+/// Rewrites the client's request head for the upstream, in place, and returns the body to send
+/// (limited) and the fields this hop adds, which travel beside the head's map (see
+/// [`ProxyFields`]).
 fn rewrite_request(
     route: &RouteRuntime,
     protocol: UpstreamProtocol,
-    request: Request<ProxyBody>,
+    parts: &mut http::request::Parts,
+    body: ProxyBody,
     ctx: &ForwardContext<'_>,
-) -> Result<(Request<ProxyBody>, ProxyFields), ProxyError> {
-    let (mut parts, body) = request.into_parts();
+) -> Result<(ProxyBody, ProxyFields), ProxyError> {
     let original_host = request_host(&parts.uri, &parts.headers);
     // The Host field already says it unless the host came from the target (absolute-form, an
     // HTTP/2 client) or the route rewrites it; an HTTP/2 upstream takes it as :authority.
@@ -1155,7 +1155,7 @@ fn rewrite_request(
     } else {
         LimitedBody::new(body, ctx.max_body_bytes).boxed()
     };
-    Ok((Request::from_parts(parts, body), fields))
+    Ok((body, fields))
 }
 
 fn bad_request(err: impl std::fmt::Display) -> ProxyError {

@@ -144,6 +144,18 @@ impl TlsRuntimes {
         *self.listeners.lock() = prepared.listeners.clone();
     }
 
+    /// Whether a listener's certificate files changed since they were loaded: a few `stat`s,
+    /// cheap enough for the reactor thread (loading them is not; see
+    /// [`Self::reload_changed_certificates`]).
+    pub fn certificates_changed(&self) -> bool {
+        let running: Vec<Arc<ListenerTlsRuntime>> =
+            self.listeners.lock().values().cloned().collect();
+        running.iter().any(|runtime| {
+            fingerprint(&runtime.settings.certificates)
+                != runtime.fingerprint.load(Ordering::Relaxed)
+        })
+    }
+
     /// Reloads the certificates of listeners whose files changed since they were loaded.
     pub fn reload_changed_certificates(&self) {
         let running: Vec<(String, Arc<ListenerTlsRuntime>)> = self
