@@ -601,7 +601,9 @@ async fn exchange(
 }
 
 /// A hedgeable try: `first`, raced by a second try to another endpoint when it has not answered
-/// by the hedge's delay.
+/// by the hedge's delay. The first answer wins, and the other try is dropped (its upstream
+/// connection is closed, which cancels it). Without another endpoint to ask, it just waits for
+/// `first`.
 #[allow(clippy::too_many_arguments)]
 async fn hedged(
     first: impl Future<Output = Exchanged>,
@@ -617,29 +619,11 @@ async fn hedged(
     let mut first = std::pin::pin!(first);
     // Counted from the request's arrival (a first try starts microseconds after it), so arming
     // it needs no clock read; not a tokio timer (see `hedge_timer`).
-    let due = tokio::select! {
+    tokio::select! {
         biased;
-        done = first.as_mut() => Err(done),
-        () = ctx.hedges.at(ctx.started + delay) => Ok(()),
-    };
-    match due {
-        Err(done) => done,
-        Ok(()) => race_hedge(first, cluster, hash, ctx, tried, head, try_deadline).await,
+        done = first.as_mut() => return done,
+        () = ctx.hedges.at(ctx.started + delay) => {}
     }
-}
-
-/// A hedge is due: races the still-running `first` try against a second try to another
-/// endpoint. The first answer wins, and the other try is dropped (its upstream connection is
-/// closed, which cancels it). Without another endpoint to ask, it just waits for `first`.
-async fn race_hedge(
-    mut first: std::pin::Pin<&mut impl Future<Output = Exchanged>>,
-    cluster: &ClusterRuntime,
-    hash: Option<u64>,
-    ctx: &ForwardContext<'_>,
-    tried: &mut Tried,
-    head: UpstreamHead<'_>,
-    try_deadline: tokio::time::Instant,
-) -> Exchanged {
     let Ok((index, permit)) = pick_admitted(cluster, hash, ctx, tried) else {
         return first.await;
     };
