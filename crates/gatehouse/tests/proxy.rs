@@ -211,6 +211,22 @@ endpoints = {}
     let answer = get(&c, addr, "/rewrite", &[("host", "shop.test")]).await;
     assert_eq!(answer.json()["headers"]["host"], "internal.svc");
     assert_eq!(answer.json()["headers"]["x-forwarded-host"], "shop.test");
+
+    // A Connection field that names Host (or this hop's own fields) cannot take them away.
+    let answer = get(
+        &c,
+        addr,
+        "/",
+        &[
+            ("host", "shop.test"),
+            ("connection", "host, x-forwarded-for, via"),
+        ],
+    )
+    .await;
+    let h = &answer.json()["headers"];
+    assert_eq!(h["host"], "shop.test", "{h}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["via"], "1.1 gatehouse");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

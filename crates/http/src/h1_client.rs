@@ -64,7 +64,9 @@ pub struct H1Connection {
     /// The deadline timer of this connection's exchanges, made at its first one and moved for
     /// each later one: moving a registered tokio timer to a later deadline is an atomic store,
     /// where a new timer per exchange would cost two locked timer-wheel updates (insert, then
-    /// remove when the answer comes first, as it almost always does).
+    /// remove when the answer comes first, as it almost always does). Between exchanges it
+    /// stays armed at the last deadline with the last waker: at worst one spurious wake-up of
+    /// that task, once, and never an early or a missed deadline (each exchange moves it first).
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 

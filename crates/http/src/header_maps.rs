@@ -21,7 +21,12 @@ thread_local! {
 
 /// An empty map with room for `capacity` fields.
 pub fn take(capacity: usize) -> HeaderMap {
-    match SPARE.with_borrow_mut(Vec::pop) {
+    // `try_with`: a thread-local being torn down has no spares (and must not panic).
+    match SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+    {
         Some(mut map) => {
             map.reserve(capacity);
             map
@@ -36,7 +41,10 @@ pub fn give(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    SPARE.with_borrow_mut(|spare| {
+    // Called from `Drop`, possibly while the thread's locals are being torn down: then the map
+    // is simply dropped.
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
         if spare.len() < MAX_SPARE {
             spare.push(map);
         }

@@ -1033,15 +1033,19 @@ fn rewrite_request(
     ctx: &ForwardContext<'_>,
 ) -> Result<(ProxyBody, ProxyFields), ProxyError> {
     let original_host = request_host(&parts.uri, &parts.headers);
-    // The Host field already says it unless the host came from the target (absolute-form, an
-    // HTTP/2 client) or the route rewrites it; an HTTP/2 upstream takes it as :authority.
-    let host_differs = route.host_rewrite.is_some() || parts.uri.authority().is_some();
-    let host = if host_differs || protocol == UpstreamProtocol::H2 {
-        route.host_rewrite.clone().or_else(|| original_host.clone())
-    } else {
-        None
-    };
     let present = headers::scan(&parts.headers);
+    // The Host field already says it unless the host came from the target (absolute-form, an
+    // HTTP/2 client) or the route rewrites it; an HTTP/2 upstream takes it as :authority. A
+    // `Connection` field may name Host, and the strip below would take it: put it back then.
+    let host_kept = route.host_rewrite.is_none()
+        && parts.uri.authority().is_none()
+        && protocol == UpstreamProtocol::Http1
+        && !present.hop_by_hop;
+    let host = if host_kept {
+        None
+    } else {
+        route.host_rewrite.clone().or_else(|| original_host.clone())
+    };
 
     if headers::strip_found_hop_by_hop(&mut parts.headers, &present) {
         parts
