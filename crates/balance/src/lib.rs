@@ -150,6 +150,15 @@ pub struct PickRequest<'a> {
     pub eligible: &'a dyn Fn(usize) -> bool,
 }
 
+impl Policy {
+    /// Whether picks weigh endpoint latency: only then do requests need to feed
+    /// [`EndpointStats::end`] a latency sample (the others take
+    /// [`EndpointStats::end_untimed`]) and picks need the time.
+    pub fn weighs_latency(&self) -> bool {
+        matches!(self, Policy::PowerOfTwoChoices)
+    }
+}
+
 /// A policy bound to one endpoint set; built once per config snapshot.
 pub struct Balancer {
     policy: Policy,

@@ -516,13 +516,12 @@ mod tests {
             Some(1),
             "a later deadline does not fire at the earlier one"
         );
-        // The timer, armed for two seconds, is moved earlier: it must fire on time.
-        let started = Instant::now();
-        assert_eq!(send(Duration::from_millis(50)).await, None);
-        let waited = started.elapsed();
-        assert!(
-            waited < Duration::from_millis(190),
-            "an earlier deadline than the timer had fires on time: {waited:?}"
+        // The timer, armed for two seconds, is moved earlier: it fires there, before the
+        // answer (which would have made this a success).
+        assert_eq!(
+            send(Duration::from_millis(50)).await,
+            None,
+            "an earlier deadline than the timer had fires"
         );
         assert_eq!(
             pool.idle_count(),

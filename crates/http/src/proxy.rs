@@ -523,7 +523,7 @@ async fn exchange(
     endpoint.stats.begin();
     let in_flight = InFlight {
         stats: Arc::clone(&endpoint.stats),
-        timed: cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices,
+        timed: cluster.balancer.policy().weighs_latency(),
         clock: *ctx.clock,
         started_nanos: ctx.clock.nanos_at(ctx.started),
         head: None,
@@ -807,7 +807,7 @@ fn pick(
                 .is_some_and(|e| e.health.in_rotation(now))
     };
     let untried = |i: usize| !tried.contains(i) && in_rotation(i);
-    let latency_aware = cluster.balancer.policy() == &gatehouse_balance::Policy::PowerOfTwoChoices;
+    let latency_aware = cluster.balancer.policy().weighs_latency();
     let now_nanos = if latency_aware { now() } else { 0 };
     cluster
         .balancer

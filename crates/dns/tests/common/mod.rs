@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const ZONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/example.test.zone");
@@ -160,19 +159,7 @@ pub fn summarize(resp: &[u8]) -> Summary {
     }
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
+pub use gatehouse_test_support::temp_dir;
 
 /// A loopback port free for both UDP and TCP right now.
 pub fn free_port() -> u16 {
