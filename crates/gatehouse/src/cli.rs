@@ -31,7 +31,8 @@ pub enum Command {
     },
     /// Start a self-contained demo: the gateway (HTTP and HTTPS), three demo upstreams, a
     /// real-time upstream (WebSocket, server-sent events, a cacheable page), DNS for the demo
-    /// services, and the admin API.
+    /// services, and the admin API. Any address may take port 0 (a free port); the banner,
+    /// printed once everything listens, names the ports bound.
     Demo {
         /// Worker threads (default: one per core).
         #[arg(long, value_name = "N")]

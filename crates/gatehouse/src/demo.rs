@@ -32,17 +32,67 @@ pub async fn run(
     let realtime = crate::demo_realtime::start().await?;
     let certs = demo_certificates(https)?;
     let config_text = demo_config(listen, admin, https, dns, &certs, &upstreams, realtime);
-    let config = gatehouse_config::parse(&config_text, "<demo config>")
-        .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
-    print_banner(listen, admin, https, dns, &certs);
-    let served = crate::serve::serve(config, None).await.with_context(|| {
-        format!(
-            "is something else using {listen}, {https}, {admin} or {dns}? try --listen/--https/--admin/--dns"
-        )
-    });
+    let started = async {
+        let config = gatehouse_config::parse(&config_text, "<demo config>")
+            .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
+        let drain_timeout = config.server.drain_timeout;
+        let running = crate::serve::start(config).await.with_context(|| {
+            format!(
+                "is something else using {listen}, {https}, {admin} or {dns}? try --listen/--https/--admin/--dns"
+            )
+        })?;
+        anyhow::Ok((running, drain_timeout))
+    };
+    let served = match started.await {
+        Ok((running, drain_timeout)) => {
+            // The banner names the bound addresses (any port given as 0 is resolved), and comes
+            // only once everything listens: the curl lines work as soon as it is printed.
+            let bound = Bound::of(&running, listen, admin, https, dns);
+            print_banner(&bound, &certs);
+            crate::serve::serve_started(running, drain_timeout, None).await
+        }
+        Err(err) => Err(err),
+    };
     // The demo's CA and keys are throwaway: leave nothing behind.
     let _ = std::fs::remove_dir_all(&certs);
     served
+}
+
+/// Where the demo's parts listen once started.
+struct Bound {
+    listen: SocketAddr,
+    admin: SocketAddr,
+    https: SocketAddr,
+    dns: SocketAddr,
+}
+
+impl Bound {
+    /// The addresses `running` bound, falling back to the requested ones.
+    fn of(
+        running: &crate::serve::Running,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        https: SocketAddr,
+        dns: SocketAddr,
+    ) -> Bound {
+        let listeners = running.gateway.bound_addresses();
+        let listener = |name: &str, asked: SocketAddr| {
+            listeners
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(asked, |(_, addr)| *addr)
+        };
+        Bound {
+            listen: listener("demo", listen),
+            https: listener("demo-https", https),
+            admin: running.admin.unwrap_or(admin),
+            dns: running
+                .dns
+                .as_ref()
+                .and_then(|d| d.address())
+                .unwrap_or(dns),
+        }
+    }
 }
 
 /// A development CA and a certificate for the HTTPS listener, in a fresh temporary directory
@@ -205,13 +255,13 @@ discovery = {{ registry = "demo" }}
     )
 }
 
-fn print_banner(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    https: SocketAddr,
-    dns: SocketAddr,
-    certs: &std::path::Path,
-) {
+fn print_banner(bound: &Bound, certs: &std::path::Path) {
+    let Bound {
+        listen,
+        admin,
+        https,
+        dns,
+    } = bound;
     let certs = certs.display();
     let https_port = https.port();
     let (dns_ip, dns_port) = (dns.ip(), dns.port());

@@ -130,6 +130,11 @@ impl DnsRuntime {
         }
     }
 
+    /// Where the server answers (UDP and TCP share it); None once stopped.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.server.lock().as_ref().map(|s| s.udp_addr)
+    }
+
     pub fn stop(&self) {
         self.stop.cancel();
         if let Some(server) = self.server.lock().take() {

@@ -21,6 +21,8 @@ pub struct Running {
     pub discovery: DiscoveryRuntime,
     /// The DNS server of `[dns]`, if the config has one when gatehouse starts.
     pub dns: Option<DnsRuntime>,
+    /// Where the admin API listens (the bound address: port 0 in the config is resolved).
+    pub admin: Option<std::net::SocketAddr>,
     admin_stop: CancellationToken,
 }
 
@@ -43,11 +45,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         println!("gatehouse: listener {name} on http://{addr}");
     }
     let admin_stop = CancellationToken::new();
+    let mut admin_addr = None;
     if let Some(admin) = admin {
         let listener = gatehouse_admin::bind(admin.listen)
             .with_context(|| format!("cannot bind the admin API on {}", admin.listen))?;
         let addr = listener.local_addr()?;
         println!("gatehouse: admin on http://{addr}");
+        admin_addr = Some(addr);
         let gateway = Arc::clone(&gateway);
         let directory = discovery.directory.clone();
         let stop = admin_stop.clone();
@@ -63,6 +67,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         gateway,
         discovery,
         dns,
+        admin: admin_addr,
         admin_stop,
     })
 }
@@ -74,10 +79,21 @@ pub struct Watched {
     pub loaded: Option<FileStamp>,
 }
 
-/// Serves until SIGTERM or ctrl-c, reloading the watched file on SIGHUP and when it changes.
+/// Starts `config` and serves until SIGTERM or ctrl-c, reloading the watched file on SIGHUP and
+/// when it changes.
 pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<()> {
-    let mut drain_timeout = config.server.drain_timeout;
+    let drain_timeout = config.server.drain_timeout;
     let running = start(config).await?;
+    serve_started(running, drain_timeout, watched).await
+}
+
+/// Serves what [`start`] started until SIGTERM or ctrl-c (see [`serve`]), then drains for up to
+/// `drain_timeout` (or the drain timeout of the last config reloaded).
+pub async fn serve_started(
+    running: Running,
+    mut drain_timeout: Duration,
+    watched: Option<Watched>,
+) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let (path, mut last_seen) = match watched {

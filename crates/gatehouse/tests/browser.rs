@@ -8,19 +8,7 @@ mod common;
 use common::*;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-/// Three loopback ports free a moment ago (the demo takes fixed addresses).
-fn free_ports() -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
 
 fn chromium() -> &'static str {
     for candidate in ["chromium", "chromium-browser", "google-chrome"] {
@@ -38,44 +26,13 @@ fn chromium() -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_sees_websocket_echoes_and_events_arrive_promptly() {
     let browser = chromium();
-    let ports = free_ports();
-    let listen = format!("127.0.0.1:{}", ports[0]);
-    let mut demo = Command::new(bin())
-        .args([
-            "demo",
-            "--listen",
-            &listen,
-            "--admin",
-            &format!("127.0.0.1:{}", ports[1]),
-            "--https",
-            &format!("127.0.0.1:{}", ports[2]),
-            // Port 0: a free one, so the test never collides with a demo already running.
-            "--dns",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start gatehouse demo");
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
-    let banner = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("/realtime") {
-                return line;
-            }
-        }
-        panic!("the demo ended before printing its banner");
-    })
-    .await
-    .expect("the demo starts");
-    assert!(banner.contains(&listen), "{banner}");
-    // The gateway accepts once the banner is out; give the listener a moment anyway.
+    let demo = Demo::start().await;
+    let listen = demo.listen;
     assert!(
-        eventually(Duration::from_secs(5), async || {
-            tokio::net::TcpStream::connect(&listen).await.is_ok()
-        })
-        .await
+        demo.banner
+            .contains(&format!("open http://{listen}/realtime")),
+        "the banner names the bound address: {}",
+        demo.banner
     );
 
     let profile = gatehouse_test_support::temp_dir("gatehouse-chromium");

@@ -375,39 +375,17 @@ async fn a_reload_swaps_zone_files_and_a_bad_zone_file_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_answers_dns_for_its_services() {
-    let ports: Vec<u16> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    let mut demo = tokio::process::Command::new(bin())
-        .args(["demo", "--dns", "127.0.0.1:0"])
-        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--admin", &format!("127.0.0.1:{}", ports[1])])
-        .args(["--https", &format!("127.0.0.1:{}", ports[2])])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
-    let mut banner_has_dig = false;
-    let dns: SocketAddr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            banner_has_dig |=
-                line.contains("dig @127.0.0.1") && line.contains("demo.svc.gatehouse");
-            if let Some(addr) = line.strip_prefix("gatehouse: dns on udp+tcp ") {
-                return addr.parse().unwrap();
-            }
-        }
-        panic!("the demo ended without starting DNS");
-    })
-    .await
-    .expect("the demo starts");
-    assert!(banner_has_dig, "the banner shows dig lines");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let demo = Demo::start().await;
+    assert!(
+        demo.banner.lines().any(|l| l.contains(&format!(
+            "dig @{} -p {}",
+            demo.dns.ip(),
+            demo.dns.port()
+        )) && l.contains("demo.svc.gatehouse")),
+        "the banner shows dig lines for the bound port: {}",
+        demo.banner
+    );
+    let dns = demo.dns;
     // The three demo upstreams share 127.0.0.1: one A record, three SRV records.
     let a = tokio::task::spawn_blocking(move || dig(dns, "demo.svc.gatehouse", "A", &[]))
         .await

@@ -294,3 +294,63 @@ impl SteadyLoad {
         )
     }
 }
+
+/// `gatehouse demo` with every port chosen by the OS, started and its banner read.
+pub struct Demo {
+    /// Killed when the test ends.
+    pub process: tokio::process::Child,
+    /// The gateway's cleartext listener.
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dns: SocketAddr,
+    /// Everything printed up to the end of the banner.
+    pub banner: String,
+}
+
+impl Demo {
+    /// Starts the demo and returns once its banner is printed (by then everything listens).
+    pub async fn start() -> Demo {
+        use tokio::io::AsyncBufReadExt;
+        let mut process = tokio::process::Command::new(bin())
+            .args(["demo", "--workers", "2"])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--https", "127.0.0.1:0", "--dns", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            // Left to the test harness: it shows it when a test fails.
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start gatehouse demo");
+        let mut lines = tokio::io::BufReader::new(process.stdout.take().unwrap()).lines();
+        let banner = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            let mut banner = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Stop with ctrl-c") {
+                    return banner;
+                }
+            }
+            panic!("the demo ended before finishing its banner:\n{banner}");
+        })
+        .await
+        .expect("the demo starts within 20 s");
+        // Nobody reads the rest, but the demo must never block on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let address = |prefix: &str| -> SocketAddr {
+            banner
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no line starting {prefix:?} in\n{banner}"))
+                .parse()
+                .unwrap_or_else(|e| panic!("the address after {prefix:?}: {e}\n{banner}"))
+        };
+        Demo {
+            listen: address("gatehouse: listener demo on http://"),
+            admin: address("gatehouse: admin on http://"),
+            dns: address("gatehouse: dns on udp+tcp "),
+            process,
+            banner,
+        }
+    }
+}
