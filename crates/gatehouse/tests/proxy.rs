@@ -309,3 +309,52 @@ async fn keep_alive_connections_to_upstreams_are_reused() {
         "50 sequential requests should reuse connections, opened {opened}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_histograms_count_requests_by_route_and_endpoint() {
+    let fast = TestUpstream::start("fast").await;
+    let slow = TestUpstream::start("slow").await;
+    let gw = gateway_to(&[&fast, &slow]).await;
+    let c = h1();
+    // Round robin: three requests each; the slow one answers each after 200 ms.
+    for _ in 0..3 {
+        for path in ["/", "/slow/200"] {
+            assert_eq!(
+                get(&c, gw.addr("main"), path, &[]).await.status,
+                StatusCode::OK
+            );
+        }
+    }
+    let metrics = get(&c, gw.admin.unwrap(), "/metrics", &[]).await.text();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("gatehouse_http_request_duration_seconds_count{route="),
+        6.0
+    );
+    let mut slow_endpoint_sum = 0.0;
+    for up in [&fast, &slow] {
+        let series = format!("{{cluster=\"c\",endpoint=\"{}\"}}", up.addr);
+        let count = value(&format!(
+            "gatehouse_upstream_response_duration_seconds_count{series}"
+        ));
+        let sum = value(&format!(
+            "gatehouse_upstream_response_duration_seconds_sum{series}"
+        ));
+        assert!(count > 0.0, "{series}: {metrics}");
+        if sum >= 0.6 {
+            slow_endpoint_sum += sum;
+        }
+    }
+    // Whichever endpoint got the three slow requests shows their 600 ms or more.
+    assert!(slow_endpoint_sum >= 0.6, "{metrics}");
+}

@@ -328,6 +328,8 @@ async fn forward_tries(
                 tokio::time::Instant::now()
             }
         });
+        // A first try is as good as sent when the request arrived (microseconds apart).
+        let try_started = now.map_or(ctx.started, tokio::time::Instant::into_std);
         if let Some(now) = now
             && now >= deadline
         {
@@ -409,7 +411,7 @@ async fn forward_tries(
             Ok(response) => {
                 let status = response.status().as_u16();
                 if !policy.retry_on_status.contains(&status) || attempts >= policy.max_attempts {
-                    let head = HeadTiming::now(ctx);
+                    let head = HeadTiming::now(ctx, try_started);
                     if let Some(hedge) = &route.hedge {
                         hedge.observe(head.at_nanos, head.latency);
                     }
@@ -482,7 +484,7 @@ async fn forward_tries(
                     response,
                     endpoint,
                     in_flight,
-                    HeadTiming::now(ctx),
+                    HeadTiming::now(ctx, try_started),
                     route,
                     ctx,
                 );
@@ -962,15 +964,18 @@ fn client_body_error(error: &BoxError) -> ProxyError {
 #[derive(Clone, Copy)]
 struct HeadTiming {
     latency: Duration,
+    /// Since the try that answered was sent (a first try: since the request arrived).
+    upstream: Duration,
     at_nanos: u64,
 }
 
 impl HeadTiming {
-    fn now(ctx: &ForwardContext<'_>) -> Self {
-        let latency = ctx.started.elapsed();
+    fn now(ctx: &ForwardContext<'_>, try_started: Instant) -> Self {
+        let now = Instant::now();
         Self {
-            latency,
-            at_nanos: ctx.clock.nanos_at(ctx.started + latency),
+            latency: now.saturating_duration_since(ctx.started),
+            upstream: now.saturating_duration_since(try_started),
+            at_nanos: ctx.clock.nanos_at(now),
         }
     }
 }
@@ -1007,6 +1012,7 @@ fn respond(
             ctx.metrics.tunnels_open.clone(),
         ));
     }
+    endpoint.duration.observe(head.upstream);
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;
     let body = TrackedBody {

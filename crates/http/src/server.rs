@@ -615,7 +615,7 @@ fn record(
         status: status.as_u16(),
     });
     if let Some(route) = route {
-        route.duration.observe(latency.as_secs_f64());
+        route.duration.observe(latency);
     }
 }
 

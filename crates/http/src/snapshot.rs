@@ -68,7 +68,7 @@ pub struct RouteRuntime {
     pub read_timeout: Duration,
     pub labels: RouteLabels,
     /// This route's latency histogram, resolved once per snapshot (not per request).
-    pub duration: gatehouse_observe::Histogram,
+    pub duration: gatehouse_observe::LatencyHistogram,
     /// Faults injected into this route (set through the admin API).
     pub fault: FaultSlot,
     /// Hedged requests, when the route asks for them.
@@ -101,6 +101,8 @@ pub struct EndpointRuntime {
     /// This endpoint's circuit breaker, when its cluster has one.
     pub breaker: Option<Arc<gatehouse_resilience::SharedBreaker>>,
     pub labels: EndpointLabels,
+    /// Response head latency of this endpoint (`gatehouse_upstream_response_duration_seconds`).
+    pub duration: gatehouse_observe::LatencyHistogram,
 }
 
 impl EndpointRuntime {
@@ -329,11 +331,13 @@ impl ClusterRuntime {
                 let (pool, stats, health, breaker) =
                     store.get_or_create(&id, &settings, breaker.as_ref(), metrics);
                 let endpoint_label = label(&e.address.to_string());
+                let labels = EndpointLabels {
+                    cluster: Arc::clone(&name),
+                    endpoint: Arc::clone(&endpoint_label),
+                };
                 EndpointRuntime {
-                    labels: EndpointLabels {
-                        cluster: Arc::clone(&name),
-                        endpoint: Arc::clone(&endpoint_label),
-                    },
+                    duration: metrics.upstream_duration.get_or_create(&labels).clone(),
+                    labels,
                     id,
                     label: endpoint_label,
                     pool,

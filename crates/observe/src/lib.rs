@@ -16,15 +16,14 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod latency_histogram;
 mod request_counter;
 
+pub use latency_histogram::LatencyHistogram;
 pub use request_counter::RequestLabelRefs;
 
 /// Shared label value: built once, cloned by reference count.
 pub type Label = Arc<String>;
-
-/// A latency histogram handle (cheap to clone; clones record into the same series).
-pub use prometheus_client::metrics::histogram::Histogram;
 
 /// A counter handle (cheap to clone; clones count into the same series), for series resolved
 /// once per snapshot.
@@ -132,10 +131,10 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, LatencyHistogram, fn() -> LatencyHistogram>;
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_1, 1.25, 64))
+fn latency_histogram() -> LatencyHistogram {
+    LatencyHistogram::new(exponential_buckets(0.000_1, 1.25, 64))
 }
 
 /// All metrics of one gatehouse process.
@@ -454,7 +453,7 @@ mod tests {
                 route: label("api"),
                 cluster: label("web"),
             })
-            .observe(0.002);
+            .observe(std::time::Duration::from_millis(2));
         m.reloads
             .get_or_create(&ReloadLabels { result: "rejected" })
             .inc();

@@ -188,6 +188,14 @@ impl Drop for Gatehouse {
                 .arg("-TERM")
                 .arg(id.to_string())
                 .status();
+            // An instrumented build (scripts/build-pgo) writes its profile when it exits: give
+            // it the time to drain rather than killing it on drop. Others are killed at once.
+            if std::env::var_os("LLVM_PROFILE_FILE").is_some() {
+                let end = std::time::Instant::now() + Duration::from_secs(3);
+                while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

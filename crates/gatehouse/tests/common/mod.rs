@@ -12,8 +12,14 @@ use std::path::Path;
 
 pub use gatehouse_test_support::{Gatehouse, TestUpstream};
 
+/// The binary under test: the one cargo built beside these tests, or `$GATEHOUSE_BIN` (to run
+/// the suite against another build of the same source, as `scripts/build-pgo` does to train).
 pub fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_gatehouse"))
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("GATEHOUSE_BIN")
+            .map_or_else(|| env!("CARGO_BIN_EXE_gatehouse").into(), Into::into)
+    })
 }
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
