@@ -13,7 +13,8 @@
 //! - **who asks the origin?** [`HttpCache::join`] collapses concurrent misses for one URL into
 //!   one upstream request ([`coalesce`]); the others wait for it to be stored.
 //! - **what is kept?** A storable response's body is recorded while it streams to the first
-//!   client ([`record`]) and stored when it ends, unless it grows past the route's
+//!   client ([`record`], on [`tee`]'s body that streams on while a bounded copy accumulates,
+//!   which the idempotency store uses too) and stored when it ends, unless it grows past the route's
 //!   `max_object_size`. The store ([`store`]) is a moka cache bounded by bytes (its weigher
 //!   counts body and headers), shared by every route of the gateway; a hit clones an `Arc`
 //!   and the stored body's `Bytes`, never the body itself.
@@ -29,6 +30,7 @@ pub mod policy;
 pub mod record;
 pub mod status;
 pub mod store;
+pub mod tee;
 
 pub use entry::{Stored, Variants};
 pub use key::{KeyParts, StoredKey};

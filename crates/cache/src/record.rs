@@ -1,24 +1,22 @@
 //! Recording a response body while it streams to the client, and storing it when it ends.
 //!
-//! The client gets every frame as it arrives; a copy accumulates beside it up to the route's
-//! `max_object_size`. When the body ends, the copy is stored (with a Content-Length of its
-//! real size) and then the coalescing guard drops, so waiting requests find it. A body that
-//! grows too large, fails, or is dropped unfinished (the client left) frees its copy at once
-//! and stores nothing: memory per recording never exceeds the object limit.
+//! The body goes through a [`tee`] that keeps a copy up to the route's `max_object_size`.
+//! When the body ends, the copy is stored (with a Content-Length of its real size) and then
+//! the coalescing guard drops, so waiting requests find it. A body that grows too large, fails,
+//! or is dropped unfinished (the client left) frees its copy at once and stores nothing.
 
 use crate::coalesce::Leader;
 use crate::directives::StaleAllowance;
 use crate::entry::{Stored, header_bytes};
 use crate::key::StoredKey;
 use crate::store::HttpCache;
-use bytes::{Bytes, BytesMut};
+use crate::tee::{TeeBody, TeeSink, tee};
+use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_cache_semantics::CachePolicy;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Everything of a response to store except its body.
@@ -63,33 +61,28 @@ impl Pending {
     }
 }
 
-/// A body being copied for the store.
-struct Recording {
+/// What a recorded body is stored with: the [`TeeSink`] of a cache recording.
+pub struct Recording {
     cache: Arc<HttpCache>,
     pending: Pending,
-    copy: BytesMut,
-    max: usize,
     /// Dropped after the store (or when recording gives up): wakes coalesced waiters.
     _leader: Option<Leader>,
 }
 
-impl Recording {
-    fn store(self) {
+impl TeeSink for Recording {
+    fn complete(self, copy: Bytes) {
         let hash = self.pending.hash;
-        let stored = self.pending.into_stored(self.copy.freeze());
+        let stored = self.pending.into_stored(copy);
         self.cache.insert(hash, stored);
         // `_leader` drops here, after the insert: a woken waiter finds the entry.
     }
+
+    /// Nothing to store; the leader drops, so waiters go to the origin themselves.
+    fn abandon(self) {}
 }
 
-pin_project_lite::pin_project! {
-    /// The response body on its way to the client, copied for the store.
-    pub struct RecordingBody<B> {
-        #[pin]
-        inner: B,
-        recording: Option<Recording>,
-    }
-}
+/// The response body on its way to the client, copied for the store.
+pub type RecordingBody<B> = TeeBody<B, Recording>;
 
 /// Wraps `body` so that it is stored under `pending` when it ends within `max` bytes.
 pub fn record<B>(
@@ -102,77 +95,12 @@ pub fn record<B>(
 where
     B: Body<Data = Bytes>,
 {
-    let expected = body.size_hint().exact().map_or(0, |n| n as usize);
     let recording = Recording {
         cache,
         pending,
-        copy: BytesMut::with_capacity(expected.min(max)),
-        max,
         _leader: leader,
     };
-    if body.is_end_stream() {
-        // Nothing will be polled: store the empty body now.
-        recording.store();
-        return RecordingBody {
-            inner: body,
-            recording: None,
-        };
-    }
-    RecordingBody {
-        inner: body,
-        recording: Some(recording),
-    }
-}
-
-impl<B> Body for RecordingBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && let Some(mut recording) = this.recording.take()
-                    && recording.copy.len() + data.len() <= recording.max
-                {
-                    recording.copy.extend_from_slice(data);
-                    if this.inner.is_end_stream() {
-                        // A body that knows it is over may never be polled for its end.
-                        recording.store();
-                    } else {
-                        *this.recording = Some(recording);
-                    }
-                }
-                // Too large: the copy was dropped with the recording; the body streams on.
-            }
-            Poll::Ready(None) => {
-                if let Some(recording) = this.recording.take() {
-                    recording.store();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                this.recording.take();
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    tee(body, recording, max)
 }
 
 #[cfg(test)]
@@ -182,9 +110,12 @@ mod tests {
     use crate::key::KeyParts;
     use crate::policy::{RequestView, ResponseView, policy};
     use http::{Method, Uri};
+    use http_body::Frame;
     use http_body_util::BodyExt;
     use std::collections::VecDeque;
     use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
     /// A body of several frames that does not know it is over until polled past the last.
     struct Frames(VecDeque<Bytes>);

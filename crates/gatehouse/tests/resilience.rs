@@ -812,3 +812,30 @@ async fn faults_can_come_from_the_config_file_and_reloads_change_them() {
     .await;
     assert!(cleared, "the fault outlived its removal from the config");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_answer_without_a_body_is_replayed_too() {
+    let up = TestUpstream::start("up").await;
+    let gw = gateway_to(&[&up]).await;
+    let c = h1();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(
+            send(
+                &c,
+                Method::POST,
+                gw.addr("main"),
+                "/status/204",
+                &[("idempotency-key", "empty-1")],
+                Bytes::new(),
+            )
+            .await,
+        );
+    }
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    }
+    assert!(answers[0].headers.get("idempotent-replayed").is_none());
+    assert_eq!(answers[2].headers["idempotent-replayed"], "true");
+    assert_eq!(up.requests(), 1, "the repeats were answered from the store");
+}

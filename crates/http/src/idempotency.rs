@@ -8,19 +8,17 @@
 //! storing it when the body ends. A response that fails, is cut short, or is larger than
 //! [`MAX_STORED_BODY`] releases the key instead, so the client's retry runs the request again.
 
-use crate::body::{BoxError, ProxyBody};
-use bytes::{Bytes, BytesMut};
+use crate::body::ProxyBody;
+use bytes::Bytes;
+use gatehouse_cache::tee::{TeeSink, tee};
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
 use gatehouse_resilience::idempotency::{
     Begin, IdempotencyKey, IdempotencyStore, StoredResponse, Ticket, fingerprint,
 };
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Marks a response answered from the store.
@@ -110,30 +108,26 @@ pub fn record(
         clock,
         status: parts.status.as_u16(),
         headers,
-        body: BytesMut::new(),
     };
-    let body = RecordingBody {
-        inner: body,
-        recording: Some(recording),
-    };
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, tee(body, recording, MAX_STORED_BODY).boxed())
 }
 
+/// Where a recorded response goes: the store when complete; a response cut short, failed or
+/// too large releases its key, so the client's retry runs the request again.
 struct Recording {
     ticket: Ticket,
     store: Arc<dyn IdempotencyStore>,
     clock: MonotonicClock,
     status: u16,
     headers: Vec<(HeaderName, HeaderValue)>,
-    body: BytesMut,
 }
 
-impl Recording {
-    fn complete(self) {
+impl TeeSink for Recording {
+    fn complete(self, body: Bytes) {
         let response = StoredResponse {
             status: self.status,
             headers: self.headers,
-            body: self.body.freeze(),
+            body,
         };
         if let Err(error) = self
             .store
@@ -145,79 +139,5 @@ impl Recording {
 
     fn abandon(self) {
         self.store.abandon(self.ticket);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps a copy of what passes, for the idempotency store.
-    struct RecordingBody {
-        #[pin]
-        inner: ProxyBody,
-        recording: Option<Recording>,
-    }
-
-    impl PinnedDrop for RecordingBody {
-        fn drop(this: Pin<&mut Self>) {
-            // Cut short (client gone, upstream broke): nothing complete to replay.
-            if let Some(recording) = this.project().recording.take() {
-                recording.abandon();
-            }
-        }
-    }
-}
-
-impl Body for RecordingBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let fits = this
-                        .recording
-                        .as_ref()
-                        .is_some_and(|r| r.body.len() + data.len() <= MAX_STORED_BODY);
-                    match this.recording.take() {
-                        // A body that knows it is over may never be polled for its end.
-                        Some(mut recording) if fits && this.inner.is_end_stream() => {
-                            recording.body.extend_from_slice(data);
-                            recording.complete();
-                        }
-                        Some(mut recording) if fits => {
-                            recording.body.extend_from_slice(data);
-                            *this.recording = Some(recording);
-                        }
-                        Some(recording) => recording.abandon(),
-                        None => {}
-                    }
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(recording) = this.recording.take() {
-                    recording.complete();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(recording) = this.recording.take() {
-                    recording.abandon();
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
