@@ -29,7 +29,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio_util::sync::WaitForCancellationFuture;
 
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -300,7 +299,7 @@ async fn read_head(
     buf: &mut BytesMut,
     settings: H1Settings,
     timer: &mut HeadTimer<'_>,
-    mut drain_started: Pin<&mut WaitForCancellationFuture<'_>>,
+    mut drain_started: Pin<&mut crate::drain::Started<'_>>,
 ) -> HeadOutcome {
     let mut scanner = HeadScanner::new(settings.max_head);
     loop {
