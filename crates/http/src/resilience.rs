@@ -14,8 +14,8 @@ use gatehouse_core::MonotonicClock;
 use gatehouse_observe::{BreakerLabels, EjectionLabels, EndpointLabels, Label, Metrics, label};
 use gatehouse_resilience::breaker::{Outcome as BreakerOutcome, Permit, State, Transition};
 use gatehouse_resilience::{
-    AdaptiveTimeoutConfig, Backoff, BreakerConfig, RetryBudgetConfig, RetryPolicy,
-    SharedAdaptiveTimeout, SharedBreaker, SharedRetryBudget,
+    AdaptiveTimeoutConfig, Backoff, BreakerConfig, RetryBudget, RetryBudgetConfig, RetryPolicy,
+    SharedAdaptiveTimeout, SharedBreaker,
 };
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub enum TryOutcome {
 
 pub struct ClusterResilience {
     pub retry: RetryPolicy,
-    pub budget: SharedRetryBudget,
+    pub budget: RetryBudget,
     /// Time allowed for one try's response head (None: the request's remaining time).
     pub try_timeout: Option<Duration>,
     /// The cluster's own breaker (None when the cluster has no `[clusters.breaker]`).
@@ -57,7 +57,7 @@ impl ClusterResilience {
                 },
                 retry_on_status: r.on_status.clone(),
             },
-            budget: SharedRetryBudget::new(RetryBudgetConfig {
+            budget: RetryBudget::new(RetryBudgetConfig {
                 ratio: f64::from(r.budget_percent) / 100.0,
                 min_retries_per_second: r.budget_min_per_second,
                 ttl: Duration::from_secs(10),
@@ -100,7 +100,7 @@ impl ClusterResilience {
                 max_attempts: 1,
                 ..RetryPolicy::default()
             },
-            budget: SharedRetryBudget::new(RetryBudgetConfig::default()),
+            budget: RetryBudget::new(RetryBudgetConfig::default()),
             try_timeout: None,
             breaker: None,
             adaptive_timeout: None,

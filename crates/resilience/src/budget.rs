@@ -8,12 +8,14 @@
 //! reserve lets low-traffic routes retry at all.
 //!
 //! Tokens are integers (one retry = 10 000) so `ratio` has basis-point precision and the
-//! arithmetic is exact. The window is a [`SlidingWindow`] of 10 slices of net tokens.
+//! arithmetic is exact. The window has 10 slices: requests are counted per slice without a lock
+//! (every request deposits), retries in a [`SlidingWindow`] under a mutex (few requests retry).
 
 use std::time::Duration;
 
 use gatehouse_balance::SlidingWindow;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::time::saturating_nanos;
 
@@ -47,12 +49,17 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-/// A retry budget (see the module docs).
-#[derive(Debug, Clone)]
+/// A retry budget (see the module docs), shared by the requests of a cluster.
+///
+/// Every request deposits and few retry, so deposits take no lock: each slice's request count
+/// is an atomic word ([`RequestCounts`]). Withdrawals, rare, take a mutex around the window of
+/// retries taken, so two retries never both spend the last token.
+#[derive(Debug)]
 pub struct RetryBudget {
     config: RetryBudgetConfig,
-    /// Net tokens (deposits minus withdrawals) per slice.
-    window: SlidingWindow<i64>,
+    requests: RequestCounts,
+    /// Retries taken per slice.
+    retries: Mutex<SlidingWindow<u64>>,
     /// Tokens one request deposits.
     deposit: i64,
     /// Tokens always available on top of the window's balance.
@@ -76,7 +83,8 @@ impl RetryBudget {
             / 1_000_000_000;
         Self {
             config,
-            window: SlidingWindow::new(config.ttl, SLICES),
+            requests: RequestCounts::new(config.ttl),
+            retries: Mutex::new(SlidingWindow::new(config.ttl, SLICES)),
             deposit,
             reserve: i64::try_from(reserve).unwrap_or(i64::MAX),
         }
@@ -88,61 +96,113 @@ impl RetryBudget {
     }
 
     /// Credits one original request (not a retry) at `now`.
-    pub fn deposit(&mut self, now_nanos: u64) {
-        let deposit = self.deposit;
-        let slice = self.window.current_mut(now_nanos);
-        *slice = slice.saturating_add(deposit);
+    pub fn deposit(&self, now_nanos: u64) {
+        self.requests.add(now_nanos);
     }
 
     /// Takes one retry from the budget at `now`; false (and nothing taken) when it is spent.
-    pub fn try_withdraw(&mut self, now_nanos: u64) -> bool {
-        if self.balance(now_nanos) < RETRY_COST {
+    pub fn try_withdraw(&self, now_nanos: u64) -> bool {
+        let mut retries = self.retries.lock();
+        if self.balance(&retries, now_nanos) < RETRY_COST {
             return false;
         }
-        let slice = self.window.current_mut(now_nanos);
-        *slice = slice.saturating_sub(RETRY_COST);
+        *retries.current_mut(now_nanos) += 1;
         true
     }
 
     /// Whole retries available at `now`, for metrics.
     pub fn available(&self, now_nanos: u64) -> u64 {
-        u64::try_from(self.balance(now_nanos) / RETRY_COST).unwrap_or(0)
+        let retries = self.retries.lock();
+        u64::try_from(self.balance(&retries, now_nanos) / RETRY_COST).unwrap_or(0)
     }
 
-    fn balance(&self, now_nanos: u64) -> i64 {
-        self.window
-            .live(now_nanos)
-            .fold(self.reserve, |sum, net| sum.saturating_add(*net))
+    fn balance(&self, retries: &SlidingWindow<u64>, now_nanos: u64) -> i64 {
+        let requests = i64::try_from(self.requests.sum(now_nanos)).unwrap_or(i64::MAX);
+        let retried: u64 = retries.live(now_nanos.max(retries.latest_nanos())).sum();
+        let retried = i64::try_from(retried).unwrap_or(i64::MAX);
+        self.reserve
+            .saturating_add(requests.saturating_mul(self.deposit))
+            .saturating_sub(retried.saturating_mul(RETRY_COST))
     }
 }
 
-/// A [`RetryBudget`] behind a mutex, to share (in an `Arc`) between the requests of a route.
+/// Requests per slice of the window, counted without a lock.
+///
+/// Each slot is one atomic word: the low [`COUNT_BITS`] count the requests of a slice and the
+/// high bits tag which slice (its number, modulo 2^24). Recording is a compare-and-swap that
+/// either adds one to the slot's slice or, when the slot still holds an older slice, starts it
+/// over at one: no update is ever lost. A slot untouched for exactly a multiple of 2^24 slices
+/// (194 days of 1 s slices) would read as current; at worst that lends a few retries once.
 #[derive(Debug)]
-pub struct SharedRetryBudget {
-    inner: Mutex<RetryBudget>,
+struct RequestCounts {
+    slice_nanos: u64,
+    slots: Box<[AtomicU64]>,
+    /// The newest slice seen: an earlier `now` (threads racing) counts in it, as
+    /// [`SlidingWindow`] does, and never resets a slot a newer slice uses.
+    latest_slice: AtomicU64,
 }
 
-impl SharedRetryBudget {
-    /// An empty budget.
-    pub fn new(config: RetryBudgetConfig) -> Self {
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const TAG_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+impl RequestCounts {
+    fn new(window: Duration) -> Self {
         Self {
-            inner: Mutex::new(RetryBudget::new(config)),
+            slice_nanos: (saturating_nanos(window) / SLICES as u64).max(1),
+            slots: (0..SLICES).map(|_| AtomicU64::new(0)).collect(),
+            latest_slice: AtomicU64::new(0),
         }
     }
 
-    /// See [`RetryBudget::deposit`].
-    pub fn deposit(&self, now_nanos: u64) {
-        self.inner.lock().deposit(now_nanos);
+    /// The slice `now` falls in, never older than the newest seen.
+    fn slice(&self, now_nanos: u64) -> u64 {
+        let slice = now_nanos / self.slice_nanos;
+        let latest = self.latest_slice.load(Ordering::Relaxed);
+        if slice > latest {
+            // Once per slice, not per request.
+            self.latest_slice
+                .fetch_max(slice, Ordering::Relaxed)
+                .max(slice)
+        } else {
+            latest
+        }
     }
 
-    /// See [`RetryBudget::try_withdraw`].
-    pub fn try_withdraw(&self, now_nanos: u64) -> bool {
-        self.inner.lock().try_withdraw(now_nanos)
+    fn add(&self, now_nanos: u64) {
+        let slice = self.slice(now_nanos);
+        let tag = slice & TAG_MASK;
+        let slot = &self.slots[(slice % SLICES as u64) as usize];
+        let mut word = slot.load(Ordering::Relaxed);
+        loop {
+            let next = if word >> COUNT_BITS == tag {
+                let count = (word & COUNT_MASK).saturating_add(1).min(COUNT_MASK);
+                (tag << COUNT_BITS) | count
+            } else {
+                (tag << COUNT_BITS) | 1
+            };
+            match slot.compare_exchange_weak(word, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => word = seen,
+            }
+        }
     }
 
-    /// See [`RetryBudget::available`].
-    pub fn available(&self, now_nanos: u64) -> u64 {
-        self.inner.lock().available(now_nanos)
+    /// Requests in the slices still inside the window at `now`.
+    fn sum(&self, now_nanos: u64) -> u64 {
+        let newest = self.slice(now_nanos);
+        (0..SLICES as u64)
+            .map(|age| newest.checked_sub(age))
+            .map_while(|slice| slice)
+            .map(|slice| {
+                let word = self.slots[(slice % SLICES as u64) as usize].load(Ordering::Relaxed);
+                if word >> COUNT_BITS == slice & TAG_MASK {
+                    word & COUNT_MASK
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 }
 
@@ -163,7 +223,7 @@ mod tests {
 
     /// Simulates `seconds` of `rate` requests per second, every one failing and wanting up to
     /// `max_retries` retries. Returns (requests, retries granted).
-    fn storm(budget: &mut RetryBudget, seconds: u64, rate: u64, max_retries: u32) -> (u64, u64) {
+    fn storm(budget: &RetryBudget, seconds: u64, rate: u64, max_retries: u32) -> (u64, u64) {
         let mut requests = 0;
         let mut retries = 0;
         let step = SEC / rate;
@@ -183,8 +243,8 @@ mod tests {
 
     #[test]
     fn all_failing_traffic_retries_at_most_the_ratio() {
-        let mut b = budget(0.2, 0);
-        let (requests, retries) = storm(&mut b, 60, 1000, 3);
+        let b = budget(0.2, 0);
+        let (requests, retries) = storm(&b, 60, 1000, 3);
         assert_eq!(requests, 60_000);
         assert!(retries <= requests / 5, "{retries} > 20% of {requests}");
         // ...and the budget is actually used, not just refused.
@@ -193,8 +253,8 @@ mod tests {
 
     #[test]
     fn the_floor_adds_at_most_its_rate_over_the_run_plus_one_ttl() {
-        let mut b = budget(0.2, 10);
-        let (requests, retries) = storm(&mut b, 60, 100, 3);
+        let b = budget(0.2, 10);
+        let (requests, retries) = storm(&b, 60, 100, 3);
         // 20% of the requests, plus 10/s over the 60 s run and one extra 10 s window.
         let bound = requests / 5 + 10 * (60 + 10);
         assert!(retries <= bound, "{retries} > {bound}");
@@ -206,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_quiet_route_still_gets_the_floor() {
-        let mut b = budget(0.2, 10);
+        let b = budget(0.2, 10);
         // No requests at all: 10 retries/s for a 10 s ttl = 100 in reserve.
         assert_eq!(b.available(0), 100);
         let granted = (0..1000).filter(|_| b.try_withdraw(0)).count();
@@ -218,7 +278,7 @@ mod tests {
 
     #[test]
     fn five_requests_fund_one_retry() {
-        let mut b = budget(0.2, 0);
+        let b = budget(0.2, 0);
         for _ in 0..4 {
             b.deposit(0);
         }
@@ -230,7 +290,7 @@ mod tests {
 
     #[test]
     fn deposits_expire_after_the_ttl() {
-        let mut b = budget(0.5, 0);
+        let b = budget(0.5, 0);
         for _ in 0..10 {
             b.deposit(0);
         }
@@ -241,13 +301,13 @@ mod tests {
 
     #[test]
     fn zero_ratio_allows_only_the_floor() {
-        let mut b = budget(0.0, 0);
+        let b = budget(0.0, 0);
         for i in 0..10_000 {
             b.deposit(i * MS);
         }
         assert!(!b.try_withdraw(10 * SEC));
         for odd in [f64::NAN, -3.0] {
-            let mut b = budget(odd, 0);
+            let b = budget(odd, 0);
             b.deposit(0);
             assert_eq!(b.available(0), 0);
         }
@@ -255,7 +315,7 @@ mod tests {
 
     #[test]
     fn huge_settings_do_not_overflow() {
-        let mut b = RetryBudget::new(RetryBudgetConfig {
+        let b = RetryBudget::new(RetryBudgetConfig {
             ratio: f64::INFINITY,
             min_retries_per_second: u32::MAX,
             ttl: Duration::MAX,
@@ -269,7 +329,7 @@ mod tests {
 
     #[test]
     fn time_going_backwards_is_harmless() {
-        let mut b = budget(1.0, 0);
+        let b = budget(1.0, 0);
         b.deposit(20 * SEC);
         assert!(b.try_withdraw(SEC));
         assert!(!b.try_withdraw(0));
@@ -277,8 +337,33 @@ mod tests {
     }
 
     #[test]
+    fn deposits_racing_across_a_slice_boundary_are_all_counted() {
+        let b = budget(1.0, 0);
+        std::thread::scope(|scope| {
+            for thread in 0..4u64 {
+                let b = &b;
+                scope.spawn(move || {
+                    // Half in one slice, half in the next, the threads interleaving.
+                    for i in 0..10_000u64 {
+                        let now = if (i + thread) % 2 == 0 {
+                            900 * MS
+                        } else {
+                            1_100 * MS
+                        };
+                        b.deposit(now);
+                    }
+                });
+            }
+        });
+        assert_eq!(b.available(1_500 * MS), 40_000);
+        // A late report from an older slice counts in the newest one, resetting nothing.
+        b.deposit(0);
+        assert_eq!(b.available(1_500 * MS), 40_001);
+    }
+
+    #[test]
     fn shared_budget_counts_across_threads() {
-        let shared = SharedRetryBudget::new(RetryBudgetConfig {
+        let shared = RetryBudget::new(RetryBudgetConfig {
             ratio: 0.25,
             min_retries_per_second: 0,
             ttl: Duration::from_secs(10),

@@ -21,8 +21,9 @@
 //! - [`retry`]: retry policy ([`RetryPolicy::decide`], [`is_idempotent`]): may this failed
 //!   try be sent again, and after which backoff.
 //! - [`backoff`]: exponential backoff with full jitter ([`Backoff`]).
-//! - [`budget`]: retry budget ([`RetryBudget`], [`SharedRetryBudget`]): retries capped at a
-//!   ratio of recent requests plus a per-second floor, against retry storms.
+//! - [`budget`]: retry budget ([`RetryBudget`], shared by a cluster's requests; deposits take
+//!   no lock): retries capped at a ratio of recent requests plus a per-second floor, against
+//!   retry storms.
 //! - [`deadline`]: request deadlines ([`Deadline`], [`parse_timeout`]): the client's
 //!   `x-gatehouse-timeout` / `grpc-timeout` header, the route timeout, and the budget passed
 //!   upstream.
@@ -62,7 +63,7 @@ mod time;
 pub use adaptive_timeout::{AdaptiveTimeout, AdaptiveTimeoutConfig, SharedAdaptiveTimeout};
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerConfig, SharedBreaker};
-pub use budget::{RetryBudget, RetryBudgetConfig, SharedRetryBudget};
+pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use deadline::{Deadline, parse_timeout};
 pub use fault::{BasisPoints, FaultAction, FaultConfig};
 pub use idempotency::{
