@@ -178,15 +178,11 @@ pub(crate) async fn forward_origin(
     result
 }
 
-/// Applies the route's and the cluster's injected faults, if any (one borrowed load each when
+/// Applies the route's and the cluster's injected faults, if any (one relaxed load each when
 /// none is set).
 async fn inject_faults(route: &RouteRuntime, ctx: &ForwardContext<'_>) -> Result<(), ProxyError> {
     for slot in [&route.fault, &route.cluster.fault] {
-        // A borrowed look first: the usual answer, none, then costs no reference count.
-        if slot.load().is_none() {
-            continue;
-        }
-        let Some(fault) = slot.load_full() else {
+        let Some(fault) = slot.get() else {
             continue;
         };
         let injected = fault.decide();
