@@ -43,7 +43,10 @@ impl Drain {
         }
     }
 
-    /// The token, for code that takes one.
+    /// The token, for code that waits on one. Never cancel it: only [`Drain::start`] may, as it
+    /// sets the flag first, which [`Started`] relies on to skip the token. (A child token per
+    /// connection would make that impossible, at the price of two locks of the parent per
+    /// connection.)
     pub fn token(&self) -> &CancellationToken {
         &self.token
     }

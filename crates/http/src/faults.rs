@@ -3,7 +3,7 @@
 //! the request hangs until its deadline, then 504).
 //!
 //! Each route and cluster name has one slot, looked up once per snapshot, so a request pays
-//! one relaxed atomic load per slot and nothing else while no fault is set. Slots outlive
+//! one atomic load per slot and nothing else while no fault is set. Slots outlive
 //! reloads: a fault set on a route stays while the route keeps its name.
 
 use arc_swap::ArcSwapOption;
@@ -44,7 +44,7 @@ impl Fault {
 }
 
 /// The fault of one route or cluster. A flag sits beside the pointer: "is there one?", asked by
-/// every request, is then one relaxed load (arc-swap's borrowed load costs tens of
+/// every request, is then one atomic load (arc-swap's borrowed load costs tens of
 /// nanoseconds).
 #[derive(Default)]
 pub struct FaultCell {

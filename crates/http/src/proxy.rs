@@ -178,7 +178,7 @@ pub(crate) async fn forward_origin(
     result
 }
 
-/// Applies the route's and the cluster's injected faults, if any (one relaxed load each when
+/// Applies the route's and the cluster's injected faults, if any (one atomic load each when
 /// none is set).
 async fn inject_faults(route: &RouteRuntime, ctx: &ForwardContext<'_>) -> Result<(), ProxyError> {
     for slot in [&route.fault, &route.cluster.fault] {
@@ -324,8 +324,17 @@ async fn forward_tries(
                 tokio::time::Instant::now()
             }
         });
-        // A first try is as good as sent when the request arrived (microseconds apart).
-        let try_started = now.map_or(ctx.started, tokio::time::Instant::into_std);
+        // When this try is sent, for the endpoint's latency: a first try is as good as sent
+        // when the request arrived (microseconds apart, no clock read), unless something slow
+        // came between (a body buffered for replay, an injected fault).
+        let prompt = !matches!(body, ReplayBody::Buffered(_))
+            && route.fault.get().is_none()
+            && cluster.fault.get().is_none();
+        let try_started = match now {
+            Some(now) => now.into_std(),
+            None if prompt => ctx.started,
+            None => Instant::now(),
+        };
         if let Some(now) = now
             && now >= deadline
         {
@@ -401,7 +410,9 @@ async fn forward_tries(
             index,
             in_flight,
             result,
+            sent_at,
         } = exchanged;
+        let try_started = sent_at.unwrap_or(try_started);
         let endpoint = &cluster.endpoints[index];
         let failure = match result {
             Ok(response) => {
@@ -499,6 +510,8 @@ struct Exchanged {
     index: usize,
     in_flight: InFlight,
     result: Result<Response<ProxyBody>, TryError>,
+    /// When a try sent later than the loop's own (a hedge) was sent.
+    sent_at: Option<Instant>,
 }
 
 enum TryError {
@@ -595,6 +608,7 @@ async fn exchange(
         index,
         in_flight,
         result,
+        sent_at: None,
     }
 }
 
@@ -648,7 +662,10 @@ async fn hedged(
     tokio::select! {
         biased;
         done = first.as_mut() => done,
-        done = second => done,
+        done = second => Exchanged {
+            sent_at: Some(ctx.started + delay),
+            ..done
+        },
     }
 }
 

@@ -146,6 +146,12 @@ const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const TAG_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
 
+/// Whether slice tag `a` is later than `b`, modulo the tag's width (within half of it).
+fn is_newer(a: u64, b: u64) -> bool {
+    let ahead = a.wrapping_sub(b) & TAG_MASK;
+    ahead != 0 && ahead <= TAG_MASK / 2
+}
+
 impl RequestCounts {
     fn new(window: Duration) -> Self {
         Self {
@@ -170,14 +176,20 @@ impl RequestCounts {
     }
 
     fn add(&self, now_nanos: u64) {
-        let slice = self.slice(now_nanos);
+        self.add_to(self.slice(now_nanos));
+    }
+
+    fn add_to(&self, slice: u64) {
         let tag = slice & TAG_MASK;
         let slot = &self.slots[(slice % SLICES as u64) as usize];
         let mut word = slot.load(Ordering::Relaxed);
         loop {
-            let next = if word >> COUNT_BITS == tag {
+            let held = word >> COUNT_BITS;
+            // The slot's own slice, or a newer one (this thread stalled while time moved on a
+            // whole window): count in it. Only an older slice is started over.
+            let next = if held == tag || is_newer(held, tag) {
                 let count = (word & COUNT_MASK).saturating_add(1).min(COUNT_MASK);
-                (tag << COUNT_BITS) | count
+                (held << COUNT_BITS) | count
             } else {
                 (tag << COUNT_BITS) | 1
             };
@@ -359,6 +371,18 @@ mod tests {
         // A late report from an older slice counts in the newest one, resetting nothing.
         b.deposit(0);
         assert_eq!(b.available(1_500 * MS), 40_001);
+    }
+
+    #[test]
+    fn a_stalled_deposit_never_wipes_a_newer_slice() {
+        let counts = RequestCounts::new(Duration::from_secs(10));
+        // Slice 12 and slice 2 share a slot; a thread that computed slice 2 and stalled
+        // while slice 12 began adds to slice 12 rather than starting slice 2 over.
+        counts.add(12 * SEC);
+        counts.add_to(2);
+        assert_eq!(counts.sum(12 * SEC), 2);
+        assert!(is_newer(12, 2) && !is_newer(2, 12) && !is_newer(5, 5));
+        assert!(is_newer(1, TAG_MASK), "tags wrap");
     }
 
     #[test]
