@@ -70,7 +70,9 @@ pub struct Recording {
 }
 
 impl TeeSink for Recording {
-    fn complete(self, copy: Bytes) {
+    /// Trailers are not stored: a cached response is replayed without them (RFC 9111 lets a
+    /// cache drop them).
+    fn complete(self, copy: Bytes, _trailers: Option<HeaderMap>) {
         let hash = self.pending.hash;
         let stored = self.pending.into_stored(copy);
         self.cache.insert(hash, stored);

@@ -3,19 +3,20 @@
 //! idempotency store (gatehouse-http).
 //!
 //! The client gets every frame as it arrives. When the body ends within `max` bytes, the copy
-//! goes to the [`TeeSink`]. A body that grows past `max`, fails, or is dropped unfinished (the
+//! (and the trailer fields, if any) goes to the [`TeeSink`]. A body that grows past `max`, fails, or is dropped unfinished (the
 //! client left) gives up at once: the copy is freed and the sink hears `abandon`, so memory per
 //! recording never exceeds `max`.
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Where a complete copy goes.
 pub trait TeeSink {
-    /// The body ended; `copy` is all of its data.
-    fn complete(self, copy: Bytes);
+    /// The body ended; `copy` is all of its data, `trailers` its trailer fields if it had any.
+    fn complete(self, copy: Bytes, trailers: Option<HeaderMap>);
     /// The body will not be complete: too large, failed, or dropped before its end.
     fn abandon(self);
 }
@@ -46,7 +47,7 @@ where
 {
     if body.is_end_stream() {
         // It will never be polled: the empty body is complete now.
-        sink.complete(Bytes::new());
+        sink.complete(Bytes::new(), None);
         return TeeBody {
             inner: body,
             recording: None,
@@ -81,23 +82,28 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some((sink, mut copy)) = this.recording.take() {
-                    let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
-                    if copy.len() + data.len() > *this.max {
-                        sink.abandon();
+                    if let Some(trailers) = frame.trailers_ref() {
+                        // Trailers end a body.
+                        sink.complete(copy.freeze(), Some(trailers.clone()));
                     } else {
-                        copy.extend_from_slice(data);
-                        if this.inner.is_end_stream() {
-                            // A body that knows it is over may never be polled for its end.
-                            sink.complete(copy.freeze());
+                        let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
+                        if copy.len() + data.len() > *this.max {
+                            sink.abandon();
                         } else {
-                            *this.recording = Some((sink, copy));
+                            copy.extend_from_slice(data);
+                            if this.inner.is_end_stream() {
+                                // A body that knows it is over may never be polled for its end.
+                                sink.complete(copy.freeze(), None);
+                            } else {
+                                *this.recording = Some((sink, copy));
+                            }
                         }
                     }
                 }
             }
             Poll::Ready(None) => {
                 if let Some((sink, copy)) = this.recording.take() {
-                    sink.complete(copy.freeze());
+                    sink.complete(copy.freeze(), None);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
@@ -125,9 +131,12 @@ mod tests {
     use http_body_util::{BodyExt, Empty, Full};
     use std::sync::{Arc, Mutex};
 
-    /// Records what the tee told it.
+    /// Records what the tee told it (the trailers separately).
     #[derive(Clone, Default)]
-    struct Outcome(Arc<Mutex<Option<Result<Bytes, ()>>>>);
+    struct Outcome(
+        Arc<Mutex<Option<Result<Bytes, ()>>>>,
+        Arc<Mutex<Option<HeaderMap>>>,
+    );
 
     impl Outcome {
         fn get(&self) -> Option<Result<Bytes, ()>> {
@@ -136,7 +145,8 @@ mod tests {
     }
 
     impl TeeSink for Outcome {
-        fn complete(self, copy: Bytes) {
+        fn complete(self, copy: Bytes, trailers: Option<HeaderMap>) {
+            *self.1.lock().unwrap() = trailers;
             assert!(
                 self.0.lock().unwrap().replace(Ok(copy)).is_none(),
                 "told twice"
@@ -197,12 +207,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn trailers_end_the_copy_too() {
+    async fn trailers_end_the_copy_and_are_kept() {
         let outcome = Outcome::default();
-        let trailers = Ok(Frame::trailers(http::HeaderMap::new()));
+        let mut fields = HeaderMap::new();
+        fields.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let trailers = Ok(Frame::trailers(fields.clone()));
         let body = tee(frames(vec![data("ab"), trailers]), outcome.clone(), 10);
-        body.collect().await.unwrap();
+        let received = body.collect().await.unwrap();
+        assert_eq!(received.trailers(), Some(&fields), "the client gets them");
         assert_eq!(outcome.get(), Some(Ok(Bytes::from("ab"))));
+        assert_eq!(
+            outcome.1.lock().unwrap().as_ref(),
+            Some(&fields),
+            "so does the sink"
+        );
     }
 
     #[tokio::test]

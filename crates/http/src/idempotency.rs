@@ -75,7 +75,16 @@ pub fn claim(
 }
 
 fn replay(stored: &StoredResponse) -> Response<ProxyBody> {
-    let mut response = Response::new(crate::body::full(stored.body.clone()));
+    let body = if stored.trailers.is_empty() {
+        crate::body::full(stored.body.clone())
+    } else {
+        let trailers: http::HeaderMap = stored.trailers.iter().cloned().collect();
+        http_body_util::Full::new(stored.body.clone())
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .map_err(|never| match never {})
+            .boxed()
+    };
+    let mut response = Response::new(body);
     *response.status_mut() =
         http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
     let headers = response.headers_mut();
@@ -123,11 +132,17 @@ struct Recording {
 }
 
 impl TeeSink for Recording {
-    fn complete(self, body: Bytes) {
+    fn complete(self, body: Bytes, trailers: Option<http::HeaderMap>) {
         let response = StoredResponse {
             status: self.status,
             headers: self.headers,
             body,
+            trailers: trailers.map_or_else(Vec::new, |fields| {
+                fields
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect()
+            }),
         };
         if let Err(error) = self
             .store
@@ -139,5 +154,51 @@ impl TeeSink for Recording {
 
     fn abandon(self) {
         self.store.abandon(self.ticket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_resilience::idempotency::{InMemoryStore, StoreLimits};
+
+    fn keyed<'a>(key: &'a HeaderValue) -> KeyedRequest<'a> {
+        KeyedRequest {
+            route: "r",
+            client: "127.0.0.1",
+            key,
+            method: &Method::POST,
+            target: "/rpc",
+            body: b"call",
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_carries_the_first_answers_body_and_trailers() {
+        let store: Arc<dyn IdempotencyStore> = Arc::new(InMemoryStore::new(StoreLimits::default()));
+        let clock = MonotonicClock::new();
+        let key = HeaderValue::from_static("call-1");
+        let Claim::Run(ticket) = claim(store.as_ref(), &keyed(&key), clock.now_nanos()).unwrap()
+        else {
+            panic!("the first claim runs");
+        };
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let body = http_body_util::Full::new(Bytes::from_static(b"answer"))
+            .with_trailers(std::future::ready(Some(Ok(trailers.clone()))))
+            .map_err(|never| match never {})
+            .boxed();
+        let first = record(Response::new(body), ticket, Arc::clone(&store), clock);
+        let first = first.into_body().collect().await.unwrap();
+        assert_eq!(first.trailers(), Some(&trailers));
+
+        let Claim::Replay(again) = claim(store.as_ref(), &keyed(&key), clock.now_nanos()).unwrap()
+        else {
+            panic!("the repeat is a replay");
+        };
+        assert_eq!(again.headers()[&IDEMPOTENT_REPLAYED], "true");
+        let again = again.into_body().collect().await.unwrap();
+        assert_eq!(again.trailers(), Some(&trailers));
+        assert_eq!(again.to_bytes(), "answer");
     }
 }

@@ -204,6 +204,8 @@ pub struct StoredResponse {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The whole body.
     pub body: Bytes,
+    /// Trailer fields after the body (gRPC's `grpc-status`, for one); empty when none came.
+    pub trailers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl StoredResponse {
@@ -211,6 +213,7 @@ impl StoredResponse {
     pub fn size(&self) -> usize {
         self.headers
             .iter()
+            .chain(&self.trailers)
             .map(|(name, value)| name.as_str().len() + value.len() + HEADER_OVERHEAD)
             .fold(self.body.len(), usize::saturating_add)
     }
@@ -554,6 +557,7 @@ mod tests {
                 HeaderValue::from_static("application/json"),
             )],
             body: Bytes::copy_from_slice(body.as_bytes()),
+            trailers: Vec::new(),
         }
     }
 
