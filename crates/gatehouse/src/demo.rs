@@ -35,21 +35,18 @@ pub async fn run(
     let started = async {
         let config = gatehouse_config::parse(&config_text, "<demo config>")
             .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid (a bug): {e}"))?;
-        let drain_timeout = config.server.drain_timeout;
-        let running = crate::serve::start(config).await.with_context(|| {
+        crate::serve::start(config).await.with_context(|| {
             format!(
                 "is something else using {listen}, {https}, {admin} or {dns}? try --listen/--https/--admin/--dns"
             )
-        })?;
-        anyhow::Ok((running, drain_timeout))
+        })
     };
     let served = match started.await {
-        Ok((running, drain_timeout)) => {
+        Ok(running) => {
             // The banner names the bound addresses (any port given as 0 is resolved), and comes
             // only once everything listens: the curl lines work as soon as it is printed.
-            let bound = Bound::of(&running, listen, admin, https, dns);
-            print_banner(&bound, &certs);
-            crate::serve::serve_started(running, drain_timeout, None).await
+            print_banner(&Bound::of(&running, listen, admin, https, dns), &certs);
+            crate::serve::serve_started(running, None).await
         }
         Err(err) => Err(err),
     };

@@ -23,12 +23,15 @@ pub struct Running {
     pub dns: Option<DnsRuntime>,
     /// Where the admin API listens (the bound address: port 0 in the config is resolved).
     pub admin: Option<std::net::SocketAddr>,
+    /// The started config's drain timeout (a reload may change it while serving).
+    drain_timeout: Duration,
     admin_stop: CancellationToken,
 }
 
 /// Starts the gateway and admin API for `config` and prints where they listen (one line each, on
 /// stdout: scripts and tests read them).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let drain_timeout = config.server.drain_timeout;
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(metrics);
     // Latency ejection compares endpoints periodically (consecutive failures eject at once).
@@ -68,6 +71,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         discovery,
         dns,
         admin: admin_addr,
+        drain_timeout,
         admin_stop,
     })
 }
@@ -82,18 +86,13 @@ pub struct Watched {
 /// Starts `config` and serves until SIGTERM or ctrl-c, reloading the watched file on SIGHUP and
 /// when it changes.
 pub async fn serve(config: Config, watched: Option<Watched>) -> anyhow::Result<()> {
-    let drain_timeout = config.server.drain_timeout;
-    let running = start(config).await?;
-    serve_started(running, drain_timeout, watched).await
+    serve_started(start(config).await?, watched).await
 }
 
 /// Serves what [`start`] started until SIGTERM or ctrl-c (see [`serve`]), then drains for up to
-/// `drain_timeout` (or the drain timeout of the last config reloaded).
-pub async fn serve_started(
-    running: Running,
-    mut drain_timeout: Duration,
-    watched: Option<Watched>,
-) -> anyhow::Result<()> {
+/// the drain timeout of the config last applied.
+pub async fn serve_started(running: Running, watched: Option<Watched>) -> anyhow::Result<()> {
+    let mut drain_timeout = running.drain_timeout;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let (path, mut last_seen) = match watched {

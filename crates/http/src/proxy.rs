@@ -302,6 +302,11 @@ async fn forward_tries(
     }
 
     // 3. try
+    // Whether the first try leaves microseconds after the request arrived: not when its body
+    // was buffered for replay or an injected fault delayed it.
+    let arrived_prompt = !matches!(body, ReplayBody::Buffered(_))
+        && route.fault.get().is_none()
+        && cluster.fault.get().is_none();
     let mut tried = Tried::default();
     let mut attempts = 0;
     loop {
@@ -309,32 +314,20 @@ async fn forward_tries(
         let (index, endpoint_permit) = pick_admitted(cluster, hash, ctx, &tried)?;
         tried.insert(index);
         let endpoint = &cluster.endpoints[index];
-        // The time left matters only to a retry, a per-try timeout or a budget to pass on. For
-        // a first try's timeout the request's arrival serves as "now" (microseconds ago, no
-        // clock read); a retry, and a budget passed upstream (which must show this hop's
-        // time), read the clock.
+        // When this try is sent. A first try is as good as sent when the request arrived
+        // (microseconds ago, no clock read) unless something slow came between; a retry, and a
+        // budget passed upstream (which must show this hop's time), read the clock.
+        let try_started = if attempts == 1 && !propagate && arrived_prompt {
+            ctx.started
+        } else {
+            Instant::now()
+        };
+        // The time left matters only to a retry, a per-try timeout or a budget to pass on.
         let needs_now = attempts > 1
             || propagate
             || cluster.resilience.try_timeout.is_some()
             || cluster.resilience.adaptive_timeout.is_some();
-        let now = needs_now.then(|| {
-            if attempts == 1 && !propagate {
-                tokio::time::Instant::from_std(ctx.started)
-            } else {
-                tokio::time::Instant::now()
-            }
-        });
-        // When this try is sent, for the endpoint's latency: a first try is as good as sent
-        // when the request arrived (microseconds apart, no clock read), unless something slow
-        // came between (a body buffered for replay, an injected fault).
-        let prompt = !matches!(body, ReplayBody::Buffered(_))
-            && route.fault.get().is_none()
-            && cluster.fault.get().is_none();
-        let try_started = match now {
-            Some(now) => now.into_std(),
-            None if prompt => ctx.started,
-            None => Instant::now(),
-        };
+        let now = needs_now.then(|| tokio::time::Instant::from_std(try_started));
         if let Some(now) = now
             && now >= deadline
         {
