@@ -61,12 +61,13 @@ pub struct H1Connection {
     /// duration, so a connection is retired early rather than late (the safe side of an
     /// upstream's own keep-alive timeout).
     pub(crate) last_used: Instant,
-    /// The deadline timer of this connection's exchanges, made at its first one and moved for
-    /// each later one: moving a registered tokio timer to a later deadline is an atomic store,
-    /// where a new timer per exchange would cost two locked timer-wheel updates (insert, then
-    /// remove when the answer comes first, as it almost always does). Between exchanges it
-    /// stays armed at the last deadline with the last waker: at worst one spurious wake-up of
-    /// that task, once, and never an early or a missed deadline (each exchange moves it first).
+    /// The deadline timer of this connection's exchanges, made at its first one and kept: a new
+    /// timer per exchange would cost two locked timer-wheel updates (insert, then remove when
+    /// the answer comes first, as it almost always does). An exchange whose deadline is later
+    /// than the timer's leaves it alone and moves it on only if it fires first (see
+    /// [`deadline_passed`]), so a busy connection re-arms it about once per timeout rather than
+    /// once per request. Between exchanges it stays armed with the last waker: at worst one
+    /// spurious wake-up of that task, once.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -509,6 +510,7 @@ pub async fn exchange<H: ConnectionHome>(
     deadline: tokio::time::Instant,
 ) -> Result<http::Response<ProxyBody>, (ExchangeError, H1Connection)> {
     let mut timer = match connection.deadline.take() {
+        Some(timer) if timer.deadline() <= deadline => timer,
         Some(mut timer) => {
             timer.as_mut().reset(deadline);
             timer
@@ -518,7 +520,7 @@ pub async fn exchange<H: ConnectionHome>(
     let sent = tokio::select! {
         biased;
         sent = send_and_read_head(&mut connection, body, framing, method, upgrade) => sent,
-        () = timer.as_mut() => Err(ExchangeError::DeadlinePassed),
+        () = deadline_passed(timer.as_mut(), deadline) => Err(ExchangeError::DeadlinePassed),
     };
     connection.deadline = Some(timer);
     let (parts, framing, keep_alive, upload) = match sent {
@@ -536,6 +538,19 @@ pub async fn exchange<H: ConnectionHome>(
     Ok(response(
         parts, connection, upload, framing, keep_alive, home,
     ))
+}
+
+/// Waits until `deadline` on `timer`, which may be armed for an earlier moment: when it fires
+/// then, it is moved on to `deadline`. Reading the deadline and comparing two instants is all an
+/// exchange pays; moving the timer would convert the instant to timer ticks each time.
+async fn deadline_passed(mut timer: Pin<&mut tokio::time::Sleep>, deadline: tokio::time::Instant) {
+    loop {
+        timer.as_mut().await;
+        if timer.deadline() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
+    }
 }
 
 /// Writes the request (its body may still be going up when the answer comes) and reads the
@@ -898,6 +913,22 @@ mod tests {
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
             Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))))
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_armed_earlier_waits_for_the_later_deadline() {
+        use std::time::Duration;
+        let start = tokio::time::Instant::now();
+        let mut timer = Box::pin(tokio::time::sleep_until(start + Duration::from_secs(1)));
+        let deadline = start + Duration::from_secs(5);
+        // Fires at 1 s, is moved on, and ends at the exchange's deadline, not before.
+        deadline_passed(timer.as_mut(), deadline).await;
+        assert_eq!(tokio::time::Instant::now(), deadline);
+        assert_eq!(timer.deadline(), deadline);
+        // A timer that fired long ago (an idle connection's) ends no earlier either.
+        let later = deadline + Duration::from_secs(3);
+        deadline_passed(timer.as_mut(), later).await;
+        assert_eq!(tokio::time::Instant::now(), later);
     }
 
     #[tokio::test]

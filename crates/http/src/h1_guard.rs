@@ -77,32 +77,32 @@ impl HeadScanner {
     /// Finds the end of the head (after CRLFCRLF), refusing bare CR or LF on the way.
     fn scan_for_end(&mut self, rest: &[u8]) -> Result<Option<usize>, Rejection> {
         // Empty lines before a request line are allowed (RFC 9112 2.2) and part of the head.
+        // Jumps from one CR or LF to the next (memchr's vector search): the bytes between are
+        // content, and need no look.
         let mut i = self.scanned;
-        while i < rest.len() {
-            match rest[i] {
-                b'\r' => {
-                    let Some(&next) = rest.get(i + 1) else {
-                        break; // need the next byte
-                    };
-                    if next != b'\n' {
-                        return Err(Rejection::bad("bare CR in request head"));
-                    }
-                    let line_start = i >= 2 && rest[i - 2] == b'\r' && rest[i - 1] == b'\n';
-                    if line_start && self.has_content {
-                        self.scanned = 0;
-                        self.has_content = false;
-                        return Ok(Some(i + 2));
-                    }
-                    i += 2;
-                }
-                b'\n' => return Err(Rejection::bad("bare LF in request head")),
-                _ => {
-                    self.has_content = true;
-                    i += 1;
-                }
+        while let Some(skipped) = memchr::memchr2(b'\r', b'\n', &rest[i..]) {
+            self.has_content |= skipped > 0;
+            i += skipped;
+            if rest[i] == b'\n' {
+                return Err(Rejection::bad("bare LF in request head"));
             }
+            let Some(&next) = rest.get(i + 1) else {
+                self.scanned = i; // the CR is looked at again with the byte after it
+                return Ok(None);
+            };
+            if next != b'\n' {
+                return Err(Rejection::bad("bare CR in request head"));
+            }
+            let line_start = i >= 2 && rest[i - 2] == b'\r' && rest[i - 1] == b'\n';
+            if line_start && self.has_content {
+                self.scanned = 0;
+                self.has_content = false;
+                return Ok(Some(i + 2));
+            }
+            i += 2;
         }
-        self.scanned = i;
+        self.has_content |= i < rest.len();
+        self.scanned = rest.len();
         Ok(None)
     }
 }
@@ -306,6 +306,23 @@ mod tests {
             scan_in_pieces(b"GET / HTTP/1.1\r\nHost: a\r\n", 3, 8192),
             Ok(None)
         );
+        // A bare CR or LF is refused wherever the pieces split, a CR at a piece's end included.
+        for (head, reason) in [
+            (
+                &b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"[..],
+                "bare CR in request head",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\nb\r\n\r\n",
+                "bare LF in request head",
+            ),
+            (b"\r\n\rGET / HTTP/1.1\r\n\r\n", "bare CR in request head"),
+        ] {
+            for step in 1..=head.len() {
+                let refusal = scan_in_pieces(head, step, 8192).unwrap_err();
+                assert_eq!(refusal.reason, reason, "step {step}");
+            }
+        }
     }
 
     #[test]

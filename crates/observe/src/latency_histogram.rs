@@ -3,9 +3,13 @@
 //! prometheus-client's `Histogram` keeps its buckets behind a `RwLock` and takes the write lock
 //! for every observation: every worker answering on a busy route would queue on one lock per
 //! request. Here each bucket is an atomic counter and the sum is kept in whole nanoseconds (an
-//! integer add, where an `f64` sum would need a compare-and-swap loop), so recording is a
-//! binary search and two relaxed atomic adds. A scrape may see an observation's bucket before
-//! its sum; Prometheus histograms promise no more than that.
+//! integer add, where an `f64` sum would need a compare-and-swap loop), so recording is finding
+//! the bucket and two relaxed atomic adds. A scrape may see an observation's bucket before its
+//! sum; Prometheus histograms promise no more than that.
+//!
+//! The bucket is found in integer nanoseconds, starting from the first bucket that can hold a
+//! value of that many significant bits: for exponential bounds that is a step or two, where a
+//! binary search over 64 `f64` bounds is six dependent compares after a float division.
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -23,20 +27,36 @@ pub struct LatencyHistogram {
 struct Inner {
     /// Upper bounds in seconds, ascending (Prometheus `le`: a value equal to a bound is in it).
     bounds: Box<[f64]>,
+    /// The same bounds in whole nanoseconds, rounded down: a whole number of nanoseconds is at
+    /// most a bound exactly when it is at most the bound rounded down.
+    bound_nanos: Box<[u64]>,
+    /// For a value with `m` significant bits (`64 - leading_zeros`), the first bucket whose
+    /// bound is at least the smallest such value: where the search for its bucket starts.
+    first_bucket_by_bits: [u32; 65],
     /// One counter per bound plus the last, for everything above (`+Inf`).
     counts: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
 }
 
 impl LatencyHistogram {
-    /// A histogram with these upper bounds, in seconds (sorted here; `+Inf` is implied).
+    /// A histogram with these upper bounds, in seconds (sorted here; `+Inf` is implied; bounds
+    /// below zero, which no latency can be at or under, and NaN are left out).
     pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
-        let mut bounds: Vec<f64> = bounds.into_iter().filter(|b| !b.is_nan()).collect();
+        let mut bounds: Vec<f64> = bounds.into_iter().filter(|b| *b >= 0.0).collect();
         bounds.sort_by(f64::total_cmp);
+        // `as` saturates: a bound beyond u64::MAX nanoseconds (585 years) holds every value.
+        let bound_nanos: Box<[u64]> = bounds.iter().map(|b| (b * 1e9).floor() as u64).collect();
+        let first_bucket_by_bits = std::array::from_fn(|bits| {
+            let smallest = if bits == 0 { 0 } else { 1u64 << (bits - 1) };
+            let first = bound_nanos.partition_point(|&bound| bound < smallest);
+            u32::try_from(first).unwrap_or(u32::MAX)
+        });
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
         Self {
             inner: Arc::new(Inner {
                 bounds: bounds.into_boxed_slice(),
+                bound_nanos,
+                first_bucket_by_bits,
                 counts,
                 sum_nanos: AtomicU64::new(0),
             }),
@@ -44,11 +64,10 @@ impl LatencyHistogram {
     }
 
     pub fn observe(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let bucket = self.inner.bounds.partition_point(|&bound| bound < seconds);
-        self.inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let inner = &*self.inner;
+        inner.counts[inner.bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+        inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Observations so far.
@@ -73,6 +92,22 @@ impl LatencyHistogram {
             .zip(self.inner.counts.iter())
             .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
             .collect()
+    }
+}
+
+impl Inner {
+    /// The first bucket whose bound is at least `nanos` (the last, `+Inf`, when none is).
+    fn bucket_of(&self, nanos: u64) -> usize {
+        let bits = (u64::BITS - nanos.leading_zeros()) as usize;
+        let mut bucket = self.first_bucket_by_bits[bits] as usize;
+        while self
+            .bound_nanos
+            .get(bucket)
+            .is_some_and(|&bound| bound < nanos)
+        {
+            bucket += 1;
+        }
+        bucket
     }
 }
 
@@ -107,6 +142,38 @@ mod tests {
         assert_eq!(counts, [2, 1, 2, 2]);
         assert_eq!(h.count(), 7);
         assert_eq!(h.sum(), Duration::from_millis(515));
+    }
+
+    #[test]
+    fn the_bucket_is_the_first_bound_at_or_above_the_value() {
+        let h = LatencyHistogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.000_1, 1.25, 64,
+        ));
+        let inner = &*h.inner;
+        let expected = |nanos: u64| inner.bound_nanos.partition_point(|&b| b < nanos);
+        let mut values = vec![0, 1, 2, 1_000, u64::MAX - 1, u64::MAX];
+        for &bound in inner.bound_nanos.iter() {
+            values.extend([bound - 1, bound, bound + 1]);
+        }
+        values.extend((0..60).map(|shift| (1u64 << shift) + 12_345));
+        for nanos in values {
+            assert_eq!(inner.bucket_of(nanos), expected(nanos), "{nanos} ns");
+        }
+        // Bounds that are not exponential, and no bounds at all.
+        let uneven = LatencyHistogram::new([0.0, 0.000_000_5, 0.000_000_6, 0.000_000_7, 3.0]);
+        let inner = &*uneven.inner;
+        for (nanos, bucket) in [
+            (0, 0),
+            (1, 1),
+            (500, 1),
+            (501, 2),
+            (700, 3),
+            (701, 4),
+            (u64::MAX, 5),
+        ] {
+            assert_eq!(inner.bucket_of(nanos), bucket, "{nanos} ns");
+        }
+        assert_eq!(LatencyHistogram::new([]).inner.bucket_of(77), 0);
     }
 
     #[test]
