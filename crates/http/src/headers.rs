@@ -165,7 +165,7 @@ impl ProxyFields {
         )
         .unwrap_or_else(|| hop.client.clone());
         let via = chain(present.via, &header::VIA, via_hop(hop.received))
-            .unwrap_or(HeaderValue::from_static(via_hop(hop.received)));
+            .unwrap_or_else(|| via_value(hop.received));
         if present.forwarded_proto {
             headers.remove(&X_FORWARDED_PROTO);
         }
@@ -177,7 +177,7 @@ impl ProxyFields {
         }
         Self([
             Some(forwarded_for),
-            Some(HeaderValue::from_static(hop.proto)),
+            Some(proto_value(hop.proto)),
             hop.original_host,
             Some(via),
             Some(hop.request_id.clone()),
@@ -215,19 +215,55 @@ pub fn add_via(headers: &mut HeaderMap, received: Version) {
             }
         }
         None => {
-            headers.insert(header::VIA, HeaderValue::from_static(hop));
+            headers.insert(header::VIA, via_value(received));
         }
     }
 }
 
-/// This hop as a Via entry, by the protocol version the message came in with.
-fn via_hop(received: Version) -> &'static str {
+/// This hop as Via entries ("1.1 gatehouse"), by the version the message came in with.
+const VIA_HOPS: [&str; 5] = [
+    "0.9 gatehouse",
+    "1.0 gatehouse",
+    "1.1 gatehouse",
+    "2 gatehouse",
+    "3 gatehouse",
+];
+/// The same as values, made at compile time: `HeaderValue::from_static` called at run time
+/// checks every byte again, on every request.
+static VIA_VALUES: [HeaderValue; 5] = [
+    HeaderValue::from_static(VIA_HOPS[0]),
+    HeaderValue::from_static(VIA_HOPS[1]),
+    HeaderValue::from_static(VIA_HOPS[2]),
+    HeaderValue::from_static(VIA_HOPS[3]),
+    HeaderValue::from_static(VIA_HOPS[4]),
+];
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+fn via_index(received: Version) -> usize {
     match received {
-        Version::HTTP_09 => "0.9 gatehouse",
-        Version::HTTP_10 => "1.0 gatehouse",
-        Version::HTTP_2 => "2 gatehouse",
-        Version::HTTP_3 => "3 gatehouse",
-        _ => "1.1 gatehouse",
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => 2,
+    }
+}
+
+fn via_hop(received: Version) -> &'static str {
+    VIA_HOPS[via_index(received)]
+}
+
+fn via_value(received: Version) -> HeaderValue {
+    VIA_VALUES[via_index(received)].clone()
+}
+
+/// A connection's scheme as an X-Forwarded-Proto value.
+fn proto_value(proto: &'static str) -> HeaderValue {
+    match proto {
+        "http" => HTTP.clone(),
+        "https" => HTTPS.clone(),
+        other => HeaderValue::from_static(other),
     }
 }
 
@@ -397,6 +433,21 @@ mod tests {
         let mut h = HeaderMap::new();
         add_via(&mut h, Version::HTTP_2);
         assert_eq!(h["via"], "2 gatehouse");
+        // The values made at compile time say what the text says, for every version.
+        for (version, text) in [
+            (Version::HTTP_09, "0.9 gatehouse"),
+            (Version::HTTP_10, "1.0 gatehouse"),
+            (Version::HTTP_11, "1.1 gatehouse"),
+            (Version::HTTP_2, "2 gatehouse"),
+            (Version::HTTP_3, "3 gatehouse"),
+        ] {
+            assert_eq!(
+                (via_hop(version), via_value(version)),
+                (text, text.parse().unwrap())
+            );
+        }
+        assert_eq!(proto_value("https"), "https");
+        assert_eq!(proto_value("http"), "http");
     }
 
     #[test]

@@ -978,9 +978,15 @@ struct HeadTiming {
 impl HeadTiming {
     fn now(ctx: &ForwardContext<'_>, try_started: Instant) -> Self {
         let now = Instant::now();
+        let latency = now.saturating_duration_since(ctx.started);
         Self {
-            latency: now.saturating_duration_since(ctx.started),
-            upstream: now.saturating_duration_since(try_started),
+            latency,
+            // A first try counts from the request's arrival: the same span, not worked out twice.
+            upstream: if try_started == ctx.started {
+                latency
+            } else {
+                now.saturating_duration_since(try_started)
+            },
             at_nanos: ctx.clock.nanos_at(now),
         }
     }
