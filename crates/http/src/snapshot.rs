@@ -35,7 +35,9 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: Vec<RouteRuntime>,
     pub clusters: Vec<Arc<ClusterRuntime>>,
-    listeners: HashMap<String, ListenerRuntime>,
+    /// By name, sorted: every request looks its listener up, and a binary search over a handful
+    /// of names costs a comparison or two where a `HashMap` hashed the name with SipHash.
+    listeners: Box<[(String, ListenerRuntime)]>,
     empty_router: Router,
 }
 
@@ -195,7 +197,7 @@ impl Snapshot {
                 .as_ref()
                 .map(|l| (r.name.as_str(), l))
         }));
-        let listeners = config
+        let mut listeners: Vec<(String, ListenerRuntime)> = config
             .listeners
             .iter()
             .map(|l| {
@@ -213,6 +215,7 @@ impl Snapshot {
                 )
             })
             .collect();
+        listeners.sort_by(|(a, _), (b, _)| a.cmp(b));
         Self {
             generation,
             deadline_header: config
@@ -223,7 +226,7 @@ impl Snapshot {
             config: Arc::new(config),
             routes,
             clusters,
-            listeners,
+            listeners: listeners.into_boxed_slice(),
             empty_router: Router::default(),
         }
     }
@@ -248,13 +251,16 @@ impl Snapshot {
     }
 
     pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
-        self.listeners.get(name)
+        let found = self
+            .listeners
+            .binary_search_by(|(listener, _)| listener.as_str().cmp(name));
+        found.ok().map(|index| &self.listeners[index].1)
     }
 
     /// A listener and its router, in one lookup; a listener removed by a reload routes
     /// nothing.
     pub fn listener_and_router(&self, name: &str) -> (Option<&ListenerRuntime>, &Router) {
-        let listener = self.listeners.get(name);
+        let listener = self.listener(name);
         (listener, listener.map_or(&self.empty_router, |l| &l.router))
     }
 
@@ -464,4 +470,42 @@ fn new_pool(id: &EndpointId, settings: &PoolSettings, metrics: &Arc<Metrics>) ->
             counter.inc();
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_are_found_by_name_whatever_their_order() {
+        let names = ["web", "api", "zeta", "admin-ish", "b"];
+        let toml: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                format!(
+                    "[[listeners]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{}\"\n",
+                    20_000 + i
+                )
+            })
+            .collect();
+        let config = gatehouse_config::parse(&toml, "test.toml").expect("valid config");
+        let snapshot = Snapshot::build(
+            config,
+            1,
+            &EndpointStore::default(),
+            &RateLimiterStore::default(),
+            &Arc::new(Metrics::default()),
+            &Faults::default(),
+            &crate::tls_edge::PreparedTls::default(),
+        );
+        for name in names {
+            let found = snapshot.listener(name).expect(name);
+            assert_eq!(&*found.label, name);
+            assert!(snapshot.listener_and_router(name).0.is_some());
+        }
+        for missing in ["", "c", "webs", "zz"] {
+            assert!(snapshot.listener(missing).is_none(), "{missing}");
+        }
+    }
 }
