@@ -60,7 +60,8 @@ impl HeadScanner {
         }
     }
 
-    /// The head's length once `buf` (which starts at the head) holds all of it.
+    /// The head's length once `buf` (which starts at the head) holds all of it. Between calls
+    /// `buf` only grows: the bytes of the last call, then more.
     pub fn find_end(&mut self, buf: &[u8]) -> Result<Option<usize>, Rejection> {
         let too_large = Rejection {
             status: 431,
@@ -79,7 +80,11 @@ impl HeadScanner {
         // Empty lines before a request line are allowed (RFC 9112 2.2) and part of the head.
         // Jumps from one CR or LF to the next (memchr's vector search): the bytes between are
         // content, and need no look.
-        let mut i = self.scanned;
+        debug_assert!(
+            self.scanned <= rest.len(),
+            "the buffer shrank between calls"
+        );
+        let mut i = self.scanned.min(rest.len());
         while let Some(skipped) = memchr::memchr2(b'\r', b'\n', &rest[i..]) {
             self.has_content |= skipped > 0;
             i += skipped;

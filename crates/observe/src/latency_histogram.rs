@@ -27,8 +27,8 @@ pub struct LatencyHistogram {
 struct Inner {
     /// Upper bounds in seconds, ascending (Prometheus `le`: a value equal to a bound is in it).
     bounds: Box<[f64]>,
-    /// The same bounds in whole nanoseconds, rounded down: a whole number of nanoseconds is at
-    /// most a bound exactly when it is at most the bound rounded down.
+    /// The same bounds in whole nanoseconds: for each, the largest number of nanoseconds whose
+    /// value in seconds is at most the bound (see [`bound_in_nanos`]).
     bound_nanos: Box<[u64]>,
     /// For a value with `m` significant bits (`64 - leading_zeros`), the first bucket whose
     /// bound is at least the smallest such value: where the search for its bucket starts.
@@ -44,8 +44,7 @@ impl LatencyHistogram {
     pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
         let mut bounds: Vec<f64> = bounds.into_iter().filter(|b| *b >= 0.0).collect();
         bounds.sort_by(f64::total_cmp);
-        // `as` saturates: a bound beyond u64::MAX nanoseconds (585 years) holds every value.
-        let bound_nanos: Box<[u64]> = bounds.iter().map(|b| (b * 1e9).floor() as u64).collect();
+        let bound_nanos: Box<[u64]> = bounds.iter().map(|&b| bound_in_nanos(b)).collect();
         let first_bucket_by_bits = std::array::from_fn(|bits| {
             let smallest = if bits == 0 { 0 } else { 1u64 << (bits - 1) };
             let first = bound_nanos.partition_point(|&bound| bound < smallest);
@@ -93,6 +92,23 @@ impl LatencyHistogram {
             .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
             .collect()
     }
+}
+
+/// The largest whole number of nanoseconds that is at most `bound` seconds, as an observation
+/// is compared in seconds (`Duration::as_secs_f64`). `floor(bound * 1e9)` is not it: the product
+/// rounds, and 0.00013 * 1e9 is 129999.99999999999, which would put a 130 µs value above the
+/// 130 µs bound. Starting from the rounded product, a step or two settles it.
+fn bound_in_nanos(bound: f64) -> u64 {
+    let seconds = |nanos: u64| Duration::from_nanos(nanos).as_secs_f64();
+    // `as` saturates: a bound beyond u64::MAX nanoseconds (585 years) holds every value.
+    let mut nanos = (bound * 1e9).round() as u64;
+    while nanos > 0 && seconds(nanos) > bound {
+        nanos -= 1;
+    }
+    while nanos < u64::MAX && seconds(nanos + 1) <= bound {
+        nanos += 1;
+    }
+    nanos
 }
 
 impl Inner {
@@ -174,6 +190,25 @@ mod tests {
             assert_eq!(inner.bucket_of(nanos), bucket, "{nanos} ns");
         }
         assert_eq!(LatencyHistogram::new([]).inner.bucket_of(77), 0);
+    }
+
+    #[test]
+    fn a_value_at_a_decimal_bound_is_in_that_bound() {
+        // Bounds whose product with 1e9 rounds below the whole number (0.00013 * 1e9 is
+        // 129999.99999999999): the bucket must be the one comparing in seconds gives.
+        let bounds = [65e-6, 0.000_13, 0.001, 0.002_08, 0.1, 1.0, 2.5];
+        let h = LatencyHistogram::new(bounds);
+        for bound in bounds {
+            let at = (bound * 1e9).round() as u64;
+            for nanos in at - 2..=at + 2 {
+                let seconds = Duration::from_nanos(nanos).as_secs_f64();
+                let by_seconds = bounds.partition_point(|&b| b < seconds);
+                assert_eq!(h.inner.bucket_of(nanos), by_seconds, "{nanos} ns");
+            }
+        }
+        assert_eq!(bound_in_nanos(0.000_13), 130_000);
+        assert_eq!(bound_in_nanos(0.0), 0);
+        assert_eq!(bound_in_nanos(1e30), u64::MAX);
     }
 
     #[test]
