@@ -20,7 +20,7 @@ use crate::headers::ProxyFields;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{TunnelEnd, UpstreamTunnel};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -450,9 +450,10 @@ fn parse_head_with(
             continue;
         }
         // Made only for the fields that are kept: each is a reference on the head's bytes.
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| ExchangeError::Protocol(format!("invalid value for header {name}")))?;
-        map.append(name, value);
+        map.append(
+            name,
+            crate::h1_guard::value_parsed_by_httparse(head.slice(span.value.0..span.value.1)),
+        );
     }
     // Headers the upstream's Connection names are hop-by-hop too (rare: a list only then).
     for named in connection_named {
@@ -811,6 +812,7 @@ impl<H: ConnectionHome> Drop for ResponseBody<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn head(text: &str, method: Method) -> (http::response::Parts, ResponseFraming, bool) {
         let mut buf = BytesMut::from(format!("{text}rest").as_bytes());
