@@ -17,6 +17,7 @@
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::headers::ProxyFields;
+use crate::name_cache::NameCache;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{TunnelEnd, UpstreamTunnel};
 use bytes::{Buf, Bytes, BytesMut};
@@ -69,6 +70,9 @@ pub struct H1Connection {
     /// once per request. Between exchanges it stays armed with the last waker: at worst one
     /// spurious wake-up of that task, once.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The upstream's field names, by position, from its previous response (see
+    /// [`NameCache`]).
+    names: NameCache,
 }
 
 /// The rest of a request body still being sent after the response head arrived. It gives the
@@ -120,6 +124,7 @@ impl H1Connection {
             head: Vec::new(),
             last_used: now,
             deadline: None,
+            names: NameCache::new(),
         }
     }
 
@@ -187,7 +192,8 @@ impl H1Connection {
         let mut received_any = !self.read_buf.is_empty();
         loop {
             if !self.read_buf.is_empty() {
-                if let Some((parts, framing, keep_alive)) = parse_head(&mut self.read_buf, method)?
+                if let Some((parts, framing, keep_alive)) =
+                    parse_head(&mut self.read_buf, method, &mut self.names)?
                 {
                     if parts.status.is_informational() {
                         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -330,6 +336,7 @@ struct FieldSpan {
 pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
+    names: &mut NameCache,
 ) -> Result<Option<ResponseHead>, ExchangeError> {
     thread_local! {
         /// Where the fields lie, kept between responses: no allocation, and nothing to zero.
@@ -337,7 +344,7 @@ pub fn parse_head(
     }
     let mut spans = SPANS.take();
     spans.clear();
-    let parsed = parse_head_with(buf, method, &mut spans);
+    let parsed = parse_head_with(buf, method, &mut spans, names);
     if spans.capacity() <= MAX_RESPONSE_HEADERS {
         SPANS.set(spans);
     }
@@ -348,6 +355,7 @@ fn parse_head_with(
     buf: &mut BytesMut,
     method: &Method,
     spans: &mut Vec<FieldSpan>,
+    names: &mut NameCache,
 ) -> Result<Option<ResponseHead>, ExchangeError> {
     let (len, code, version) = {
         // Uninitialized: httparse writes the fields it finds (zeroing 128 per response would
@@ -400,10 +408,10 @@ fn parse_head_with(
     // stays on a 101, which switches the client's connection too.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut connection_named: Vec<HeaderName> = Vec::new();
-    for span in spans.iter() {
+    for (index, span) in spans.iter().enumerate() {
         let name_bytes = &head[span.name.0..span.name.1];
         let raw = &head[span.value.0..span.value.1];
-        let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
+        let name = names.name(index, name_bytes).map_err(|_| {
             ExchangeError::Protocol(format!(
                 "invalid header name {:?}",
                 String::from_utf8_lossy(name_bytes)
@@ -812,12 +820,25 @@ impl<H: ConnectionHome> Drop for ResponseBody<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses a head from `buf` with a fresh name cache and with one that has seen the earlier
+    /// heads of the test: both must give the same answer and take the same bytes.
+    fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ExchangeError> {
+        thread_local! {
+            static WARM: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache::new()) };
+        }
+        let mut copy = buf.clone();
+        let fresh = parse_head(buf, method, &mut NameCache::new());
+        let warm = WARM.with(|cache| parse_head(&mut copy, method, &mut cache.borrow_mut()));
+        assert_eq!(format!("{fresh:?}"), format!("{warm:?}"));
+        assert_eq!(buf, &copy);
+        fresh
+    }
     use http::HeaderValue;
 
     fn head(text: &str, method: Method) -> (http::response::Parts, ResponseFraming, bool) {
         let mut buf = BytesMut::from(format!("{text}rest").as_bytes());
-        let (parts, framing, keep_alive) =
-            parse_head(&mut buf, &method).unwrap().expect("complete");
+        let (parts, framing, keep_alive) = parse(&mut buf, &method).unwrap().expect("complete");
         assert_eq!(&buf[..], b"rest", "the head, and only the head, is taken");
         (parts, framing, keep_alive)
     }
@@ -873,7 +894,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
         );
-        let (parts, _, _) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        let (parts, _, _) = parse(&mut buf, &Method::GET).unwrap().unwrap();
         assert_eq!(parts.headers[header::UPGRADE], "websocket");
         assert!(!parts.headers.contains_key(header::CONNECTION));
     }
@@ -888,14 +909,14 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_head(&mut BytesMut::from(text.as_bytes()), &Method::GET),
+                    parse(&mut BytesMut::from(text.as_bytes()), &Method::GET),
                     Err(ExchangeError::Protocol(_))
                 ),
                 "{text:?}"
             );
         }
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-        assert!(parse_head(&mut partial, &Method::GET).unwrap().is_none());
+        assert!(parse(&mut partial, &Method::GET).unwrap().is_none());
         assert_eq!(partial.len(), 27, "an incomplete head stays in the buffer");
     }
 

@@ -15,6 +15,7 @@
 //! once into request parts plus its body [`Framing`]. Chunked bodies are checked as they are read
 //! by [`crate::chunked`]. [`crate::h1_server`] applies all three to each connection.
 
+use crate::name_cache::NameCache;
 use bytes::Bytes;
 
 /// Header lines per request; more is refused with 431.
@@ -122,7 +123,11 @@ pub enum Framing {
 
 /// Parses a complete head strictly into request parts and its body framing (for a server that
 /// owns the connection: one parse, the same rules as the guard).
-pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing), Rejection> {
+/// `names` is the connection's (see [`NameCache`]).
+pub fn parse_request_head(
+    head: Bytes,
+    names: &mut NameCache,
+) -> Result<(http::request::Parts, Framing), Rejection> {
     // Left uninitialized: httparse writes the fields it finds, and a 128-field array zeroed per
     // request would cost more than the parse of a usual head.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -147,8 +152,9 @@ pub fn parse_request_head(head: Bytes) -> Result<(http::request::Parts, Framing)
     };
     // Room for what the proxy adds (X-Forwarded-*, Via, X-Request-Id, TE) without regrowing.
     parts.headers = crate::header_maps::take(request.headers.len() + ADDED_BY_PROXY);
-    for header in request.headers.iter() {
-        let name = http::HeaderName::from_bytes(header.name.as_bytes())
+    for (index, header) in request.headers.iter().enumerate() {
+        let name = names
+            .name(index, header.name.as_bytes())
             .map_err(|_| Rejection::bad("invalid header name (whitespace before colon?)"))?;
         parts
             .headers
@@ -292,6 +298,29 @@ fn parse_error_reason(err: httparse::Error) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Parses `head` with a fresh name cache and with one that has seen the earlier heads of
+    /// the test: both must give the same answer.
+    fn parse(head: Bytes) -> Result<(http::request::Parts, Framing), Rejection> {
+        thread_local! {
+            static WARM: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache::new()) };
+        }
+        let fresh = parse_request_head(head.clone(), &mut NameCache::new());
+        let warm = WARM.with(|cache| parse_request_head(head, &mut cache.borrow_mut()));
+        match (&fresh, &warm) {
+            (Ok((a, framing_a)), Ok((b, framing_b))) => {
+                assert_eq!(
+                    (&a.method, &a.uri, a.version),
+                    (&b.method, &b.uri, b.version)
+                );
+                assert_eq!(a.headers, b.headers);
+                assert_eq!(framing_a, framing_b);
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("a warm name cache changed the outcome: {fresh:?} / {warm:?}"),
+        }
+        fresh
+    }
+
     /// Scans `input` fed in pieces of `step` bytes; returns the head length or the refusal.
     fn scan_in_pieces(input: &[u8], step: usize, max: usize) -> Result<Option<usize>, Rejection> {
         let mut scanner = HeadScanner::new(max);
@@ -313,7 +342,7 @@ mod tests {
             Ok(Some(len)) => Bytes::copy_from_slice(&input.as_bytes()[..len]),
             Ok(None) => panic!("incomplete: {input:?}"),
         };
-        parse_request_head(head).expect_err(input)
+        parse(head).expect_err(input)
     }
 
     #[test]
@@ -353,7 +382,7 @@ mod tests {
     fn blank_lines_before_a_request_are_skipped_in_linear_time() {
         let req = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(HeadScanner::new(8192).find_end(req), Ok(Some(req.len())));
-        let (parts, _) = parse_request_head(Bytes::from_static(req)).unwrap();
+        let (parts, _) = parse(Bytes::from_static(req)).unwrap();
         assert_eq!(parts.uri, "/");
         // 32 Ki empty lines: each CRLF looked at once (a quadratic rescan would take minutes).
         let blank = "\r\n".repeat(32 * 1024);
@@ -382,15 +411,12 @@ mod tests {
         );
         let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
         let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert_eq!(
-            parse_request_head(Bytes::from(head)).unwrap_err().status,
-            431
-        );
+        assert_eq!(parse(Bytes::from(head)).unwrap_err().status, 431);
     }
 
     #[test]
     fn valid_heads_parse_once_with_their_framing() {
-        let (parts, framing) = parse_request_head(Bytes::from_static(
+        let (parts, framing) = parse(Bytes::from_static(
             b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
         ))
         .unwrap();
@@ -399,13 +425,12 @@ mod tests {
         assert_eq!(parts.version, http::Version::HTTP_11);
         assert_eq!(parts.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(framing, Framing::Length(5));
-        let (_, framing) = parse_request_head(Bytes::from_static(
+        let (_, framing) = parse(Bytes::from_static(
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n",
         ))
         .unwrap();
         assert_eq!(framing, Framing::Chunked);
-        let (parts, framing) =
-            parse_request_head(Bytes::from_static(b"GET / HTTP/1.0\r\n\r\n")).unwrap();
+        let (parts, framing) = parse(Bytes::from_static(b"GET / HTTP/1.0\r\n\r\n")).unwrap();
         assert_eq!(
             (parts.version, framing),
             (http::Version::HTTP_10, Framing::None)
@@ -425,7 +450,7 @@ mod tests {
                 head.push(byte);
                 head.extend_from_slice(format!("{side}\r\n\r\n").as_bytes());
                 let allowed = byte == b'\t' || (b' '..=0x7e).contains(&byte) || byte >= 0x80;
-                match parse_request_head(Bytes::from(head)) {
+                match parse(Bytes::from(head)) {
                     Ok((parts, _)) => {
                         assert!(allowed, "byte {byte:#04x} was let through");
                         let value = parts.headers.get("x-v").unwrap().as_bytes();

@@ -16,6 +16,7 @@
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
+use crate::name_cache::NameCache;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{Tunnel, TunnelEnd};
 use bytes::{Buf, Bytes, BytesMut};
@@ -71,11 +72,14 @@ where
     // Waited on while the connection is idle; made once for the connection's life, so a
     // request costs no registration with the drain signal.
     let mut drain_started = std::pin::pin!(draining.started());
+    // The client's field names, by position, from its previous request (see `NameCache`).
+    let mut names = NameCache::new();
     loop {
         let reader = read.as_mut()?;
         let head = read_head(
             reader,
             &mut buf,
+            &mut names,
             settings,
             &mut timer,
             drain_started.as_mut(),
@@ -297,6 +301,7 @@ enum HeadOutcome {
 async fn read_head(
     read: &mut ConnRead,
     buf: &mut BytesMut,
+    names: &mut NameCache,
     settings: H1Settings,
     timer: &mut HeadTimer<'_>,
     mut drain_started: Pin<&mut crate::drain::Started<'_>>,
@@ -307,7 +312,7 @@ async fn read_head(
             match scanner.find_end(buf) {
                 Err(rejection) => return HeadOutcome::Refused(rejection),
                 Ok(Some(len)) => {
-                    return match parse_request_head(buf.split_to(len).freeze()) {
+                    return match parse_request_head(buf.split_to(len).freeze(), names) {
                         Ok((parts, framing)) => HeadOutcome::Request(parts, framing),
                         Err(rejection) => HeadOutcome::Refused(rejection),
                     };

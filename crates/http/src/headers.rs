@@ -310,22 +310,74 @@ pub fn websocket_key() -> HeaderValue {
     HeaderValue::from_bytes(&key).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
-/// 128 random bits as 32 hex digits (written by hand: this runs for most requests). The value
-/// is shared, not copied, by the request and the response that both carry it.
+/// 128 random bits as 32 hex digits. The value is shared, not copied, by the request and the
+/// response that both carry it.
 pub fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = fastrand::u128(..);
-    let mut id = [0u8; 32];
-    for (i, digit) in id.iter_mut().enumerate() {
-        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    let id = hex_digits(fastrand::u128(..));
+    // SAFETY: lowercase hex digits are a valid header value; the unchecked constructor only
+    // skips checking that (its contract says nothing about memory).
+    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from_owner(id)) }
+}
+
+/// `bits` as 32 lowercase hex digits, most significant first. This runs for most requests, so
+/// it works on all digits at once rather than one at a time (a fifth of the instructions).
+fn hex_digits(bits: u128) -> [u8; 32] {
+    const fn repeat(byte: u8) -> u128 {
+        u128::from_ne_bytes([byte; 16])
     }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
-        .unwrap_or(HeaderValue::from_static("0"))
+    /// Each of `x`'s 16 digits in its own byte, the most significant digit in the highest
+    /// byte: halves, quarters, eighths and then nibbles move apart, one shift each.
+    fn spread(x: u64) -> u128 {
+        let mut v = u128::from(x);
+        v = (v | (v << 32)) & 0x0000_0000_FFFF_FFFF_0000_0000_FFFF_FFFF;
+        v = (v | (v << 16)) & 0x0000_FFFF_0000_FFFF_0000_FFFF_0000_FFFF;
+        v = (v | (v << 8)) & 0x00FF_00FF_00FF_00FF_00FF_00FF_00FF_00FF;
+        (v | (v << 4)) & repeat(0x0F)
+    }
+    let mut out = [0u8; 32];
+    for (half, x) in out
+        .chunks_exact_mut(16)
+        .zip([(bits >> 64) as u64, bits as u64])
+    {
+        let digits = spread(x);
+        // 1 in each byte whose digit is 10 or more (adding 6 carries it into bit 4); no byte
+        // overflows into the next, so the lanes stay apart.
+        let letters = ((digits + repeat(6)) >> 4) & repeat(1);
+        // '0' for every digit, and 'a' - '0' - 10 more for the letters.
+        let ascii = digits + repeat(b'0') + letters * 39;
+        half.copy_from_slice(&ascii.to_be_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_the_bits_in_lowercase_hex() {
+        let mut cases = vec![
+            0,
+            u128::MAX,
+            1,
+            1 << 127,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ];
+        cases.extend((0..128).map(|i| 1u128 << i));
+        cases.extend((0..16u128).map(|d| d * 0x1111_1111_1111_1111_1111_1111_1111_1111));
+        let mut rng = fastrand::Rng::with_seed(7);
+        cases.extend((0..10_000).map(|_| rng.u128(..)));
+        for bits in cases {
+            assert_eq!(
+                hex_digits(bits),
+                format!("{bits:032x}").as_bytes(),
+                "{bits:#x}"
+            );
+        }
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.to_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -53,6 +53,7 @@ pub mod hedge_timer;
 pub mod idempotency;
 pub mod idle;
 pub mod limits;
+pub mod name_cache;
 pub mod pool;
 pub mod protect;
 pub mod proxy;
