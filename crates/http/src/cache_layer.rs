@@ -408,13 +408,15 @@ fn background_revalidation(
     tokio::spawn(async move {
         let route = &snapshot.routes[index];
         let Some(cache) = &route.cache else { return };
+        let started = Instant::now();
         let ctx = ForwardContext {
             conn: &conn,
             client,
             request_id: &request_id,
             max_body_bytes,
             clock: &shared.clock,
-            started: Instant::now(),
+            started,
+            started_nanos: shared.clock.nanos_at(started),
             deadline_header: snapshot.deadline_header.as_ref(),
             metrics: &shared.metrics,
             idempotency: &shared.idempotency,

@@ -99,6 +99,8 @@ pub struct ForwardContext<'a> {
     pub clock: &'a MonotonicClock,
     /// When the request arrived (one clock read serves every phase).
     pub started: Instant,
+    /// `started` on `clock`, worked out once.
+    pub started_nanos: u64,
     /// The header carrying the client's time budget, when deadline propagation is on.
     pub deadline_header: Option<&'a HeaderName>,
     pub metrics: &'a Metrics,
@@ -110,6 +112,14 @@ pub struct ForwardContext<'a> {
     /// cache revalidation in the background).
     pub snapshot: &'a Arc<crate::snapshot::Snapshot>,
     pub shared: &'a Arc<crate::server::Shared>,
+}
+
+impl ForwardContext<'_> {
+    /// The clock's reading `since_started` after the request arrived, without a clock read.
+    pub fn nanos_after(&self, since_started: Duration) -> u64 {
+        let since = u64::try_from(since_started.as_nanos()).unwrap_or(u64::MAX);
+        self.started_nanos.saturating_add(since)
+    }
 }
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
@@ -153,7 +163,7 @@ pub(crate) async fn forward_origin(
         metrics: ctx.metrics,
     };
     // The request's arrival time serves the breaker (its windows count seconds): no clock read.
-    let permit = match breaker.try_acquire(ctx.clock.nanos_at(ctx.started)) {
+    let permit = match breaker.try_acquire(ctx.started_nanos) {
         Ok(admission) => {
             if let Some(transition) = admission.transition {
                 report_transition(transition, scope);
@@ -171,7 +181,7 @@ pub(crate) async fn forward_origin(
     let outcome = breaker_outcome(result.as_ref().map(|f| f.response.status().as_u16()));
     // A response's head time stands in for the clock (the breaker's windows count seconds).
     let now = match &result {
-        Ok(forwarded) => ctx.clock.nanos_at(ctx.started + forwarded.head_latency),
+        Ok(forwarded) => ctx.nanos_after(forwarded.head_latency),
         Err(_) => ctx.clock.now_nanos(),
     };
     settle(breaker, permit, outcome, now, scope);
@@ -298,7 +308,7 @@ async fn forward_tries(
         cluster
             .resilience
             .budget
-            .deposit(ctx.clock.nanos_at(ctx.started));
+            .deposit(ctx.started_nanos);
     }
 
     // 3. try
@@ -529,7 +539,7 @@ async fn exchange(
         stats: Arc::clone(&endpoint.stats),
         timed: cluster.balancer.policy().weighs_latency(),
         clock: *ctx.clock,
-        started_nanos: ctx.clock.nanos_at(ctx.started),
+        started_nanos: ctx.started_nanos,
         head: None,
     };
     let resilience = &cluster.resilience;
@@ -554,7 +564,7 @@ async fn exchange(
         None => None,
     };
     if let Some(took) = took {
-        let now = ctx.clock.nanos_at(ctx.started + took);
+        let now = ctx.nanos_after(took);
         resilience.observe_try(now, took);
         if resilience.tracks_latency() {
             resilience.observe_latency(index, now, took);
@@ -574,8 +584,8 @@ async fn exchange(
         // The breaker's windows count seconds: a success is placed at the request's arrival
         // (no clock read); a failure, rarer, at the time it happened.
         let now = match (&sent, took) {
-            (Ok(Ok(_)), Some(took)) => ctx.clock.nanos_at(ctx.started + took),
-            (Ok(Ok(_)), None) => ctx.clock.nanos_at(ctx.started),
+            (Ok(Ok(_)), Some(took)) => ctx.nanos_after(took),
+            (Ok(Ok(_)), None) => ctx.started_nanos,
             _ => ctx.clock.now_nanos(),
         };
         settle(breaker, permit, outcome, now, scope);
@@ -620,7 +630,7 @@ async fn hedged(
     head: UpstreamHead<'_>,
     try_deadline: tokio::time::Instant,
 ) -> Exchanged {
-    let delay = hedge.delay(ctx.clock.nanos_at(ctx.started));
+    let delay = hedge.delay(ctx.started_nanos);
     let mut first = std::pin::pin!(first);
     // Counted from the request's arrival (a first try starts microseconds after it), so arming
     // it needs no clock read; not a tokio timer (see `hedge_timer`).
@@ -765,7 +775,7 @@ fn pick_admitted(
         let Some(breaker) = &endpoint.breaker else {
             return Ok((index, None));
         };
-        match breaker.try_acquire(ctx.clock.nanos_at(ctx.started)) {
+        match breaker.try_acquire(ctx.started_nanos) {
             Ok(admission) => {
                 if let Some(transition) = admission.transition {
                     report_transition(
@@ -987,7 +997,7 @@ impl HeadTiming {
             } else {
                 now.saturating_duration_since(try_started)
             },
-            at_nanos: ctx.clock.nanos_at(now),
+            at_nanos: ctx.nanos_after(latency),
         }
     }
 }

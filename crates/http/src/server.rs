@@ -488,6 +488,8 @@ pub async fn handle_request(
         )
     };
     let route = found.and_then(|i| snapshot.routes.get(i));
+    // The arrival on the gateway's clock, for every phase that keeps time in nanoseconds.
+    let started_nanos = shared.clock.nanos_at(started);
     let mut quota = None;
     let mut compress_for = None;
     let result = match route {
@@ -496,7 +498,7 @@ pub async fn handle_request(
             // The request's arrival serves the rate limit: no clock read.
             let admission = route
                 .protection
-                .admit(request.headers(), client, || shared.clock.nanos_at(started));
+                .admit(request.headers(), client, || started_nanos);
             quota = admission.quota;
             match admission.refused {
                 Some(refused) => Err(refused),
@@ -518,6 +520,7 @@ pub async fn handle_request(
                         max_body_bytes,
                         clock: &shared.clock,
                         started,
+                        started_nanos,
                         deadline_header: snapshot.deadline_header.as_ref(),
                         metrics: &shared.metrics,
                         idempotency: &shared.idempotency,
