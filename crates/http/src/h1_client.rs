@@ -287,10 +287,7 @@ pub fn encode_head(head: UpstreamHead<'_>, framing: RequestFraming, out: &mut Ve
         .iter()
         .filter(|(name, _)| !framing_field(name));
     for (name, value) in fields.chain(head.fields.iter()) {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        crate::wire::push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         RequestFraming::None => {}

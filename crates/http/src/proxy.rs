@@ -305,10 +305,7 @@ async fn forward_tries(
     };
     if policy.max_attempts > 1 {
         // The request's arrival is time enough for a budget counted in seconds.
-        cluster
-            .resilience
-            .budget
-            .deposit(ctx.started_nanos);
+        cluster.resilience.budget.deposit(ctx.started_nanos);
     }
 
     // 3. try

@@ -79,6 +79,26 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Appends one header field line, `name: value` and CRLF, with one capacity check for the
+/// line: heads are written field by field for every request and response, and four
+/// `extend_from_slice` calls check and grow the buffer four times.
+#[inline]
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let len = name.len() + value.len() + 4;
+    out.reserve(len);
+    let start = out.len();
+    let (name_part, rest) = out.spare_capacity_mut()[..len].split_at_mut(name.len());
+    let (colon, rest) = rest.split_at_mut(2);
+    let (value_part, crlf) = rest.split_at_mut(value.len());
+    name_part.write_copy_of_slice(name);
+    colon.write_copy_of_slice(b": ");
+    value_part.write_copy_of_slice(value);
+    crlf.write_copy_of_slice(b"\r\n");
+    // SAFETY: the `len` bytes after `start` are within the capacity reserved above and were all
+    // written just now.
+    unsafe { out.set_len(start + len) };
+}
+
 /// A chunk-size line: the length in hex, then CRLF.
 fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -148,6 +168,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.len(), 1 + 6 + 20_000 + 2 + 5);
+    }
+
+    #[test]
+    fn field_lines_are_name_colon_value_crlf() {
+        let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
+        push_field(&mut out, b"server", b"gatehouse");
+        push_field(&mut out, b"x-empty", b"");
+        let long = vec![b'v'; 5000];
+        push_field(&mut out, b"x-long", &long);
+        let mut expected =
+            b"HTTP/1.1 200 OK\r\nserver: gatehouse\r\nx-empty: \r\nx-long: ".to_vec();
+        expected.extend_from_slice(&long);
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(out, expected);
+        let mut fresh = Vec::new();
+        push_field(&mut fresh, b"a", b"b");
+        assert_eq!(fresh, b"a: b\r\n");
     }
 
     #[test]
