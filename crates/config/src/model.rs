@@ -230,6 +230,70 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// Response compression; None: responses pass as the upstream sent them.
     pub compression: Option<Compression>,
+    /// The fields this hop adds to requests it forwards.
+    pub forward_headers: ForwardHeaders,
+}
+
+/// The fields a route adds to the requests it forwards (docs/config.md, `forward_headers`): each
+/// one gatehouse adds replaces or extends the client's own; one it does not add passes as the
+/// client sent it. All by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ForwardHeaders {
+    pub x_forwarded_for: bool,
+    pub x_forwarded_proto: bool,
+    pub x_forwarded_host: bool,
+    pub via: bool,
+    pub x_request_id: bool,
+}
+
+impl ForwardHeaders {
+    pub const ALL: Self = Self {
+        x_forwarded_for: true,
+        x_forwarded_proto: true,
+        x_forwarded_host: true,
+        via: true,
+        x_request_id: true,
+    };
+    pub const NONE: Self = Self {
+        x_forwarded_for: false,
+        x_forwarded_proto: false,
+        x_forwarded_host: false,
+        via: false,
+        x_request_id: false,
+    };
+    /// The field names as the config spells them, in the order they are sent.
+    pub const NAMES: [&'static str; 5] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+        "x-request-id",
+    ];
+
+    /// Whether each of [`Self::NAMES`] is added, in that order.
+    pub fn as_array(self) -> [bool; 5] {
+        [
+            self.x_forwarded_for,
+            self.x_forwarded_proto,
+            self.x_forwarded_host,
+            self.via,
+            self.x_request_id,
+        ]
+    }
+
+    /// Adds the field named `name` (one of [`Self::NAMES`], any case); false if it is not one.
+    pub fn enable(&mut self, name: &str) -> bool {
+        let flag = match name.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => &mut self.x_forwarded_for,
+            "x-forwarded-proto" => &mut self.x_forwarded_proto,
+            "x-forwarded-host" => &mut self.x_forwarded_host,
+            "via" => &mut self.via,
+            "x-request-id" => &mut self.x_request_id,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
 }
 
 impl Route {

@@ -209,6 +209,7 @@ pub struct RawRoute {
     pub security_headers: Option<Spanned<RawSecurityHeaders>>,
     pub cache: Option<Spanned<RawRouteCache>>,
     pub compression: Option<Spanned<RawCompression>>,
+    pub forward_headers: Option<Vec<Spanned<String>>>,
 }
 
 /// `[routes.compression]`: compress responses for clients that accept it.

@@ -529,6 +529,26 @@ impl Validator<'_> {
             .compression
             .as_ref()
             .and_then(|c| self.compression(c, &format!("{field}.compression")));
+        let forward_headers = match &raw.forward_headers {
+            None => ForwardHeaders::ALL,
+            Some(names) => {
+                let mut enabled = ForwardHeaders::NONE;
+                for (i, name) in names.iter().enumerate() {
+                    if !enabled.enable(name.get_ref()) {
+                        self.error(
+                            name,
+                            &format!("{field}.forward_headers[{i}]"),
+                            format!(
+                                "{:?} is not a field gatehouse adds (one of: {})",
+                                name.get_ref(),
+                                ForwardHeaders::NAMES.join(", ")
+                            ),
+                        );
+                    }
+                }
+                enabled
+            }
+        };
         let client_cert_header = raw.client_cert_header.as_ref().and_then(|h| {
             self.header_name(h, &format!("{field}.client_cert_header"))
                 .then(|| h.get_ref().to_ascii_lowercase())
@@ -549,6 +569,7 @@ impl Validator<'_> {
             hedge,
             protection,
             compression,
+            forward_headers,
             client_cert_header,
             require_client_cert: raw
                 .require_client_cert
@@ -1066,6 +1087,33 @@ endpoints = ["127.0.0.1:1"]
             checked >= 3,
             "only {checked} examples found in {}",
             dir.display()
+        );
+    }
+
+    #[test]
+    fn forward_headers_name_the_fields_added() {
+        let route = |list: &str| {
+            format!(
+                "[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"c\"\n{list}\n\
+                 [[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n"
+            )
+        };
+        let parsed =
+            |list: &str| crate::parse(&route(list), "t.toml").unwrap().routes[0].forward_headers;
+        assert_eq!(parsed(""), crate::ForwardHeaders::ALL);
+        assert_eq!(parsed("forward_headers = []"), crate::ForwardHeaders::NONE);
+        let some = parsed(r#"forward_headers = ["X-Forwarded-For", "via"]"#);
+        assert_eq!(
+            some.as_array(),
+            [true, false, false, true, false],
+            "in the order of ForwardHeaders::NAMES"
+        );
+        let text = errors(&route(r#"forward_headers = ["via", "x-forwarded-port"]"#)).to_string();
+        assert!(
+            text.contains(
+                "routes[0].forward_headers[1]: \"x-forwarded-port\" is not a field gatehouse adds"
+            ),
+            "{text}"
         );
     }
 

@@ -147,6 +147,14 @@ path_prefix = "/rewrite"
 host_rewrite = "internal.svc"
 cluster = "c"
 [[routes]]
+path_prefix = "/plain"
+forward_headers = []
+cluster = "c"
+[[routes]]
+path_prefix = "/only-for"
+forward_headers = ["x-forwarded-for"]
+cluster = "c"
+[[routes]]
 cluster = "c"
 [[clusters]]
 name = "c"
@@ -227,6 +235,41 @@ endpoints = {}
     assert_eq!(h["host"], "shop.test", "{h}");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["via"], "1.1 gatehouse");
+
+    // A route that adds none of this hop's fields passes the client's as they came (the
+    // response still carries the request id), and one that adds some adds only those.
+    let client_fields = [
+        ("host", "shop.test"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "client-id-2"),
+    ];
+    let answer = get(&c, addr, "/plain", &client_fields).await;
+    let h = &answer.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-request-id"], "client-id-2");
+    assert!(
+        h.get("x-forwarded-host").is_none() && h.get("via").is_none(),
+        "{h}"
+    );
+    assert_eq!(answer.headers["x-request-id"], "client-id-2");
+    let answer = get(&c, addr, "/plain", &[]).await;
+    let h = &answer.json()["headers"];
+    assert!(
+        h.get("x-forwarded-for").is_none() && h.get("x-request-id").is_none(),
+        "{h}"
+    );
+    assert_eq!(
+        answer.headers["x-request-id"].len(),
+        32,
+        "the id is still made"
+    );
+    let answer = get(&c, addr, "/only-for", &client_fields).await;
+    let h = &answer.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert!(h.get("via").is_none(), "{h}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

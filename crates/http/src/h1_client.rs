@@ -1135,6 +1135,7 @@ mod tests {
                 received: Version::HTTP_11,
                 request_id: &HeaderValue::from_static("r1"),
             },
+            gatehouse_config::ForwardHeaders::ALL,
         );
         let mut out = Vec::new();
         let head = UpstreamHead {

@@ -1,5 +1,6 @@
 //! Proxy header semantics (RFC 9110 section 7.6): what a proxy removes, adds and keeps.
 
+use gatehouse_config::ForwardHeaders;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -147,10 +148,16 @@ pub struct Hop<'a> {
 }
 
 impl ProxyFields {
-    /// Builds this hop's fields and removes the client's own values of them from `headers`
-    /// (looked up only where `present` saw them). A client's X-Forwarded-Host stays when this
-    /// hop has no host to name.
-    pub fn take(headers: &mut HeaderMap, present: &Present, hop: Hop<'_>) -> Self {
+    /// Builds the fields of this hop that `added` names and removes the client's own values of
+    /// them from `headers` (looked up only where `present` saw them). A field not added stays as
+    /// the client sent it, and so does a client's X-Forwarded-Host when this hop has no host to
+    /// name.
+    pub fn take(
+        headers: &mut HeaderMap,
+        present: &Present,
+        hop: Hop<'_>,
+        added: ForwardHeaders,
+    ) -> Self {
         let mut chain = |found: bool, name: &HeaderName, ours: &str| {
             let existing = found.then(|| joined(headers, name)).flatten();
             if found {
@@ -158,29 +165,34 @@ impl ProxyFields {
             }
             existing.and_then(|existing| HeaderValue::from_str(&format!("{existing}, {ours}")).ok())
         };
-        let forwarded_for = chain(
-            present.forwarded_for,
-            &X_FORWARDED_FOR,
-            hop.client.to_str().unwrap_or(""),
-        )
-        .unwrap_or_else(|| hop.client.clone());
-        let via = chain(present.via, &header::VIA, via_hop(hop.received))
-            .unwrap_or_else(|| via_value(hop.received));
-        if present.forwarded_proto {
+        let forwarded_for = added.x_forwarded_for.then(|| {
+            chain(
+                present.forwarded_for,
+                &X_FORWARDED_FOR,
+                hop.client.to_str().unwrap_or(""),
+            )
+            .unwrap_or_else(|| hop.client.clone())
+        });
+        let via = added.via.then(|| {
+            chain(present.via, &header::VIA, via_hop(hop.received))
+                .unwrap_or_else(|| via_value(hop.received))
+        });
+        if present.forwarded_proto && added.x_forwarded_proto {
             headers.remove(&X_FORWARDED_PROTO);
         }
-        if present.forwarded_host && hop.original_host.is_some() {
+        let forwarded_host = hop.original_host.filter(|_| added.x_forwarded_host);
+        if present.forwarded_host && forwarded_host.is_some() {
             headers.remove(&X_FORWARDED_HOST);
         }
-        if present.request_id {
+        if present.request_id && added.x_request_id {
             headers.remove(&X_REQUEST_ID);
         }
         Self([
-            Some(forwarded_for),
-            Some(proto_value(hop.proto)),
-            hop.original_host,
-            Some(via),
-            Some(hop.request_id.clone()),
+            forwarded_for,
+            added.x_forwarded_proto.then(|| proto_value(hop.proto)),
+            forwarded_host,
+            via,
+            added.x_request_id.then(|| hop.request_id.clone()),
         ])
     }
 
@@ -412,6 +424,15 @@ mod tests {
     }
 
     fn take_fields(h: &mut HeaderMap, client: &str, host: Option<&str>) -> HeaderMap {
+        take_some_fields(h, client, host, ForwardHeaders::ALL)
+    }
+
+    fn take_some_fields(
+        h: &mut HeaderMap,
+        client: &str,
+        host: Option<&str>,
+        added: ForwardHeaders,
+    ) -> HeaderMap {
         let present = scan(h);
         let fields = ProxyFields::take(
             h,
@@ -423,6 +444,7 @@ mod tests {
                 received: Version::HTTP_11,
                 request_id: &HeaderValue::from_static("id-1"),
             },
+            added,
         );
         let mut sent = h.clone();
         fields.insert_into(&mut sent);
@@ -452,6 +474,51 @@ mod tests {
         assert_eq!(sent["x-forwarded-for"], "::1");
         assert_eq!(sent["via"], "1.1 gatehouse");
         assert!(!sent.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn fields_not_added_pass_as_the_client_sent_them() {
+        let client = [
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "client.example"),
+            ("x-request-id", "theirs"),
+            ("via", "1.0 fred"),
+        ];
+        let sent = take_some_fields(
+            &mut map(&client),
+            "10.0.0.1",
+            Some("a.com"),
+            ForwardHeaders::NONE,
+        );
+        assert_eq!(sent, map(&client), "nothing added, nothing removed");
+        let sent = take_some_fields(
+            &mut HeaderMap::new(),
+            "10.0.0.1",
+            Some("a.com"),
+            ForwardHeaders::NONE,
+        );
+        assert!(sent.is_empty(), "{sent:?}");
+        // Each field on its own: that one is ours, the others are the client's.
+        for (i, name) in ForwardHeaders::NAMES.iter().enumerate() {
+            let mut added = ForwardHeaders::NONE;
+            assert!(added.enable(&name.to_ascii_uppercase()));
+            let sent = take_some_fields(&mut map(&client), "10.0.0.1", Some("a.com"), added);
+            for (other, theirs) in client {
+                let ours = other == *name;
+                assert_eq!(sent.get_all(other).iter().count(), 1, "{name}: {other}");
+                assert_eq!(
+                    sent[other] == theirs,
+                    !ours,
+                    "{name}: {other} = {:?}",
+                    sent[other]
+                );
+            }
+            assert_eq!(added.as_array().iter().filter(|on| **on).count(), 1, "{i}");
+        }
+        let mut added = ForwardHeaders::NONE;
+        assert!(!added.enable("x-forwarded-port"));
+        assert_eq!(added, ForwardHeaders::NONE);
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! - [`server`]: accept loops and per-connection serving, graceful drain.
 //! - [`h1_server`]: HTTP/1.1 for clients, one task per connection, no intermediate layers;
 //!   [`h1_guard`]: strict head scanning and parsing (what may be smuggled is refused);
-//!   [`wire`]: writing HTTP/1.1 bodies (shared by server and client).
+//!   [`wire`]: writing HTTP/1.1 heads' fields and bodies (shared by server and client);
+//!   [`name_cache`]: each connection's field names by position, so a peer's usual names are
+//!   not parsed again on every head.
 //! - [`h2`]: HTTP/2 for clients (h2c, and h2 over TLS), one task per connection: frame codec, HPACK, flow
 //!   control, streams polled inside the connection's future.
 //! - [`router`]: host/path/method/header matching, no I/O.

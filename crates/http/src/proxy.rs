@@ -1087,6 +1087,7 @@ fn rewrite_request(
             received: parts.version,
             request_id: ctx.request_id,
         },
+        route.forward_headers,
     );
     if let Some(name) = &route.client_cert_header {
         // Only gatehouse may set it: a client's own value would be a forged identity.

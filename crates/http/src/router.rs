@@ -177,6 +177,7 @@ mod tests {
             headers_present: vec![],
             cluster: cluster.to_owned(),
             host_rewrite: None,
+            forward_headers: gatehouse_config::ForwardHeaders::ALL,
             timeout: None,
             read_timeout: Route::DEFAULT_READ_TIMEOUT,
             hedge: None,

@@ -81,6 +81,8 @@ pub struct RouteRuntime {
     pub cache: Option<crate::cache_layer::RouteCache>,
     /// Response compression, when the route asks for it.
     pub compression: Option<gatehouse_config::Compression>,
+    /// The fields this hop adds to the requests it forwards.
+    pub forward_headers: gatehouse_config::ForwardHeaders,
 }
 
 pub struct ClusterRuntime {
@@ -188,6 +190,7 @@ impl Snapshot {
                     cache: None,
                     read_timeout: r.read_timeout,
                     compression: r.compression.clone(),
+                    forward_headers: r.forward_headers,
                 }
             })
             .collect();
