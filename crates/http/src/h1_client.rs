@@ -455,10 +455,11 @@ fn parse_head_with(
             continue;
         }
         // Made only for the fields that are kept: each is a reference on the head's bytes.
-        map.append(
-            name,
-            crate::h1_guard::value_parsed_by_httparse(head.slice(span.value.0..span.value.1)),
-        );
+        // SAFETY: httparse accepted the value, with the default config (above).
+        let value = unsafe {
+            crate::h1_guard::value_parsed_by_httparse(head.slice(span.value.0..span.value.1))
+        };
+        map.append(name, value);
     }
     // Headers the upstream's Connection names are hop-by-hop too (rare: a list only then).
     for named in connection_named {

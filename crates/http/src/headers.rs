@@ -477,6 +477,12 @@ mod tests {
     }
 
     #[test]
+    fn the_config_names_the_fields_in_the_order_they_are_kept() {
+        let names: Vec<&str> = PROXY_FIELD_NAMES.iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ForwardHeaders::NAMES);
+    }
+
+    #[test]
     fn fields_not_added_pass_as_the_client_sent_them() {
         let client = [
             ("x-forwarded-for", "203.0.113.7"),

@@ -66,6 +66,8 @@ impl NameCache {
         let start = learnt.names.last().map_or(0, |r| r.end);
         learnt.raw.truncate(start);
         if index < MAX_NAMES && start + raw.len() <= MAX_RAW_BYTES {
+            // Exact growth: a connection holds only the bytes of its names.
+            learnt.raw.reserve_exact(raw.len());
             learnt.raw.extend_from_slice(raw);
             learnt.names.push(Remembered {
                 start,
@@ -118,6 +120,22 @@ mod tests {
     }
 
     #[test]
+    fn a_name_seen_at_the_same_place_is_not_parsed_again() {
+        let mut cache = NameCache::new();
+        let first = names(&mut cache, &["X-Custom", "Server"]);
+        let again = names(&mut cache, &["X-Custom", "Server"]);
+        // A custom name is a buffer of its own: the same buffer means the remembered one.
+        assert_eq!(first[0].as_str().as_ptr(), again[0].as_str().as_ptr());
+        let parsed = HeaderName::from_bytes(b"X-Custom").unwrap();
+        assert_ne!(parsed.as_str().as_ptr(), again[0].as_str().as_ptr());
+        // Elsewhere in the head, or spelt differently, it is parsed.
+        let moved = names(&mut cache, &["Server", "X-Custom"]);
+        assert_ne!(moved[1].as_str().as_ptr(), first[0].as_str().as_ptr());
+        let respelt = names(&mut cache, &["x-custom"]);
+        assert_ne!(respelt[0].as_str().as_ptr(), first[0].as_str().as_ptr());
+    }
+
+    #[test]
     fn invalid_names_are_refused_and_not_remembered() {
         let mut cache = NameCache::new();
         names(&mut cache, &["Host", "Accept"]);
@@ -141,7 +159,7 @@ mod tests {
         let first = names(&mut cache, &raw);
         assert_eq!(names(&mut cache, &raw), first);
         let learnt = cache.0.as_ref().unwrap();
-        assert!(learnt.raw.len() <= MAX_RAW_BYTES);
+        assert!(learnt.raw.capacity() <= MAX_RAW_BYTES);
         assert!(learnt.names.len() <= MAX_NAMES);
         let many: Vec<String> = (0..100).map(|i| format!("x-{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
