@@ -534,6 +534,7 @@ impl Validator<'_> {
             Some(names) => {
                 let mut enabled = ForwardHeaders::NONE;
                 for (i, name) in names.iter().enumerate() {
+                    let before = enabled;
                     if !enabled.enable(name.get_ref()) {
                         self.error(
                             name,
@@ -543,6 +544,12 @@ impl Validator<'_> {
                                 name.get_ref(),
                                 ForwardHeaders::NAMES.join(", ")
                             ),
+                        );
+                    } else if enabled == before {
+                        self.error(
+                            name,
+                            &format!("{field}.forward_headers[{i}]"),
+                            format!("{:?} is listed twice", name.get_ref()),
                         );
                     }
                 }
@@ -1108,11 +1115,18 @@ endpoints = ["127.0.0.1:1"]
             [true, false, false, true, false],
             "in the order of ForwardHeaders::NAMES"
         );
-        let text = errors(&route(r#"forward_headers = ["via", "x-forwarded-port"]"#)).to_string();
+        let text = errors(&route(
+            r#"forward_headers = ["via", "x-forwarded-port", "VIA"]"#,
+        ))
+        .to_string();
         assert!(
             text.contains(
                 "routes[0].forward_headers[1]: \"x-forwarded-port\" is not a field gatehouse adds"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[0].forward_headers[2]: \"VIA\" is listed twice"),
             "{text}"
         );
     }
