@@ -478,6 +478,8 @@ fn store_answer(
     let storable =
         policy::storable(&policy, &client.method, &parts.headers, received).is_ok() && !too_large;
     let body = if storable {
+        // The store must see every byte: none may be spliced past it.
+        crate::splice::strip(&mut parts.extensions);
         let pending = Pending {
             key,
             hash,

@@ -113,6 +113,8 @@ pub fn apply(
     if is_head {
         return response;
     }
+    // The bytes change: the upstream's may not be spliced past the encoder.
+    crate::splice::strip(response.extensions_mut());
     response.map(|body| CompressBody::new(body, coding).boxed())
 }
 

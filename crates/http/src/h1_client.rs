@@ -41,6 +41,10 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 const ADDED_BY_PROXY: usize = 6;
 /// Reads ask for at least this much room: large bodies move in few syscalls.
 const READ_RESERVE: usize = 16 * 1024;
+/// A response head is read at most this much at a time from a cleartext connection (one page,
+/// as nginx's `proxy_buffer_size`): what comes behind the head stays in the socket, where a
+/// long body can be spliced to the client without being copied (see [`crate::splice`]).
+const HEAD_READ: u64 = 4 * 1024;
 /// How long to look for an answer after an upload failed because the upstream closed.
 const EARLY_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// A pooled connection keeps at most this much read buffer; bigger ones are replaced.
@@ -126,6 +130,11 @@ impl H1Connection {
             deadline: None,
             names: NameCache::new(),
         }
+    }
+
+    /// The cleartext socket the response arrives on (none for TLS).
+    pub(crate) fn tcp_read(&self) -> Option<&tokio::net::TcpStream> {
+        self.read.tcp().map(AsRef::as_ref)
     }
 
     /// Encodes the head of the request to send next (see [`encode_head`]).
@@ -216,7 +225,15 @@ impl H1Connection {
             if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
                 self.read_buf.reserve(READ_RESERVE);
             }
-            let n = self.read.read_buf(&mut self.read_buf).await.map_err(|e| {
+            let read = if self.read.tcp().is_some() {
+                (&mut self.read)
+                    .take(HEAD_READ)
+                    .read_buf(&mut self.read_buf)
+                    .await
+            } else {
+                self.read.read_buf(&mut self.read_buf).await
+            };
+            let n = read.map_err(|e| {
                 if received_any {
                     ExchangeError::Read(e)
                 } else if matches!(e.kind(), io::ErrorKind::ConnectionReset) {
@@ -255,7 +272,7 @@ async fn write_body(
     body: ProxyBody,
     framing: RequestFraming,
 ) -> Result<(), ExchangeError> {
-    crate::wire::write_message(writer, out, body, framing == RequestFraming::Chunked)
+    crate::wire::write_message(writer, out, body, framing == RequestFraming::Chunked, None)
         .await
         .map_err(|error| match error {
             crate::wire::WriteError::Body(e) => ExchangeError::ClientBody(e),
@@ -591,19 +608,34 @@ async fn send_and_read_head(
 }
 
 fn response<H: ConnectionHome>(
-    parts: http::response::Parts,
+    mut parts: http::response::Parts,
     connection: H1Connection,
     upload: Option<Upload>,
     framing: ResponseFraming,
     keep_alive: bool,
     home: std::sync::Arc<H>,
 ) -> http::Response<ProxyBody> {
+    // A long body on a cleartext connection may move to the client without copies.
+    let splice = match framing {
+        ResponseFraming::Length(n)
+            if n >= crate::splice::WORTH_SPLICING
+                && connection.tcp_read().is_some()
+                && gatehouse_net::splice::supported() =>
+        {
+            let (offer, body_side) = crate::splice::SpliceOffer::new();
+            parts.extensions.insert(offer);
+            Some(body_side)
+        }
+        _ => None,
+    };
     let body = ResponseBody {
         connection: Some(connection),
         upload,
         framing,
         keep_alive,
         home,
+        splice,
+        lent: false,
     };
     http::Response::from_parts(parts, body.boxed())
 }
@@ -668,6 +700,10 @@ struct ResponseBody<H: ConnectionHome> {
     framing: ResponseFraming,
     keep_alive: bool,
     home: std::sync::Arc<H>,
+    /// The hand-off to the client's connection, when the body may be spliced.
+    splice: Option<crate::splice::BodySide>,
+    /// The connection is lent to the client's writer (see [`crate::splice`]).
+    lent: bool,
 }
 
 impl<H: ConnectionHome> ResponseBody<H> {
@@ -711,6 +747,22 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
             this.upload = None;
             if let (Ok(()), Some(connection)) = (sent, this.connection.as_mut()) {
                 connection.write = Some(writer);
+            }
+        }
+        if this.lent {
+            // Back from the client's writer, which moved the rest of the body.
+            this.lent = false;
+            match this
+                .splice
+                .as_ref()
+                .and_then(|splice| splice.take_returned())
+            {
+                Some(Ok(connection)) => {
+                    this.connection = Some(connection);
+                    this.framing = ResponseFraming::Length(0);
+                }
+                Some(Err(reason)) => return this.fail(reason),
+                None => return this.fail("polled while its connection was lent".into()),
             }
         }
         loop {
@@ -761,7 +813,25 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
                 }
                 _ => {}
             }
-            // Then read more.
+            // Then read more, or let the client's writer move the rest.
+            if let (ResponseFraming::Length(remaining), Some(splice)) =
+                (this.framing, this.splice.as_ref())
+                && remaining >= crate::splice::WORTH_SPLICING
+                && this.upload.is_none()
+                && splice.is_wanted()
+                && let Some(connection) = this.connection.take()
+            {
+                match splice.lend(connection, remaining) {
+                    Ok(()) => {
+                        this.lent = true;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::new()))));
+                    }
+                    Err(connection) => this.connection = Some(connection),
+                }
+            }
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
             if connection.read_buf.capacity() - connection.read_buf.len() < READ_RESERVE {
                 connection.read_buf.reserve(READ_RESERVE * 4);
             }
@@ -786,7 +856,7 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.connection.is_none()
+        (self.connection.is_none() && !self.lent)
             || matches!(
                 self.framing,
                 ResponseFraming::Empty | ResponseFraming::Length(0)

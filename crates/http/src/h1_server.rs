@@ -17,6 +17,7 @@ use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
 use crate::name_cache::NameCache;
+use crate::splice::SpliceOffer;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{Tunnel, TunnelEnd};
 use bytes::{Buf, Bytes, BytesMut};
@@ -410,6 +411,16 @@ async fn write_response(
     let announce_keep_alive = *keep_alive && request_version == Version::HTTP_10;
     encode_head(&parts, delimit, *keep_alive, announce_keep_alive, out);
     crate::header_maps::give(parts.headers);
+    // A long upstream body may come by splice when both sockets are cleartext and the length
+    // is fixed (see `crate::splice`).
+    let mut extensions = parts.extensions;
+    let splice = match delimit {
+        Delimit::Length(_) if write.tcp().is_some() => extensions.remove::<SpliceOffer>(),
+        _ => None,
+    };
+    if let Some(offer) = &splice {
+        offer.want();
+    }
     if delimit == Delimit::NoBody {
         let written = write.write_all(out).await.is_ok();
         out.clear();
@@ -417,9 +428,15 @@ async fn write_response(
     }
     // A body that breaks (upstream reset) ends the connection short of its framing, so the
     // client cannot mistake the response for complete.
-    crate::wire::write_message(write, out, body, delimit == Delimit::Chunked)
-        .await
-        .is_ok()
+    crate::wire::write_message(
+        write,
+        out,
+        body,
+        delimit == Delimit::Chunked,
+        splice.as_ref(),
+    )
+    .await
+    .is_ok()
         && delimit != Delimit::Close
 }
 

@@ -105,7 +105,9 @@ pub fn record(
     store: Arc<dyn IdempotencyStore>,
     clock: MonotonicClock,
 ) -> Response<ProxyBody> {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    // The recording must see every byte: none may be spliced past it.
+    crate::splice::strip(&mut parts.extensions);
     let headers = parts
         .headers
         .iter()

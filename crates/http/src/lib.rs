@@ -23,7 +23,8 @@
 //! - [`router`]: host/path/method/header matching, no I/O.
 //! - [`proxy`]: forwarding one request in named phases.
 //! - [`pool`]: upstream connections; [`h1_client`]: HTTP/1.1 to upstreams, driven inline;
-//!   [`chunked`]: the chunked coding decoder both directions share.
+//!   [`chunked`]: the chunked coding decoder both directions share; [`splice`]: long bodies
+//!   handed from an upstream's socket to the client's and moved without copying.
 //! - [`headers`]: hop-by-hop removal, X-Forwarded-*, Via, request ids.
 //! - [`health`]: endpoint health (active checks, ejections) as lock-free flags;
 //!   [`resilience`]: a cluster's retry policy and budget, breakers and outlier detector;
@@ -64,6 +65,7 @@ pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod splice;
 pub mod stream_io;
 pub mod tls_edge;
 pub mod upgrade;

@@ -1032,6 +1032,10 @@ fn respond(
         ));
     }
     endpoint.duration.observe(head.upstream);
+    if let Some(offer) = parts.extensions.get_mut::<crate::splice::SpliceOffer>() {
+        // A spliced body is not polled while it moves: the transfer keeps the read timeout.
+        offer.set_idle_timeout(route.read_timeout);
+    }
     headers::add_via(&mut parts.headers, parts.version);
     parts.version = Version::HTTP_11;
     let body = TrackedBody {

@@ -57,6 +57,16 @@ impl ConnRead {
     }
 }
 
+impl ConnWrite {
+    /// The cleartext socket, for bodies moved into it without copies (see [`crate::splice`]).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Self::Tcp(write) => Some(write.as_ref()),
+            _ => None,
+        }
+    }
+}
+
 impl AsyncRead for ConnRead {
     fn poll_read(
         self: Pin<&mut Self>,

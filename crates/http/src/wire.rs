@@ -4,7 +4,8 @@
 //! Bytes go out as soon as the body has nothing more ready: the head rides in one write with the
 //! first frame when that frame is already there, but nothing is held back waiting for more (an
 //! event stream or an interactive upload must flow). Large frames are not copied: they go out
-//! together with what is buffered in one writev.
+//! together with what is buffered in one writev. A body handed over for splicing (see
+//! [`crate::splice`]) moves from its upstream socket straight into the writer's.
 
 use crate::body::{BoxError, ProxyBody};
 use futures_util::FutureExt;
@@ -26,13 +27,31 @@ pub enum WriteError {
     Io(io::Error),
 }
 
+/// A writer that can take a body by splice: its cleartext socket, if it has one.
+pub trait SpliceTarget {
+    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl SpliceTarget for crate::stream_io::ConnWrite {
+    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+        self.tcp()
+    }
+}
+
+impl SpliceTarget for Vec<u8> {}
+
 /// Writes `out` (an encoded head, or nothing) and then `body`, chunked or as-is. `out` is the
-/// caller's reusable buffer: it comes back empty (its capacity kept) when all went out.
-pub async fn write_message<W: AsyncWrite + Unpin>(
+/// caller's reusable buffer: it comes back empty (its capacity kept) when all went out. With
+/// a wanted `splice` offer, the body may lend its connection midway (an empty frame says so),
+/// and the rest moves socket to socket.
+pub async fn write_message<W: AsyncWrite + SpliceTarget + Unpin>(
     writer: &mut W,
     out: &mut Vec<u8>,
     mut body: ProxyBody,
     chunked: bool,
+    splice: Option<&crate::splice::SpliceOffer>,
 ) -> Result<(), WriteError> {
     loop {
         let next = match body.frame().now_or_never() {
@@ -50,6 +69,17 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
             continue; // trailers are not sent over HTTP/1.1
         };
         if data.is_empty() {
+            if let Some(lent) = splice.and_then(crate::splice::SpliceOffer::take_lent) {
+                // What went before goes first; then the rest of the body, without copies.
+                writer.write_all(out).await.map_err(WriteError::Io)?;
+                out.clear();
+                let Some(socket) = writer.socket() else {
+                    // Not wanted by a writer without a socket; dropping it fails the body.
+                    drop(lent);
+                    continue;
+                };
+                lent.forward(socket).await.map_err(WriteError::Io)?;
+            }
             continue;
         }
         if chunked {
@@ -153,18 +183,19 @@ mod tests {
             &mut b"HEAD\r\n\r\n".to_vec(),
             body(b"hello"),
             true,
+            None,
         )
         .await
         .unwrap();
         assert_eq!(out, b"HEAD\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
         let mut out = Vec::new();
-        write_message(&mut out, &mut Vec::new(), body(b"hello"), false)
+        write_message(&mut out, &mut Vec::new(), body(b"hello"), false, None)
             .await
             .unwrap();
         assert_eq!(out, b"hello");
         let big = vec![b'x'; 20_000].leak();
         let mut out = Vec::new();
-        write_message(&mut out, &mut b"H".to_vec(), body(big), true)
+        write_message(&mut out, &mut b"H".to_vec(), body(big), true, None)
             .await
             .unwrap();
         assert_eq!(out.len(), 1 + 6 + 20_000 + 2 + 5);

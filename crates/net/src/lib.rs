@@ -7,11 +7,14 @@
 //!   must not let Nagle hold them back behind delayed ACKs).
 //! - [`cidr`]: [`CidrTable`], longest-prefix match over IPv4 and IPv6 prefixes (IPv4-mapped
 //!   IPv6 addresses count as IPv4); [`acl`]: [`AccessList`], allow/deny lists built on it.
+//! - [`splice`]: [`splice::forward_exact`], a known number of bytes from one socket to another
+//!   through a pipe, without copying them into the process (Linux).
 //!
 //! Later: PROXY protocol, TCP_INFO, congestion control and fastopen.
 
 pub mod acl;
 pub mod cidr;
+pub mod splice;
 
 pub use acl::{Access, AccessList};
 pub use cidr::CidrTable;

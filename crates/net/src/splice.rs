@@ -1,0 +1,305 @@
+//! Moving bytes from one TCP socket to another without copying them through user space:
+//! splice(2) from the source socket into a pipe, and from the pipe into the destination socket.
+//! The kernel moves page references; neither copy of a read-then-write relay happens, and the
+//! pages the sender filled reach the final reader without passing through this process's cache.
+//!
+//! [`forward_exact`] moves a known number of bytes (an HTTP body with a Content-Length). Pipes
+//! are kept per thread and reused: making one costs two descriptors and a system call, and a
+//! pipe that ends a transfer empty is as good as new. A pipe left holding bytes (the transfer
+//! failed) is closed instead.
+//!
+//! Linux only; elsewhere [`supported`] is false and callers keep their copying path.
+
+use std::io;
+
+/// Why a forward stopped short.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Reading the source failed, it closed early, or it sent nothing for the idle timeout.
+    Source(io::Error),
+    /// Writing the destination failed.
+    Destination(io::Error),
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Source(e) => write!(f, "reading: {e}"),
+            Self::Destination(e) => write!(f, "writing: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ForwardError {}
+
+/// Whether [`forward_exact`] can run on this system.
+pub const fn supported() -> bool {
+    cfg!(target_os = "linux")
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::forward_exact;
+
+#[cfg(not(target_os = "linux"))]
+/// Not available here: [`supported`] is false, and this fails at once.
+pub async fn forward_exact(
+    _from: &tokio::net::TcpStream,
+    _to: &tokio::net::TcpStream,
+    _len: u64,
+    _idle: std::time::Duration,
+) -> Result<(), ForwardError> {
+    Err(ForwardError::Source(io::ErrorKind::Unsupported.into()))
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::ForwardError;
+    use std::cell::RefCell;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::time::Duration;
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    /// Asked of each new pipe (the default is 64 KiB in 16 page slots): a 256 KiB body moves
+    /// in one splice each way. Refused above /proc/sys/fs/pipe-max-size; then the default stays.
+    const PIPE_SIZE: libc::c_int = 256 * 1024;
+    /// Pipes kept per thread between transfers.
+    const KEPT_PIPES: usize = 64;
+
+    thread_local! {
+        static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct Pipe {
+        read: OwnedFd,
+        write: OwnedFd,
+        /// What one splice into it may ask for.
+        capacity: usize,
+    }
+
+    impl Pipe {
+        fn take() -> io::Result<Pipe> {
+            if let Some(pipe) = PIPES.with(|pipes| pipes.borrow_mut().pop()) {
+                return Ok(pipe);
+            }
+            let mut fds = [0 as RawFd; 2];
+            // SAFETY: pipe2 writes two descriptors into the array it is given.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: both descriptors were just opened and are owned by nothing else.
+            let (read, write) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            // SAFETY: fcntl on a descriptor we own; failure leaves the default size.
+            let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+            let capacity = if size > 0 { size as usize } else { 64 * 1024 };
+            Ok(Pipe {
+                read,
+                write,
+                capacity,
+            })
+        }
+
+        /// Back to the thread's pool; only empty pipes come here.
+        fn give_back(self) {
+            PIPES.with(|pipes| {
+                let mut pipes = pipes.borrow_mut();
+                if pipes.len() < KEPT_PIPES {
+                    pipes.push(self);
+                }
+            });
+        }
+    }
+
+    fn splice(from: RawFd, to: RawFd, len: usize, more: bool) -> io::Result<usize> {
+        let mut flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+        if more {
+            flags |= libc::SPLICE_F_MORE;
+        }
+        // SAFETY: splice only reads and writes the descriptors' kernel objects; null offsets
+        // mean "the current position", as sockets and pipes require.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Moves exactly `len` bytes from `from` to `to`. The source may be silent for at most
+    /// `idle` at a time; a destination that does not drain waits as a plain write would. On
+    /// error the sockets are left mid-message: the caller must close both.
+    pub async fn forward_exact(
+        from: &TcpStream,
+        to: &TcpStream,
+        len: u64,
+        idle: Duration,
+    ) -> Result<(), ForwardError> {
+        let pipe = Pipe::take().map_err(ForwardError::Source)?;
+        let mut remaining = len;
+        // Bytes in the pipe. The pipe is filled only when empty, so a splice into it that
+        // would block always means the socket has nothing (a full pipe would block too, and
+        // then the socket's readiness would be cleared wrongly).
+        let mut in_pipe = 0usize;
+        while remaining > 0 || in_pipe > 0 {
+            if in_pipe == 0 {
+                let want = remaining.min(pipe.capacity as u64) as usize;
+                let filled = from.try_io(Interest::READABLE, || {
+                    splice(from.as_raw_fd(), pipe.write.as_raw_fd(), want, false)
+                });
+                match filled {
+                    Ok(0) => {
+                        return Err(ForwardError::Source(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("closed with {remaining} bytes still to come"),
+                        )));
+                    }
+                    Ok(n) => {
+                        in_pipe = n;
+                        remaining -= n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match tokio::time::timeout(idle, from.readable()).await {
+                            Ok(ready) => ready.map_err(ForwardError::Source)?,
+                            Err(_) => {
+                                return Err(ForwardError::Source(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!("nothing received for {idle:?}"),
+                                )));
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(ForwardError::Source(e)),
+                }
+            }
+            let drained = to.try_io(Interest::WRITABLE, || {
+                splice(
+                    pipe.read.as_raw_fd(),
+                    to.as_raw_fd(),
+                    in_pipe,
+                    remaining > 0,
+                )
+            });
+            match drained {
+                Ok(n) => in_pipe -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    to.writable().await.map_err(ForwardError::Destination)?;
+                }
+                Err(e) => return Err(ForwardError::Destination(e)),
+            }
+        }
+        pipe.give_back();
+        Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn moves_exactly_the_length_and_leaves_what_follows() {
+        // Larger than any pipe, so the pipe is filled and drained many times, and the reader
+        // is slow to start, so the destination blocks.
+        for len in [1usize, 4096, 300_000, 3_000_000] {
+            let (mut source_writer, source) = pair().await;
+            let (destination, mut reader) = pair().await;
+            let body = pattern(len);
+            let sent = body.clone();
+            let writer = tokio::spawn(async move {
+                source_writer.write_all(&sent).await.unwrap();
+                source_writer.write_all(b"NEXT").await.unwrap();
+                source_writer
+            });
+            let reading = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut got = vec![0; len];
+                reader.read_exact(&mut got).await.unwrap();
+                got
+            });
+            forward_exact(&source, &destination, len as u64, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(reading.await.unwrap() == body, "{len} bytes arrived intact");
+            let _writer = writer.await.unwrap();
+            // What came after the body is still in the source, unread.
+            let mut next = [0u8; 4];
+            let mut source = source;
+            source.read_exact(&mut next).await.unwrap();
+            assert_eq!(&next, b"NEXT");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_that_closes_early_is_an_error() {
+        let (mut source_writer, source) = pair().await;
+        let (destination, _reader) = pair().await;
+        source_writer.write_all(&pattern(1000)).await.unwrap();
+        drop(source_writer);
+        let error = forward_exact(&source, &destination, 5000, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ForwardError::Source(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_source_times_out() {
+        let (_source_writer, source) = pair().await;
+        let (destination, _reader) = pair().await;
+        let error = forward_exact(&source, &destination, 10, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ForwardError::Source(e) if e.kind() == io::ErrorKind::TimedOut),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_destination_is_an_error() {
+        let (mut source_writer, source) = pair().await;
+        let (destination, reader) = pair().await;
+        drop(reader);
+        let writer = tokio::spawn(async move {
+            // Ignore failure: the forward may stop reading once the destination is gone.
+            let _ = source_writer.write_all(&pattern(4_000_000)).await;
+        });
+        let error = forward_exact(&source, &destination, 4_000_000, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ForwardError::Destination(_)), "{error}");
+        drop(source);
+        writer.await.unwrap();
+    }
+}
