@@ -399,6 +399,14 @@ async fn the_store_stays_within_its_size_and_large_bodies_pass_through() {
         up.requests() - before
     );
 
+    // Long enough that it would be spliced socket to socket were the store not reading it:
+    // the store sees every byte, and the hit is whole.
+    let expected: Vec<u8> = (0..40_000usize).map(|i| (i % 251) as u8).collect();
+    let first = get(&c, addr, "/bytes/40000?long", &cc).await;
+    let hit = get(&c, addr, "/bytes/40000?long", &cc).await;
+    assert_eq!(status_of(&hit), "gatehouse; hit");
+    assert!(first.body == expected && hit.body == expected);
+
     // Larger than max_object_size: streamed through whole, never stored.
     for _ in 0..2 {
         let big = get(&c, addr, "/bytes/200000", &cc).await;

@@ -61,6 +61,19 @@ async fn responses_are_compressed_as_the_client_accepts() {
             padding.as_str()
         );
 
+        // A body long enough to be spliced is still compressed, every byte of it.
+        let long_padding = "y".repeat(20_000);
+        let long = get(
+            &client,
+            addr,
+            "/json",
+            &[("accept-encoding", "gzip"), ("x-pad", &long_padding)],
+        )
+        .await;
+        assert_eq!(long.headers["content-encoding"], "gzip");
+        let json: serde_json::Value = serde_json::from_slice(&gunzip(&long.body)).unwrap();
+        assert_eq!(json["headers"]["x-pad"], long_padding.as_str());
+
         // No Accept-Encoding: the plain body, with Vary saying it could differ.
         let plain = get(&client, addr, "/json", &[("x-pad", &padding)]).await;
         assert!(!plain.headers.contains_key("content-encoding"));

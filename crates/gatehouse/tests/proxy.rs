@@ -335,11 +335,22 @@ async fn keep_alive_connections_to_upstreams_are_reused() {
     let up = TestUpstream::start("up").await;
     let gw = gateway_to(&[&up]).await;
     let c = h1();
-    for _ in 0..50 {
-        assert_eq!(
-            get(&c, gw.addr("main"), "/", &[]).await.status,
-            StatusCode::OK
-        );
+    // The upstream's long bodies: a 64 KiB pattern, repeated.
+    let expected: Vec<u8> = (0..300_000usize)
+        .map(|i| (i % 65_536 % 251) as u8)
+        .collect();
+    for i in 0..50 {
+        // Every fifth answer is long enough to be spliced socket to socket: its connection
+        // must come back clean for the next request.
+        let path = if i % 5 == 0 { "/bytes/300000" } else { "/" };
+        let answer = get(&c, gw.addr("main"), path, &[]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        if i % 5 == 0 {
+            assert!(
+                answer.body == expected,
+                "request {i}: the long body arrived intact"
+            );
+        }
     }
     let metrics = get(&c, gw.admin.unwrap(), "/metrics", &[]).await.text();
     let line = metrics

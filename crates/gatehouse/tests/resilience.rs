@@ -452,6 +452,14 @@ async fn one_idempotency_key_runs_a_post_once() {
     let back = TestUpstream::serve("back", listener);
     assert_eq!(pay("order-3", b"y", "/charge").await.status, StatusCode::OK);
     assert_eq!(back.requests(), 1);
+
+    // An answer long enough to be spliced socket to socket were the recording not reading
+    // it: recorded whole, replayed whole.
+    let long = pay("order-long", b"x", "/bytes/40000").await;
+    let replayed = pay("order-long", b"x", "/bytes/40000").await;
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    assert_eq!(long.body.len(), 40_000);
+    assert_eq!(replayed.body, long.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -751,17 +751,23 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
         }
         if this.lent {
             // Back from the client's writer, which moved the rest of the body.
+            use crate::splice::Returned;
             this.lent = false;
             match this
                 .splice
                 .as_ref()
                 .and_then(|splice| splice.take_returned())
             {
-                Some(Ok(connection)) => {
+                Some(Returned::Sent(connection)) => {
                     this.connection = Some(connection);
                     this.framing = ResponseFraming::Length(0);
                 }
-                Some(Err(reason)) => return this.fail(reason),
+                Some(Returned::Untouched(connection)) => {
+                    // Splicing was not possible: the rest is read and copied as usual.
+                    this.connection = Some(connection);
+                    this.splice = None;
+                }
+                Some(Returned::Broken(reason)) => return this.fail(reason),
                 None => return this.fail("polled while its connection was lent".into()),
             }
         }

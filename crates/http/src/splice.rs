@@ -44,8 +44,18 @@ struct Slot {
     wanted: bool,
     /// The body's connection and the body bytes still to come, while the writer has it.
     lent: Option<(H1Connection, u64)>,
-    /// Back from the writer: the connection with the whole body sent, or why it broke.
-    returned: Option<Result<H1Connection, String>>,
+    /// Back from the writer.
+    returned: Option<Returned>,
+}
+
+/// How a lent connection comes back.
+pub(crate) enum Returned {
+    /// The whole body went to the client.
+    Sent(H1Connection),
+    /// Nothing moved (splice was not possible): the body continues by copying.
+    Untouched(H1Connection),
+    /// The transfer broke, for this reason; the connection is gone.
+    Broken(String),
 }
 
 /// Removes a response's offer: for layers that must see the body's bytes.
@@ -104,27 +114,34 @@ impl Lent {
             .take()
             .expect("a lent connection is taken once");
         let Some(from) = connection.tcp_read() else {
-            self.give_back(Err("the upstream connection is not cleartext TCP".into()));
+            self.give_back(Returned::Untouched(connection));
             return Ok(());
         };
+        use gatehouse_net::splice::ForwardError;
         let moved = gatehouse_net::splice::forward_exact(from, to, self.len, self.idle).await;
         match moved {
             Ok(()) => {
-                self.give_back(Ok(connection));
+                self.give_back(Returned::Sent(connection));
                 Ok(())
             }
-            Err(gatehouse_net::splice::ForwardError::Source(e)) => {
-                self.give_back(Err(e.to_string()));
+            Err(ForwardError::NotStarted(e)) => {
+                tracing::debug!("response body copied instead of spliced: {e}");
+                self.give_back(Returned::Untouched(connection));
                 Ok(())
             }
-            Err(gatehouse_net::splice::ForwardError::Destination(e)) => {
-                self.give_back(Err(format!("the client stopped taking the body: {e}")));
+            Err(ForwardError::Source(e)) => {
+                self.give_back(Returned::Broken(e.to_string()));
+                Ok(())
+            }
+            Err(ForwardError::Destination(e)) => {
+                let reason = format!("the client stopped taking the body: {e}");
+                self.give_back(Returned::Broken(reason));
                 Err(e)
             }
         }
     }
 
-    fn give_back(&mut self, result: Result<H1Connection, String>) {
+    fn give_back(&mut self, result: Returned) {
         self.slot.lock().returned = Some(result);
     }
 }
@@ -132,7 +149,7 @@ impl Lent {
 impl Drop for Lent {
     fn drop(&mut self) {
         if self.connection.take().is_some() {
-            self.give_back(Err("the transfer was abandoned".into()));
+            self.give_back(Returned::Broken("the transfer was abandoned".into()));
         }
     }
 }
@@ -161,7 +178,7 @@ impl BodySide {
     }
 
     /// What came back from the writer: `None` while it still has the connection.
-    pub(crate) fn take_returned(&self) -> Option<Result<H1Connection, String>> {
+    pub(crate) fn take_returned(&self) -> Option<Returned> {
         self.slot.lock().returned.take()
     }
 }
@@ -272,35 +289,49 @@ mod tests {
         (crate::stream_io::split_tcp(accepted).1, client)
     }
 
+    /// How a body went when polled as the writer polls it.
+    struct Drained {
+        /// Bytes the body handed out itself, before and after a hand-off.
+        before: Vec<u8>,
+        after: Vec<u8>,
+        lent: bool,
+        ended: Result<(), String>,
+    }
+
     /// Polls `body` as the writer does: bytes it hands out are collected, and a lent
-    /// connection is forwarded to `to`. Returns the bytes, whether it was lent, and how the
-    /// body ended.
+    /// connection is forwarded to `to`.
     async fn drain(
         mut body: crate::body::ProxyBody,
         offer: &SpliceOffer,
         to: &TcpStream,
-    ) -> (Vec<u8>, bool, Result<(), String>) {
-        let (mut handed_out, mut lent) = (Vec::new(), false);
+    ) -> Drained {
+        let mut drained = Drained {
+            before: Vec::new(),
+            after: Vec::new(),
+            lent: false,
+            ended: Ok(()),
+        };
         while let Some(frame) = body.frame().await {
             let data: Bytes = match frame {
                 Ok(frame) => frame.into_data().unwrap(),
-                Err(e) => return (handed_out, lent, Err(e.to_string())),
+                Err(e) => {
+                    drained.ended = Err(e.to_string());
+                    break;
+                }
             };
             if data.is_empty() {
                 let connection = offer
                     .take_lent()
                     .expect("an empty frame means a lent connection");
                 connection.forward(to).await.unwrap();
-                lent = true;
+                drained.lent = true;
+            } else if drained.lent {
+                drained.after.extend_from_slice(&data);
             } else {
-                assert!(
-                    !lent,
-                    "nothing comes from the body itself after the hand-off"
-                );
-                handed_out.extend_from_slice(&data);
+                drained.before.extend_from_slice(&data);
             }
         }
-        (handed_out, lent, Ok(()))
+        drained
     }
 
     #[tokio::test]
@@ -320,10 +351,15 @@ mod tests {
             client.read_to_end(&mut got).await.unwrap();
             got
         });
-        let (handed_out, lent, ended) = drain(response_body, &offer, write.tcp().unwrap()).await;
+        let drained = drain(response_body, &offer, write.tcp().unwrap()).await;
         drop(write); // the client's end of stream
-        assert!(lent && ended.is_ok(), "{ended:?}");
+        assert!(drained.lent && drained.ended.is_ok(), "{:?}", drained.ended);
+        assert!(
+            drained.after.is_empty(),
+            "the body hands out nothing after the hand-off"
+        );
         // The head was read a page at a time: at most that much body came with it.
+        let handed_out = drained.before;
         assert!(
             handed_out.len() <= 4096,
             "{} bytes copied",
@@ -357,10 +393,39 @@ mod tests {
         let (mut parts, response_body) = get(connect(addr).await, &home).await.into_parts();
         let offer = parts.extensions.remove::<SpliceOffer>().unwrap();
         let (_write, client) = client().await;
-        let (handed_out, lent, ended) = drain(response_body, &offer, &client).await;
-        assert!(!lent && ended.is_ok());
-        assert!(handed_out == body);
+        let drained = drain(response_body, &offer, &client).await;
+        assert!(!drained.lent && drained.ended.is_ok());
+        assert!(drained.before == body);
         assert_eq!(home.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn when_no_pipe_can_be_made_the_body_is_copied_instead() {
+        let body = pattern(100_000);
+        let addr = upstream(vec![answer(&body, body.len())], true).await;
+        let home = Arc::new(Kept::default());
+        let (mut parts, response_body) = get(connect(addr).await, &home).await.into_parts();
+        let offer = parts.extensions.remove::<SpliceOffer>().unwrap();
+        offer.want();
+        let (write, mut client) = client().await;
+        gatehouse_net::splice::refuse_next_pipe();
+        let drained = drain(response_body, &offer, write.tcp().unwrap()).await;
+        assert!(drained.lent && drained.ended.is_ok(), "{:?}", drained.ended);
+        let mut handed_out = drained.before;
+        handed_out.extend_from_slice(&drained.after);
+        assert!(handed_out == body, "every byte came through the body");
+        assert_eq!(
+            home.0.lock().unwrap().len(),
+            1,
+            "and the connection went home"
+        );
+        drop(write);
+        let mut nothing = Vec::new();
+        client.read_to_end(&mut nothing).await.unwrap();
+        assert!(
+            nothing.is_empty(),
+            "nothing went to the client's socket directly"
+        );
     }
 
     #[tokio::test]
@@ -372,9 +437,9 @@ mod tests {
         let offer = parts.extensions.remove::<SpliceOffer>().unwrap();
         offer.want();
         let (write, _client) = client().await;
-        let (_, lent, ended) = drain(response_body, &offer, write.tcp().unwrap()).await;
-        assert!(lent);
-        let reason = ended.unwrap_err();
+        let drained = drain(response_body, &offer, write.tcp().unwrap()).await;
+        assert!(drained.lent && drained.after.is_empty());
+        let reason = drained.ended.unwrap_err();
         assert!(reason.contains("bytes still to come"), "{reason}");
         assert!(
             home.0.lock().unwrap().is_empty(),

@@ -15,6 +15,9 @@ use std::io;
 /// Why a forward stopped short.
 #[derive(Debug)]
 pub enum ForwardError {
+    /// Nothing was moved and the source is untouched: no pipe could be made (the descriptor
+    /// limit), or this kernel refuses to splice these sockets. The caller can copy instead.
+    NotStarted(io::Error),
     /// Reading the source failed, it closed early, or it sent nothing for the idle timeout.
     Source(io::Error),
     /// Writing the destination failed.
@@ -24,6 +27,7 @@ pub enum ForwardError {
 impl std::fmt::Display for ForwardError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::NotStarted(e) => write!(f, "cannot splice: {e}"),
             Self::Source(e) => write!(f, "reading: {e}"),
             Self::Destination(e) => write!(f, "writing: {e}"),
         }
@@ -38,7 +42,12 @@ pub const fn supported() -> bool {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::forward_exact;
+pub use linux::{forward_exact, refuse_next_pipe};
+
+/// Not available here: nothing to refuse.
+#[cfg(not(target_os = "linux"))]
+#[doc(hidden)]
+pub fn refuse_next_pipe() {}
 
 #[cfg(not(target_os = "linux"))]
 /// Not available here: [`supported`] is false, and this fails at once.
@@ -48,7 +57,7 @@ pub async fn forward_exact(
     _len: u64,
     _idle: std::time::Duration,
 ) -> Result<(), ForwardError> {
-    Err(ForwardError::Source(io::ErrorKind::Unsupported.into()))
+    Err(ForwardError::NotStarted(io::ErrorKind::Unsupported.into()))
 }
 
 #[cfg(target_os = "linux")]
@@ -69,6 +78,14 @@ mod linux {
 
     thread_local! {
         static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+        static REFUSE_NEXT_PIPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Makes this thread's next pipe fail to open, as at the descriptor limit: for tests of
+    /// callers' fallback.
+    #[doc(hidden)]
+    pub fn refuse_next_pipe() {
+        REFUSE_NEXT_PIPE.with(|refuse| refuse.set(true));
     }
 
     struct Pipe {
@@ -80,6 +97,9 @@ mod linux {
 
     impl Pipe {
         fn take() -> io::Result<Pipe> {
+            if REFUSE_NEXT_PIPE.with(|refuse| refuse.replace(false)) {
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
             if let Some(pipe) = PIPES.with(|pipes| pipes.borrow_mut().pop()) {
                 return Ok(pipe);
             }
@@ -136,6 +156,14 @@ mod linux {
         }
     }
 
+    /// Errors that say splice is not possible here rather than that a socket broke.
+    fn refused(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+        )
+    }
+
     /// Moves exactly `len` bytes from `from` to `to`. The source may be silent for at most
     /// `idle` at a time; a destination that does not drain waits as a plain write would. On
     /// error the sockets are left mid-message: the caller must close both.
@@ -145,7 +173,7 @@ mod linux {
         len: u64,
         idle: Duration,
     ) -> Result<(), ForwardError> {
-        let pipe = Pipe::take().map_err(ForwardError::Source)?;
+        let pipe = Pipe::take().map_err(ForwardError::NotStarted)?;
         let mut remaining = len;
         // Bytes in the pipe. The pipe is filled only when empty, so a splice into it that
         // would block always means the socket has nothing (a full pipe would block too, and
@@ -179,6 +207,10 @@ mod linux {
                             }
                         }
                         continue;
+                    }
+                    // The first splice found this kernel unwilling: the socket is untouched.
+                    Err(e) if remaining == len && refused(&e) => {
+                        return Err(ForwardError::NotStarted(e));
                     }
                     Err(e) => return Err(ForwardError::Source(e)),
                 }
@@ -271,6 +303,21 @@ mod tests {
             matches!(&error, ForwardError::Source(e) if e.kind() == io::ErrorKind::UnexpectedEof),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn without_a_pipe_nothing_is_touched() {
+        let (mut source_writer, mut source) = pair().await;
+        let (destination, _reader) = pair().await;
+        source_writer.write_all(b"still here").await.unwrap();
+        refuse_next_pipe();
+        let error = forward_exact(&source, &destination, 10, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ForwardError::NotStarted(_)), "{error}");
+        let mut kept = [0u8; 10];
+        source.read_exact(&mut kept).await.unwrap();
+        assert_eq!(&kept, b"still here");
     }
 
     #[tokio::test]
