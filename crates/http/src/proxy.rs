@@ -1036,7 +1036,9 @@ fn respond(
         // A spliced body is not polled while it moves: the transfer keeps the read timeout.
         offer.set_idle_timeout(route.read_timeout);
     }
-    headers::add_via(&mut parts.headers, parts.version);
+    if route.forward_headers.via {
+        headers::add_via(&mut parts.headers, parts.version);
+    }
     parts.version = Version::HTTP_11;
     let body = TrackedBody {
         inner: body,

@@ -580,9 +580,13 @@ pub async fn handle_request(
             (response, None, None)
         }
     };
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id);
+    // The request's id goes back to the client unless its route adds none (answers without a
+    // route always carry it).
+    if route.is_none_or(|route| route.forward_headers.x_request_id) {
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id);
+    }
     if let Some(route) = route {
         route.protection.finish(
             response.headers_mut(),
