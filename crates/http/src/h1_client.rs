@@ -622,7 +622,7 @@ fn response<H: ConnectionHome>(
                 && connection.tcp_read().is_some()
                 && gatehouse_net::splice::supported() =>
         {
-            let (offer, body_side) = crate::splice::SpliceOffer::new();
+            let (offer, body_side) = crate::splice::SpliceOffer::new(n);
             parts.extensions.insert(offer);
             Some(body_side)
         }
@@ -836,7 +836,9 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
                 }
             }
             let Some(connection) = this.connection.as_mut() else {
-                return Poll::Ready(None);
+                // Not reached (a connection taken above is lent or put back); never end a
+                // body with a length short and clean.
+                return this.fail("the connection went missing".into());
             };
             if connection.read_buf.capacity() - connection.read_buf.len() < READ_RESERVE {
                 connection.read_buf.reserve(READ_RESERVE * 4);

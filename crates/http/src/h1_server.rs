@@ -415,12 +415,11 @@ async fn write_response(
     // is fixed (see `crate::splice`).
     let mut extensions = parts.extensions;
     let splice = match delimit {
-        Delimit::Length(_) if write.tcp().is_some() => extensions.remove::<SpliceOffer>(),
+        Delimit::Length(n) if write.tcp().is_some() => extensions
+            .remove::<SpliceOffer>()
+            .filter(|offer| offer.want(n)),
         _ => None,
     };
-    if let Some(offer) = &splice {
-        offer.want();
-    }
     if delimit == Delimit::NoBody {
         let written = write.write_all(out).await.is_ok();
         out.clear();

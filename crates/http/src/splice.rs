@@ -10,7 +10,7 @@
 //!    long enough to be worth it ([`WORTH_SPLICING`]).
 //! 2. The client's connection ([`crate::h1_server`]) takes the offer out of the extensions and
 //!    [`wants`](SpliceOffer::want) it when its own socket is cleartext TCP and it writes the
-//!    body with a Content-Length.
+//!    body with the Content-Length offered.
 //! 3. When the body has handed out what it had buffered and would read its socket next, it
 //!    lends its connection through the offer and yields an empty data frame.
 //! 4. The writer ([`crate::wire::write_message`]) sees the empty frame, takes the [`Lent`]
@@ -35,6 +35,10 @@ pub const WORTH_SPLICING: u64 = 16 * 1024;
 #[derive(Clone)]
 pub struct SpliceOffer {
     slot: Arc<Mutex<Slot>>,
+    /// The body's length as the upstream declared it: a writer wants the offer only for a
+    /// body of exactly this length, so a layer that changed the body and forgot to
+    /// [`strip`] the offer is still never bypassed by raw upstream bytes of another length.
+    length: u64,
     /// The longest the upstream may stay silent during the transfer: the route's read timeout.
     idle: Duration,
 }
@@ -64,11 +68,12 @@ pub fn strip(extensions: &mut http::Extensions) {
 }
 
 impl SpliceOffer {
-    /// A new offer, and the handle the body keeps.
-    pub(crate) fn new() -> (SpliceOffer, BodySide) {
+    /// A new offer for a body of `length` bytes, and the handle the body keeps.
+    pub(crate) fn new(length: u64) -> (SpliceOffer, BodySide) {
         let slot = Arc::new(Mutex::new(Slot::default()));
         let offer = SpliceOffer {
             slot: Arc::clone(&slot),
+            length,
             idle: gatehouse_config::Route::DEFAULT_READ_TIMEOUT,
         };
         (offer, BodySide { slot })
@@ -79,9 +84,12 @@ impl SpliceOffer {
         self.idle = idle;
     }
 
-    /// The writer will take the connection when the body offers it.
-    pub fn want(&self) {
-        self.slot.lock().wanted = true;
+    /// The writer will take the connection when the body offers it, if the body it writes
+    /// has the length offered; returns whether it will.
+    pub fn want(&self, writing: u64) -> bool {
+        let wanted = writing == self.length;
+        self.slot.lock().wanted = wanted;
+        wanted
     }
 
     /// The connection the body lent, if it just did.
@@ -109,16 +117,17 @@ impl Lent {
     /// Moves the rest of the body to `to`. An upstream failure is reported by the body's next
     /// poll (as any broken body is); a client failure is returned.
     pub async fn forward(mut self, to: &TcpStream) -> std::io::Result<()> {
-        let connection = self
-            .connection
-            .take()
-            .expect("a lent connection is taken once");
-        let Some(from) = connection.tcp_read() else {
-            self.give_back(Returned::Untouched(connection));
-            return Ok(());
-        };
         use gatehouse_net::splice::ForwardError;
-        let moved = gatehouse_net::splice::forward_exact(from, to, self.len, self.idle).await;
+        // Borrowed while the bytes move, so a transfer dropped midway still reports (`Drop`).
+        let moved = match self.connection.as_ref().and_then(H1Connection::tcp_read) {
+            Some(from) => gatehouse_net::splice::forward_exact(from, to, self.len, self.idle).await,
+            None => Err(ForwardError::NotStarted(
+                std::io::ErrorKind::Unsupported.into(),
+            )),
+        };
+        let Some(connection) = self.connection.take() else {
+            return Ok(()); // not reached: only `Drop` takes it otherwise
+        };
         match moved {
             Ok(()) => {
                 self.give_back(Returned::Sent(connection));
@@ -344,7 +353,7 @@ mod tests {
             .extensions
             .remove::<SpliceOffer>()
             .expect("a long body is offered");
-        offer.want();
+        assert!(offer.want(body.len() as u64));
         let (write, mut client) = client().await;
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -392,6 +401,8 @@ mod tests {
         let home = Arc::new(Kept::default());
         let (mut parts, response_body) = get(connect(addr).await, &home).await.into_parts();
         let offer = parts.extensions.remove::<SpliceOffer>().unwrap();
+        // A writer whose body has another length (a layer changed it) does not take it.
+        assert!(!offer.want(body.len() as u64 - 1));
         let (_write, client) = client().await;
         let drained = drain(response_body, &offer, &client).await;
         assert!(!drained.lent && drained.ended.is_ok());
@@ -406,7 +417,7 @@ mod tests {
         let home = Arc::new(Kept::default());
         let (mut parts, response_body) = get(connect(addr).await, &home).await.into_parts();
         let offer = parts.extensions.remove::<SpliceOffer>().unwrap();
-        offer.want();
+        assert!(offer.want(body.len() as u64));
         let (write, mut client) = client().await;
         gatehouse_net::splice::refuse_next_pipe();
         let drained = drain(response_body, &offer, write.tcp().unwrap()).await;
@@ -435,7 +446,7 @@ mod tests {
         let home = Arc::new(Kept::default());
         let (mut parts, response_body) = get(connect(addr).await, &home).await.into_parts();
         let offer = parts.extensions.remove::<SpliceOffer>().unwrap();
-        offer.want();
+        assert!(offer.want(200_000));
         let (write, _client) = client().await;
         let drained = drain(response_body, &offer, write.tcp().unwrap()).await;
         assert!(drained.lent && drained.after.is_empty());

@@ -73,8 +73,10 @@ mod linux {
     /// Asked of each new pipe (the default is 64 KiB in 16 page slots): a 256 KiB body moves
     /// in one splice each way. Refused above /proc/sys/fs/pipe-max-size; then the default stays.
     const PIPE_SIZE: libc::c_int = 256 * 1024;
-    /// Pipes kept per thread between transfers.
-    const KEPT_PIPES: usize = 64;
+    /// Smallest pipe worth splicing through.
+    const MIN_PIPE_SIZE: libc::c_int = 64 * 1024;
+    /// Pipes kept per thread between transfers (each holds its pages' budget while kept).
+    const KEPT_PIPES: usize = 16;
 
     thread_local! {
         static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
@@ -111,9 +113,23 @@ mod linux {
             // SAFETY: both descriptors were just opened and are owned by nothing else.
             let (read, write) =
                 unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-            // SAFETY: fcntl on a descriptor we own; failure leaves the default size.
-            let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-            let capacity = if size > 0 { size as usize } else { 64 * 1024 };
+            // SAFETY: fcntl on a descriptor we own. Setting returns the size given; a refusal
+            // (above fs/pipe-max-size) leaves the size as it was, which is then asked for.
+            let size = unsafe {
+                match libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) {
+                    set if set > 0 => set,
+                    _ => libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ),
+                }
+            };
+            // A user past its pipe page budget (fs/pipe-user-pages-soft) gets pipes of one or
+            // two pages: splicing through those costs more system calls than copying saves.
+            if size < MIN_PIPE_SIZE {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("pipes are limited to {size} bytes"),
+                ));
+            }
+            let capacity = size as usize;
             Ok(Pipe {
                 read,
                 write,
@@ -132,11 +148,9 @@ mod linux {
         }
     }
 
-    fn splice(from: RawFd, to: RawFd, len: usize, more: bool) -> io::Result<usize> {
-        let mut flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-        if more {
-            flags |= libc::SPLICE_F_MORE;
-        }
+    fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+        // No SPLICE_F_MORE: bytes in the pipe go out now, even if the source pauses after them.
+        let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
         // SAFETY: splice only reads and writes the descriptors' kernel objects; null offsets
         // mean "the current position", as sockets and pipes require.
         let n = unsafe {
@@ -183,7 +197,7 @@ mod linux {
             if in_pipe == 0 {
                 let want = remaining.min(pipe.capacity as u64) as usize;
                 let filled = from.try_io(Interest::READABLE, || {
-                    splice(from.as_raw_fd(), pipe.write.as_raw_fd(), want, false)
+                    splice(from.as_raw_fd(), pipe.write.as_raw_fd(), want)
                 });
                 match filled {
                     Ok(0) => {
@@ -216,14 +230,12 @@ mod linux {
                 }
             }
             let drained = to.try_io(Interest::WRITABLE, || {
-                splice(
-                    pipe.read.as_raw_fd(),
-                    to.as_raw_fd(),
-                    in_pipe,
-                    remaining > 0,
-                )
+                splice(pipe.read.as_raw_fd(), to.as_raw_fd(), in_pipe)
             });
             match drained {
+                Ok(0) => {
+                    return Err(ForwardError::Destination(io::ErrorKind::WriteZero.into()));
+                }
                 Ok(n) => in_pipe -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     to.writable().await.map_err(ForwardError::Destination)?;
