@@ -824,20 +824,14 @@ impl<H: ConnectionHome> Body for ResponseBody<H> {
                 (this.framing, this.splice.as_ref())
                 && remaining >= crate::splice::WORTH_SPLICING
                 && this.upload.is_none()
-                && splice.is_wanted()
-                && let Some(connection) = this.connection.take()
+                && splice.lend(&mut this.connection, remaining)
             {
-                match splice.lend(connection, remaining) {
-                    Ok(()) => {
-                        this.lent = true;
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::new()))));
-                    }
-                    Err(connection) => this.connection = Some(connection),
-                }
+                this.lent = true;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::new()))));
             }
             let Some(connection) = this.connection.as_mut() else {
-                // Not reached (a connection taken above is lent or put back); never end a
-                // body with a length short and clean.
+                // Not reached (the connection is only taken when lent); never end a body
+                // with a length short and clean.
                 return this.fail("the connection went missing".into());
             };
             if connection.read_buf.capacity() - connection.read_buf.len() < READ_RESERVE {

@@ -169,21 +169,19 @@ pub(crate) struct BodySide {
 }
 
 impl BodySide {
-    /// Lends `connection` with `len` bytes to come when the writer wants it; gives it back
-    /// otherwise.
-    pub(crate) fn lend(&self, connection: H1Connection, len: u64) -> Result<(), H1Connection> {
+    /// Lends the body's connection, with `len` bytes to come, if the writer wants it: takes it
+    /// out of `connection` and returns true; leaves it there otherwise. One lock either way.
+    pub(crate) fn lend(&self, connection: &mut Option<H1Connection>, len: u64) -> bool {
         let mut slot = self.slot.lock();
         if !slot.wanted {
-            return Err(connection);
+            return false;
         }
+        let Some(connection) = connection.take() else {
+            return false;
+        };
         slot.wanted = false;
         slot.lent = Some((connection, len));
-        Ok(())
-    }
-
-    /// Whether the writer wants the connection (checked before taking it out of the body).
-    pub(crate) fn is_wanted(&self) -> bool {
-        self.slot.lock().wanted
+        true
     }
 
     /// What came back from the writer: `None` while it still has the connection.
