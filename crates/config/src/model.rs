@@ -149,6 +149,13 @@ pub struct Limits {
     /// bounds how long an idle HTTP/1.1 keep-alive connection waits for its next request.
     #[serde(with = "millis")]
     pub header_read_timeout: Duration,
+    /// The longest a client may stall mid-exchange: send none of the request body being
+    /// waited for, or take none of the response waiting for it (a full socket buffer, or an
+    /// HTTP/2 window it does not open). Past it the connection closes, so a slow client cannot
+    /// hold an upstream connection: nginx's `client_body_timeout` and `send_timeout`,
+    /// HAProxy's `timeout client`.
+    #[serde(with = "millis")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -158,6 +165,7 @@ impl Default for Limits {
             max_body_bytes: 1 << 30,
             max_connections: 100_000,
             header_read_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -150,6 +150,7 @@ pub struct RawListener {
     pub max_body_bytes: Option<Spanned<SizeValue>>,
     pub max_connections: Option<Spanned<u64>>,
     pub header_read_timeout: Option<Spanned<String>>,
+    pub stall_timeout: Option<Spanned<String>>,
     // Protection: who may connect, whose X-Forwarded-For is believed, connections per client.
     pub acl: Option<Spanned<RawAcl>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,

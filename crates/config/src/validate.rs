@@ -359,6 +359,11 @@ impl Validator<'_> {
                 &format!("{field}.header_read_timeout"),
                 defaults.header_read_timeout,
             ),
+            stall_timeout: self.positive_duration(
+                raw.stall_timeout.as_ref(),
+                &format!("{field}.stall_timeout"),
+                defaults.stall_timeout,
+            ),
         };
         if let Some(v) = &raw.max_header_bytes
             && limits.max_header_bytes > MAX_HEADER_BYTES
@@ -1193,6 +1198,7 @@ endpoints = ["127.0.0.1:1"]
 name = "a"
 listen = "127.0.0.1:0"
 header_read_timeout = "0s"
+stall_timeout = "0s"
 max_header_bytes = "2MiB"
 [[routes]]
 cluster = "c"
@@ -1206,6 +1212,7 @@ endpoints = ["127.0.0.1:1"]
             text.contains("header_read_timeout: a timeout of 0"),
             "{text}"
         );
+        assert!(text.contains("stall_timeout: must be longer than 0"), "{text}");
         assert!(text.contains("max_header_bytes: at most"), "{text}");
         assert!(text.contains("routes[0].timeout: a timeout of 0"), "{text}");
     }

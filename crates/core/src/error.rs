@@ -73,6 +73,9 @@ pub enum ErrorKind {
     BodyTooLarge { limit: u64 },
     /// The client's body stream failed (client went away mid-upload).
     ClientBody { reason: String },
+    /// The client sent none of the request body being waited for within the listener's
+    /// `stall_timeout`.
+    ClientStalled { after: Duration },
     /// The request's deadline (the client's time budget, or the route's timeout across all
     /// tries) passed before an upstream answered.
     DeadlineExceeded { budget: Duration },
@@ -128,6 +131,7 @@ impl ProxyError {
             ErrorKind::BadRequest { .. }
             | ErrorKind::BodyTooLarge { .. }
             | ErrorKind::ClientBody { .. }
+            | ErrorKind::ClientStalled { .. }
             | ErrorKind::ClientCertificateRequired => Side::Downstream,
         }
     }
@@ -149,6 +153,7 @@ impl ProxyError {
             | ErrorKind::BadRequest { .. }
             | ErrorKind::BodyTooLarge { .. }
             | ErrorKind::ClientBody { .. }
+            | ErrorKind::ClientStalled { .. }
             | ErrorKind::DeadlineExceeded { .. }
             | ErrorKind::CircuitOpen { .. }
             | ErrorKind::IdempotencyInFlight
@@ -175,6 +180,7 @@ impl ProxyError {
             | ErrorKind::DeadlineExceeded { .. } => 504,
             ErrorKind::BadRequest { .. } | ErrorKind::ClientBody { .. } => 400,
             ErrorKind::BodyTooLarge { .. } => 413,
+            ErrorKind::ClientStalled { .. } => 408,
             ErrorKind::IdempotencyInFlight => 409,
             ErrorKind::IdempotencyMismatch => 422,
             ErrorKind::FaultInjected { status } => *status,
@@ -242,6 +248,11 @@ impl fmt::Display for ProxyError {
             ErrorKind::ClientBody { reason } => {
                 write!(f, "reading the request body failed: {reason}")
             }
+            ErrorKind::ClientStalled { after } => write!(
+                f,
+                "the client sent none of its request body for {} ms (the listener's stall_timeout)",
+                after.as_millis()
+            ),
             ErrorKind::CircuitOpen {
                 cluster,
                 retry_after,

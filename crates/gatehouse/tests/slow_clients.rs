@@ -1,5 +1,7 @@
-//! Slow-loris resistance: a thousand connections that trickle a request head one byte a second
-//! neither stop normal clients nor outlive the header timeout.
+//! Slow-client resistance: a thousand connections that trickle a request head one byte a second
+//! neither stop normal clients nor outlive the header timeout; a client that stops reading its
+//! response, or stops sending its request body, is cut after the stall timeout, and the
+//! upstream connection it held is let go.
 
 mod common;
 
@@ -92,4 +94,128 @@ header_read_timeout = "{}s"
     }
     assert_eq!(cut_late, 0, "slow clients outlived the header timeout");
     assert_eq!(up.requests(), 20, "no slow request reached the upstream");
+}
+
+/// An upstream that answers its first request with an endless body (a declared length of 1 TB,
+/// or chunked) and reports when gatehouse stops taking it.
+async fn endless_upstream(
+    chunked: bool,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<Instant>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cut_seen) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            if stream.read_exact(&mut byte).await.is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let framing = if chunked {
+            "transfer-encoding: chunked"
+        } else {
+            "content-length: 1000000000000"
+        };
+        let mut out = format!("HTTP/1.1 200 OK\r\n{framing}\r\n\r\n").into_bytes();
+        let piece = vec![b'x'; 64 * 1024];
+        loop {
+            if chunked {
+                out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                out.extend_from_slice(&piece);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&piece);
+            }
+            if stream.write_all(&out).await.is_err() {
+                let _ = cut.send(Instant::now());
+                return;
+            }
+            out.clear();
+        }
+    });
+    (addr, cut_seen)
+}
+
+/// A client that stops reading its response is cut after the stall timeout, and the upstream
+/// connection feeding it is let go (nginx's `send_timeout`).
+async fn a_client_that_stops_reading_frees_its_upstream(chunked: bool) {
+    let (upstream, cut) = endless_upstream(chunked).await;
+    let gw = Gatehouse::start(
+        bin(),
+        &config(&format!(
+            "stall_timeout = \"1s\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{upstream}\"]\n"
+        )),
+        &[],
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr("main"))
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /endless HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // From here on the client reads nothing: the socket buffers fill, then nothing moves.
+    let asked = Instant::now();
+    let cut_at = tokio::time::timeout(Duration::from_secs(30), cut)
+        .await
+        .expect("the upstream connection was held")
+        .unwrap();
+    // Between one and two stall timeouts after the socket buffers filled.
+    assert!(
+        cut_at - asked < Duration::from_secs(10),
+        "let go after {:?}",
+        cut_at - asked
+    );
+    // The client's connection ends short of the body, which has no end.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the client connection stayed open");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_spliced_body_frees_its_upstream() {
+    a_client_that_stops_reading_frees_its_upstream(false).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_copied_body_frees_its_upstream() {
+    a_client_that_stops_reading_frees_its_upstream(true).await;
+}
+
+/// A client that stops sending its request body midway gets 408 after the stall timeout
+/// (nginx's `client_body_timeout`).
+#[tokio::test]
+async fn a_client_that_stalls_its_upload_gets_408() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &config(&format!("stall_timeout = \"1s\"\n{}", to_cluster(&[&up]))),
+        &[],
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr("main"))
+        .await
+        .unwrap();
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nten bytes.")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("no answer to a stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("stall_timeout"), "{answer}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1), "cut after {took:?}");
 }

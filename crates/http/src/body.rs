@@ -124,6 +124,7 @@ pub fn error_kind(error: &ProxyError) -> &'static str {
         BadRequest { .. } => "bad_request",
         BodyTooLarge { .. } => "body_too_large",
         ClientBody { .. } => "client_body",
+        ClientStalled { .. } => "client_stalled",
         DeadlineExceeded { .. } => "deadline_exceeded",
         CircuitOpen { .. } => "circuit_open",
         IdempotencyInFlight => "idempotency_in_flight",

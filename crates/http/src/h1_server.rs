@@ -16,10 +16,13 @@
 use crate::body::{BodyError, BoxError, ProxyBody};
 use crate::chunked::ChunkedDecoder;
 use crate::h1_guard::{Framing, HeadScanner, Rejection, parse_request_head};
+use crate::idle::IdleWatch;
+use crate::limits::ClientStalled;
 use crate::name_cache::NameCache;
 use crate::splice::SpliceOffer;
 use crate::stream_io::{ConnRead, ConnWrite};
 use crate::upgrade::{Tunnel, TunnelEnd};
+use crate::wire::{SpliceTarget, StallGuard};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -40,6 +43,8 @@ pub struct H1Settings {
     pub max_head: usize,
     /// Time allowed for a complete head, and for an idle keep-alive connection.
     pub header_timeout: Duration,
+    /// The longest the client may send none of a request body, or take none of a response.
+    pub stall_timeout: Duration,
 }
 
 /// Serves one HTTP/1 connection (its two halves, cleartext or TLS) until it closes. `prefix`
@@ -136,6 +141,7 @@ where
                 },
                 done: false,
                 give_back: Some(give_back),
+                stall: IdleWatch::new(settings.stall_timeout),
             };
             (body.boxed(), Some(returned))
         } else {
@@ -165,7 +171,7 @@ where
             }
         }
         if !write_response(
-            &mut write,
+            &mut StallGuard::new(&mut write, settings.stall_timeout),
             &mut out,
             response,
             is_head,
@@ -384,7 +390,7 @@ enum Delimit {
 
 /// Writes a response; returns false when the connection must end (error or close-delimited).
 async fn write_response(
-    write: &mut ConnWrite,
+    write: &mut StallGuard<'_, ConnWrite>,
     out: &mut Vec<u8>,
     response: Response<ProxyBody>,
     is_head: bool,
@@ -415,7 +421,7 @@ async fn write_response(
     // is fixed (see `crate::splice`).
     let mut extensions = parts.extensions;
     let splice = match delimit {
-        Delimit::Length(n) if write.tcp().is_some() => extensions
+        Delimit::Length(n) if write.splice_socket().is_some() => extensions
             .remove::<SpliceOffer>()
             .filter(|offer| offer.want(n)),
         _ => None,
@@ -547,13 +553,19 @@ struct RequestBody {
     framing: BodyFraming,
     done: bool,
     give_back: Option<oneshot::Sender<Returned>>,
+    /// A client that sends none of the body for the stall timeout fails it (408).
+    stall: IdleWatch,
 }
 
 impl RequestBody {
     fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.fail_with(Box::new(BodyError::client(reason)))
+    }
+
+    fn fail_with(&mut self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = false;
         self.read = None; // the connection cannot continue
-        Poll::Ready(Some(Err(Box::new(BodyError::client(reason)))))
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -609,12 +621,16 @@ impl Body for RequestBody {
                 this.buf.reserve(READ_RESERVE * 4);
             }
             match tokio_util::io::poll_read_buf(Pin::new(read), cx, &mut this.buf) {
+                Poll::Pending if this.stall.poll_expired(cx) => {
+                    let after = this.stall.timeout();
+                    return this.fail_with(Box::new(ClientStalled { after }));
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     return this
                         .fail("the client closed the connection before the body ended".into());
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(_)) => this.stall.moved(),
                 Poll::Ready(Err(e)) => return this.fail(e.to_string()),
             }
         }

@@ -1,4 +1,5 @@
-//! Request body size limit, enforced while streaming.
+//! Request body size limit, enforced while streaming, and the errors of the listener's body
+//! limits ([`BodyTooLarge`], [`ClientStalled`]).
 //!
 //! A declared `Content-Length` above the limit is refused before anything is sent upstream; a
 //! chunked body is counted as it streams and cut with [`BodyTooLarge`] the moment it passes the
@@ -22,6 +23,35 @@ impl std::fmt::Display for BodyTooLarge {
 }
 
 impl std::error::Error for BodyTooLarge {}
+
+/// The client sent none of its request body for the listener's `stall_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientStalled {
+    pub after: std::time::Duration,
+}
+
+impl std::fmt::Display for ClientStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client sent none of its body for {:?}", self.after)
+    }
+}
+
+impl std::error::Error for ClientStalled {}
+
+/// The error kind for a client body that broke one of the listener's limits (413, 408), if
+/// `error` is one of theirs.
+pub fn broken_limit(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<gatehouse_core::ErrorKind> {
+    if let Some(limit) = error.downcast_ref::<BodyTooLarge>() {
+        return Some(gatehouse_core::ErrorKind::BodyTooLarge { limit: limit.limit });
+    }
+    error
+        .downcast_ref::<ClientStalled>()
+        .map(|stalled| gatehouse_core::ErrorKind::ClientStalled {
+            after: stalled.after,
+        })
+}
 
 pin_project_lite::pin_project! {
     /// A body that fails once more than `limit` bytes have passed.

@@ -328,12 +328,9 @@ impl EndpointPool {
                 after: Duration::ZERO,
             },
             ExchangeError::ClientBody(err) => {
-                match err.downcast_ref::<crate::limits::BodyTooLarge>() {
-                    Some(limit) => ErrorKind::BodyTooLarge { limit: limit.limit },
-                    None => ErrorKind::ClientBody {
-                        reason: with_causes(&*err),
-                    },
-                }
+                crate::limits::broken_limit(&*err).unwrap_or_else(|| ErrorKind::ClientBody {
+                    reason: with_causes(&*err),
+                })
             }
         })
     }
@@ -378,8 +375,8 @@ impl ConnectionHome for EndpointPool {
 fn client_body_error(err: &hyper::Error) -> Option<ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(cause) = source {
-        if let Some(limit) = cause.downcast_ref::<crate::limits::BodyTooLarge>() {
-            return Some(ErrorKind::BodyTooLarge { limit: limit.limit });
+        if let Some(kind) = crate::limits::broken_limit(cause) {
+            return Some(kind);
         }
         if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
             // The inner error is the server side (client connection) failing mid-body.

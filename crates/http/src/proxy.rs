@@ -962,14 +962,14 @@ impl ReplayBody {
     }
 }
 
-/// A client body that failed while being buffered: too large, or the client went away.
+/// A client body that failed while being buffered: too large, stalled, or the client went
+/// away.
 fn client_body_error(error: &BoxError) -> ProxyError {
-    ProxyError::new(match error.downcast_ref::<crate::limits::BodyTooLarge>() {
-        Some(limit) => ErrorKind::BodyTooLarge { limit: limit.limit },
-        None => ErrorKind::ClientBody {
+    ProxyError::new(crate::limits::broken_limit(&**error).unwrap_or_else(|| {
+        ErrorKind::ClientBody {
             reason: error.to_string(),
-        },
-    })
+        }
+    }))
 }
 
 /// When a response head arrived: its latency since the request did, and that moment on the
@@ -1301,7 +1301,7 @@ impl Body for TrackedBody {
                 Poll::Ready(frame)
             }
             Poll::Pending if this.idle.poll_expired(cx) => {
-                Poll::Ready(Some(Err(this.idle.error())))
+                Poll::Ready(Some(Err(crate::idle::upstream_silent(this.idle))))
             }
             Poll::Pending => Poll::Pending,
         }

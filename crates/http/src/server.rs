@@ -222,6 +222,7 @@ async fn serve_connection(
     let h1 = H1Settings {
         max_head: usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX),
         header_timeout: limits.header_read_timeout,
+        stall_timeout: limits.stall_timeout,
     };
     // One deadline for the first head, whether or not a TLS handshake or protocol detection
     // read part of it.
@@ -405,6 +406,7 @@ fn h2_settings(limits: &gatehouse_config::Limits) -> H2Settings {
     H2Settings {
         max_header_list_size: u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
         idle_timeout: limits.header_read_timeout,
+        stall_timeout: limits.stall_timeout,
         ..H2Settings::default()
     }
 }
@@ -603,7 +605,9 @@ pub async fn handle_request(
 fn leaves_unread_body(error: &ProxyError) -> bool {
     matches!(
         error.kind,
-        ErrorKind::BodyTooLarge { .. } | ErrorKind::ClientBody { .. }
+        ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::ClientBody { .. }
+            | ErrorKind::ClientStalled { .. }
     )
 }
 

@@ -114,13 +114,20 @@ pub struct Lent {
 }
 
 impl Lent {
-    /// Moves the rest of the body to `to`. An upstream failure is reported by the body's next
-    /// poll (as any broken body is); a client failure is returned.
-    pub async fn forward(mut self, to: &TcpStream) -> std::io::Result<()> {
+    /// Moves the rest of the body to `to`, whose reader may take nothing for `stall_timeout`.
+    /// An upstream failure is reported by the body's next poll (as any broken body is); a
+    /// client failure is returned.
+    pub async fn forward(mut self, to: &TcpStream, stall_timeout: Duration) -> std::io::Result<()> {
         use gatehouse_net::splice::ForwardError;
         // Borrowed while the bytes move, so a transfer dropped midway still reports (`Drop`).
         let moved = match self.connection.as_ref().and_then(H1Connection::tcp_read) {
-            Some(from) => gatehouse_net::splice::forward_exact(from, to, self.len, self.idle).await,
+            Some(from) => {
+                let stalls = gatehouse_net::splice::Stalls {
+                    source: self.idle,
+                    destination: stall_timeout,
+                };
+                gatehouse_net::splice::forward_exact(from, to, self.len, stalls).await
+            }
             None => Err(ForwardError::NotStarted(
                 std::io::ErrorKind::Unsupported.into(),
             )),
@@ -330,7 +337,10 @@ mod tests {
                 let connection = offer
                     .take_lent()
                     .expect("an empty frame means a lent connection");
-                connection.forward(to).await.unwrap();
+                connection
+                    .forward(to, Duration::from_secs(5))
+                    .await
+                    .unwrap();
                 drained.lent = true;
             } else if drained.lent {
                 drained.after.extend_from_slice(&data);

@@ -329,7 +329,7 @@ impl http_body::Body for TunnelBody {
             }
             Poll::Pending if this.idle.poll_expired(cx) => {
                 this.read = None;
-                Poll::Ready(Some(Err(this.idle.error())))
+                Poll::Ready(Some(Err(crate::idle::upstream_silent(&this.idle))))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -5,12 +5,18 @@
 //! first frame when that frame is already there, but nothing is held back waiting for more (an
 //! event stream or an interactive upload must flow). Large frames are not copied: they go out
 //! together with what is buffered in one writev. A body handed over for splicing (see
-//! [`crate::splice`]) moves from its upstream socket straight into the writer's.
+//! [`crate::splice`]) moves from its upstream socket straight into the writer's. A client's
+//! writer is wrapped in a [`StallGuard`], so a client that stops reading cannot hold its
+//! response's upstream connection.
 
 use crate::body::{BoxError, ProxyBody};
+use crate::idle::IdleWatch;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Buffered bytes are written once they reach this size.
@@ -27,20 +33,102 @@ pub enum WriteError {
     Io(io::Error),
 }
 
-/// A writer that can take a body by splice: its cleartext socket, if it has one.
+/// A writer that can take a body by splice: its cleartext socket, if it has one, and how long
+/// its reader may take nothing (a spliced body bypasses the writer, so the writer's own stall
+/// guard cannot watch it).
 pub trait SpliceTarget {
-    fn socket(&self) -> Option<&tokio::net::TcpStream> {
+    fn splice_socket(&self) -> Option<(&tokio::net::TcpStream, Duration)> {
         None
     }
 }
 
-impl SpliceTarget for crate::stream_io::ConnWrite {
-    fn socket(&self) -> Option<&tokio::net::TcpStream> {
-        self.tcp()
+/// Upstream writers never take spliced bodies.
+impl SpliceTarget for crate::stream_io::ConnWrite {}
+
+impl SpliceTarget for Vec<u8> {}
+
+impl SpliceTarget for StallGuard<'_, crate::stream_io::ConnWrite> {
+    fn splice_socket(&self) -> Option<(&tokio::net::TcpStream, Duration)> {
+        Some((self.inner.tcp()?, self.watch.timeout()))
     }
 }
 
-impl SpliceTarget for Vec<u8> {}
+/// A client's writer whose reader must keep taking bytes: once a write has to wait (the
+/// socket's send buffer is full), the client has the listener's stall timeout (between one and
+/// two of them, see [`IdleWatch`]) to take more, or the write fails with `TimedOut`, the
+/// connection closes, and the upstream connection feeding it is let go. Nothing is paid while
+/// writes go straight through: no timer exists until one waits.
+pub struct StallGuard<'a, W> {
+    inner: &'a mut W,
+    watch: IdleWatch,
+}
+
+impl<'a, W> StallGuard<'a, W> {
+    pub fn new(inner: &'a mut W, timeout: Duration) -> Self {
+        Self {
+            inner,
+            watch: IdleWatch::new(timeout),
+        }
+    }
+
+    /// Passes on a write's outcome, noting progress, or failing a wait that went on too long.
+    fn watched(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                self.watch.moved();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.watch.poll_expired(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took none of the response for {:?}",
+                    self.watch.timeout()
+                ),
+            ))),
+            other => other,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for StallGuard<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        this.watched(cx, written)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut *this.inner).poll_write_vectored(cx, bufs);
+        this.watched(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut *this.inner).poll_flush(cx).map_ok(|()| 0);
+        this.watched(cx, flushed).map_ok(drop)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 /// Writes `out` (an encoded head, or nothing) and then `body`, chunked or as-is. `out` is the
 /// caller's reusable buffer: it comes back empty (its capacity kept) when all went out. With
@@ -73,12 +161,14 @@ pub async fn write_message<W: AsyncWrite + SpliceTarget + Unpin>(
                 // What went before goes first; then the rest of the body, without copies.
                 writer.write_all(out).await.map_err(WriteError::Io)?;
                 out.clear();
-                let Some(socket) = writer.socket() else {
+                let Some((socket, stall_timeout)) = writer.splice_socket() else {
                     // Not wanted by a writer without a socket; dropping it fails the body.
                     drop(lent);
                     continue;
                 };
-                lent.forward(socket).await.map_err(WriteError::Io)?;
+                lent.forward(socket, stall_timeout)
+                    .await
+                    .map_err(WriteError::Io)?;
             }
             continue;
         }

@@ -9,15 +9,19 @@
 //!   IPv6 addresses count as IPv4); [`acl`]: [`AccessList`], allow/deny lists built on it.
 //! - [`splice`]: [`splice::forward_exact`], a known number of bytes from one socket to another
 //!   through a pipe, without copying them into the process (Linux).
+//! - [`idle`]: [`IdleWatch`], a timeout on a transfer's silence that costs nothing until the
+//!   transfer has to wait.
 //!
 //! Later: PROXY protocol, TCP_INFO, congestion control and fastopen.
 
 pub mod acl;
 pub mod cidr;
+pub mod idle;
 pub mod splice;
 
 pub use acl::{Access, AccessList};
 pub use cidr::CidrTable;
+pub use idle::IdleWatch;
 pub use ipnet::IpNet;
 
 use socket2::{Domain, Protocol, Socket, Type};

@@ -18,10 +18,22 @@ pub enum ForwardError {
     /// Nothing was moved and the source is untouched: no pipe could be made (the descriptor
     /// limit), or this kernel refuses to splice these sockets. The caller can copy instead.
     NotStarted(io::Error),
-    /// Reading the source failed, it closed early, or it sent nothing for the idle timeout.
+    /// Reading the source failed, it closed early, or it sent nothing for its idle timeout.
     Source(io::Error),
-    /// Writing the destination failed.
+    /// Writing the destination failed, or it took nothing for its idle timeout.
     Destination(io::Error),
+}
+
+/// How long each side of a forward may stall: each is watched by an [`IdleWatch`], so a side
+/// that moves no byte for between one and two of its periods ends the forward.
+///
+/// [`IdleWatch`]: crate::IdleWatch
+#[derive(Debug, Clone, Copy)]
+pub struct Stalls {
+    /// The source sends nothing.
+    pub source: std::time::Duration,
+    /// The destination takes nothing (its reader stopped reading).
+    pub destination: std::time::Duration,
 }
 
 impl std::fmt::Display for ForwardError {
@@ -55,18 +67,18 @@ pub async fn forward_exact(
     _from: &tokio::net::TcpStream,
     _to: &tokio::net::TcpStream,
     _len: u64,
-    _idle: std::time::Duration,
+    _stalls: Stalls,
 ) -> Result<(), ForwardError> {
     Err(ForwardError::NotStarted(io::ErrorKind::Unsupported.into()))
 }
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::ForwardError;
+    use super::{ForwardError, Stalls};
+    use crate::IdleWatch;
     use std::cell::RefCell;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::time::Duration;
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
@@ -171,6 +183,14 @@ mod linux {
     }
 
     /// Errors that say splice is not possible here rather than that a socket broke.
+    /// The error for a side that moved nothing for its period.
+    fn stalled(watch: &IdleWatch, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing {what} for {:?}", watch.timeout()),
+        )
+    }
+
     fn refused(e: &io::Error) -> bool {
         matches!(
             e.raw_os_error(),
@@ -178,16 +198,17 @@ mod linux {
         )
     }
 
-    /// Moves exactly `len` bytes from `from` to `to`. The source may be silent for at most
-    /// `idle` at a time; a destination that does not drain waits as a plain write would. On
-    /// error the sockets are left mid-message: the caller must close both.
+    /// Moves exactly `len` bytes from `from` to `to`, each side allowed to stall as `stalls`
+    /// says. On error the sockets are left mid-message: the caller must close both.
     pub async fn forward_exact(
         from: &TcpStream,
         to: &TcpStream,
         len: u64,
-        idle: Duration,
+        stalls: Stalls,
     ) -> Result<(), ForwardError> {
         let pipe = Pipe::take().map_err(ForwardError::NotStarted)?;
+        let mut source_watch = IdleWatch::new(stalls.source);
+        let mut destination_watch = IdleWatch::new(stalls.destination);
         let mut remaining = len;
         // Bytes in the pipe. The pipe is filled only when empty, so a splice into it that
         // would block always means the socket has nothing (a full pipe would block too, and
@@ -209,14 +230,15 @@ mod linux {
                     Ok(n) => {
                         in_pipe = n;
                         remaining -= n as u64;
+                        source_watch.moved();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        match tokio::time::timeout(idle, from.readable()).await {
-                            Ok(ready) => ready.map_err(ForwardError::Source)?,
-                            Err(_) => {
-                                return Err(ForwardError::Source(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!("nothing received for {idle:?}"),
+                        match source_watch.wait(|cx| from.poll_read_ready(cx)).await {
+                            Some(ready) => ready.map_err(ForwardError::Source)?,
+                            None => {
+                                return Err(ForwardError::Source(stalled(
+                                    &source_watch,
+                                    "received",
                                 )));
                             }
                         }
@@ -236,9 +258,20 @@ mod linux {
                 Ok(0) => {
                     return Err(ForwardError::Destination(io::ErrorKind::WriteZero.into()));
                 }
-                Ok(n) => in_pipe -= n,
+                Ok(n) => {
+                    in_pipe -= n;
+                    destination_watch.moved();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    to.writable().await.map_err(ForwardError::Destination)?;
+                    match destination_watch.wait(|cx| to.poll_write_ready(cx)).await {
+                        Some(ready) => ready.map_err(ForwardError::Destination)?,
+                        None => {
+                            return Err(ForwardError::Destination(stalled(
+                                &destination_watch,
+                                "taken",
+                            )));
+                        }
+                    }
                 }
                 Err(e) => return Err(ForwardError::Destination(e)),
             }
@@ -254,6 +287,12 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+
+    /// Long enough for any test's transfer.
+    const PATIENT: Stalls = Stalls {
+        source: Duration::from_secs(5),
+        destination: Duration::from_secs(5),
+    };
 
     /// A connected pair of loopback sockets.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -289,7 +328,7 @@ mod tests {
                 reader.read_exact(&mut got).await.unwrap();
                 got
             });
-            forward_exact(&source, &destination, len as u64, Duration::from_secs(5))
+            forward_exact(&source, &destination, len as u64, PATIENT)
                 .await
                 .unwrap();
             assert!(reading.await.unwrap() == body, "{len} bytes arrived intact");
@@ -308,7 +347,7 @@ mod tests {
         let (destination, _reader) = pair().await;
         source_writer.write_all(&pattern(1000)).await.unwrap();
         drop(source_writer);
-        let error = forward_exact(&source, &destination, 5000, Duration::from_secs(5))
+        let error = forward_exact(&source, &destination, 5000, PATIENT)
             .await
             .unwrap_err();
         assert!(
@@ -323,7 +362,7 @@ mod tests {
         let (destination, _reader) = pair().await;
         source_writer.write_all(b"still here").await.unwrap();
         refuse_next_pipe();
-        let error = forward_exact(&source, &destination, 10, Duration::from_secs(5))
+        let error = forward_exact(&source, &destination, 10, PATIENT)
             .await
             .unwrap_err();
         assert!(matches!(error, ForwardError::NotStarted(_)), "{error}");
@@ -336,7 +375,11 @@ mod tests {
     async fn a_silent_source_times_out() {
         let (_source_writer, source) = pair().await;
         let (destination, _reader) = pair().await;
-        let error = forward_exact(&source, &destination, 10, Duration::from_millis(50))
+        let stalls = Stalls {
+            source: Duration::from_millis(50),
+            ..PATIENT
+        };
+        let error = forward_exact(&source, &destination, 10, stalls)
             .await
             .unwrap_err();
         assert!(
@@ -354,10 +397,33 @@ mod tests {
             // Ignore failure: the forward may stop reading once the destination is gone.
             let _ = source_writer.write_all(&pattern(4_000_000)).await;
         });
-        let error = forward_exact(&source, &destination, 4_000_000, Duration::from_secs(5))
+        let error = forward_exact(&source, &destination, 4_000_000, PATIENT)
             .await
             .unwrap_err();
         assert!(matches!(error, ForwardError::Destination(_)), "{error}");
+        drop(source);
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_takes_nothing_times_out() {
+        let (mut source_writer, source) = pair().await;
+        // Its reader stays open but never reads: the socket buffers fill, then nothing moves.
+        let (destination, _reader) = pair().await;
+        let writer = tokio::spawn(async move {
+            let _ = source_writer.write_all(&pattern(16_000_000)).await;
+        });
+        let stalls = Stalls {
+            destination: Duration::from_millis(50),
+            ..PATIENT
+        };
+        let error = forward_exact(&source, &destination, 16_000_000, stalls)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ForwardError::Destination(e) if e.kind() == io::ErrorKind::TimedOut),
+            "{error}"
+        );
         drop(source);
         writer.await.unwrap();
     }

@@ -47,6 +47,10 @@ pub struct H2Settings {
     /// A connection with no open stream and no frame for this long gets GOAWAY and closes (it
     /// also bounds the wait for the preface and first SETTINGS).
     pub idle_timeout: Duration,
+    /// A client that holds the connection up this long (between one and two of it) gets
+    /// GOAWAY and is closed: it takes none of the output waiting for it (a full socket buffer,
+    /// or windows it keeps shut), or sends none of a request body a handler waits for.
+    pub stall_timeout: Duration,
     /// Rapid-reset protection (CVE-2023-44487): streams the client may cancel, or make us
     /// reset, per `abuse_window` before the connection gets GOAWAY(ENHANCE_YOUR_CALM).
     pub max_resets: u32,
@@ -64,6 +68,7 @@ impl Default for H2Settings {
             stream_window: 1 << 20,
             connection_window: 2 << 20,
             idle_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
             max_resets: 400,
             max_control_frames: 2000,
             abuse_window: Duration::from_secs(10),

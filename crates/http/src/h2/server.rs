@@ -225,6 +225,15 @@ struct Connection<IO, H, F> {
     closing: bool,
     idle: Pin<Box<Sleep>>,
     last_activity: Instant,
+    /// Fires every `stall_timeout` to see whether the client holds the connection up (see
+    /// `poll_stall`).
+    stall_check: Pin<Box<Sleep>>,
+    /// At the last check: output waited for the client; a request body waited for it.
+    send_waited: bool,
+    body_waited: bool,
+    /// Bytes went out, or came in, since the last check.
+    wrote_since_check: bool,
+    read_since_check: bool,
     resets: Budget,
     control: Budget,
     max_block: usize,
@@ -294,6 +303,11 @@ where
             closing: false,
             idle: Box::pin(tokio::time::sleep_until(now + settings.idle_timeout)),
             last_activity: now,
+            stall_check: Box::pin(tokio::time::sleep_until(now + settings.stall_timeout)),
+            send_waited: false,
+            body_waited: false,
+            wrote_since_check: false,
+            read_since_check: false,
             resets: Budget::new(),
             control: Budget::new(),
             max_block: (settings.max_header_list_size as usize)
@@ -317,6 +331,7 @@ where
             let mut progress = false;
             if !self.closing {
                 self.poll_idle(cx);
+                self.poll_stall(cx);
             }
             if !self.closing {
                 match self.poll_read(cx) {
@@ -367,6 +382,50 @@ where
             };
             self.idle.as_mut().reset(next);
         }
+    }
+
+    /// Stall timeout: a client that kept output waiting at two checks in a row and took
+    /// nothing between them, or kept a request body waiting and sent nothing, is closed, so
+    /// that it cannot hold the upstream connections of its streams (HTTP/1.1 has the same
+    /// rule, per write and per body read).
+    fn poll_stall(&mut self, cx: &mut Context<'_>) {
+        while self.stall_check.as_mut().poll(cx).is_ready() {
+            let send_waits = self.output_waits_for_client();
+            let body_waits = self.streams.values().any(|stream| {
+                stream
+                    .recv
+                    .as_ref()
+                    .is_some_and(|recv| recv.lock().awaits_data())
+            });
+            let wrote = std::mem::take(&mut self.wrote_since_check);
+            let read = std::mem::take(&mut self.read_since_check);
+            if (send_waits && self.send_waited && !wrote)
+                || (body_waits && self.body_waited && !read)
+            {
+                tracing::debug!(
+                    after = ?self.settings.stall_timeout,
+                    "h2: the client stalled; connection closed"
+                );
+                self.goaway(Reason::NO_ERROR);
+                self.closing = true;
+                return;
+            }
+            self.send_waited = send_waits;
+            self.body_waited = body_waits;
+            let next = Instant::now() + self.settings.stall_timeout;
+            self.stall_check.as_mut().reset(next);
+        }
+    }
+
+    /// Output waits for the client: bytes the socket did not take, or DATA its windows hold
+    /// back.
+    fn output_waits_for_client(&self) -> bool {
+        self.w.pending() > 0
+            || !self.w.conn_blocked.is_empty()
+            || self.streams.values().any(|stream| {
+                matches!(&stream.phase, Phase::Body(out) if !out.pending.is_empty())
+                    && stream.send_window.available() == 0
+            })
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, Reason> {
@@ -420,6 +479,7 @@ where
                 }
                 Poll::Ready(Ok(_)) => {
                     self.last_activity = Instant::now();
+                    self.read_since_check = true;
                     progress = true;
                 }
             }
@@ -437,6 +497,7 @@ where
                 Poll::Ready(Ok(n)) => {
                     self.w.written += n;
                     wrote = true;
+                    self.wrote_since_check = true;
                 }
                 Poll::Ready(Err(e)) => return (wrote, Poll::Ready(Err(e))),
                 Poll::Pending => return (wrote, Poll::Pending),
@@ -1364,7 +1425,7 @@ mod tests {
 
     /// Starts a server on an in-memory pipe. The handler answers 200 "ok"; for `/give` it
     /// first hands the request body to the test; for `/hold` it hands it over and never
-    /// answers.
+    /// answers; `/big` gets a body of `BIG` bytes.
     fn start(settings: H2Settings) -> (Client, mpsc::UnboundedReceiver<ProxyBody>) {
         let (client, server) = tokio::io::duplex(8 * 1024);
         let (bodies, held) = mpsc::unbounded_channel();
@@ -1385,6 +1446,9 @@ mod tests {
                         if parts.uri.path() == "/hold" {
                             std::future::pending::<()>().await;
                         }
+                        if parts.uri.path() == "/big" {
+                            return Response::new(crate::body::full(vec![b'x'; BIG]));
+                        }
                         Response::new(crate::body::full("ok"))
                     }
                 },
@@ -1400,6 +1464,8 @@ mod tests {
         };
         (client, held)
     }
+
+    const BIG: usize = 1 << 20;
 
     async fn handshake(client: &mut Client) {
         let mut hello = PREFACE.to_vec();
@@ -1516,6 +1582,103 @@ mod tests {
         assert_eq!(c.goaway().await, Reason::NO_ERROR);
         assert!(started.elapsed() >= Duration::from_secs(5));
         while c.next().await.is_some() {}
+    }
+
+    const STALL: Duration = Duration::from_secs(5);
+    /// HEADERS flags for a request without a body.
+    const END_REQUEST: u8 = frame::flag::END_HEADERS | frame::flag::END_STREAM;
+
+    fn stall_settings() -> H2Settings {
+        H2Settings {
+            stall_timeout: STALL,
+            ..H2Settings::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_keeps_its_window_shut_is_closed() {
+        let (mut c, _held) = start(stall_settings());
+        let mut hello = PREFACE.to_vec();
+        let mut no_window = Vec::new();
+        no_window.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
+        no_window.extend_from_slice(&0u32.to_be_bytes());
+        hello.extend(raw(frame::kind::SETTINGS, 0, 0, &no_window));
+        hello.extend(raw(frame::kind::HEADERS, END_REQUEST, 1, &get("/big")));
+        c.send(&hello).await;
+        let started = Instant::now();
+        assert_eq!(c.status(1).await, 200);
+        let goaway = tokio::time::timeout(3 * STALL, c.goaway()).await;
+        assert_eq!(goaway.expect("still open"), Reason::NO_ERROR);
+        // Output waited at two checks in a row with nothing taken between them.
+        let took = started.elapsed();
+        assert!(took >= STALL && took <= 2 * STALL, "closed after {took:?}");
+        while c.next().await.is_some() {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed() {
+        let (mut c, _held) = start(stall_settings());
+        handshake(&mut c).await;
+        c.send(&raw(frame::kind::HEADERS, END_REQUEST, 1, &get("/big")))
+            .await;
+        // Reads nothing: the pipe fills, and the server's output waits.
+        tokio::time::sleep(3 * STALL).await;
+        // Closed by now: what was buffered drains, then the pipe ends (it would otherwise
+        // wait for window updates that never come).
+        let drained = tokio::time::timeout(STALL / 2, async { while c.next().await.is_some() {} });
+        assert!(drained.await.is_ok(), "the connection is still open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_keeps_reading_slowly_is_not_closed() {
+        let (mut c, _held) = start(stall_settings());
+        handshake(&mut c).await;
+        c.send(&raw(frame::kind::HEADERS, END_REQUEST, 1, &get("/big")))
+            .await;
+        // A DATA frame (more than the pipe holds, so read from the socket) every half period,
+        // and window for more: slow, but moving.
+        let mut received = 0;
+        while received < BIG {
+            match c.next().await {
+                Some((Frame::Data { data, .. }, _)) => {
+                    tokio::time::sleep(STALL / 2).await;
+                    received += data.len();
+                    let mut credit = Vec::new();
+                    frame::encode_window_update(&mut credit, 0, data.len() as u32);
+                    frame::encode_window_update(&mut credit, 1, data.len() as u32);
+                    c.send(&credit).await;
+                }
+                Some((Frame::GoAway { reason, .. }, _)) => {
+                    panic!("GOAWAY {reason:?} after {received} bytes")
+                }
+                None => panic!("closed after {received} bytes"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stalls_its_upload_is_closed() {
+        let (mut c, mut held) = start(stall_settings());
+        handshake(&mut c).await;
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            1,
+            &post("/hold"),
+        ))
+        .await;
+        c.send(&raw(frame::kind::DATA, 0, 1, b"some")).await;
+        let mut body = held.recv().await.unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "some");
+        let started = Instant::now();
+        // The handler waits for the rest, which never comes.
+        let failed = tokio::time::timeout(3 * STALL, body.frame()).await;
+        assert!(matches!(failed, Ok(Some(Err(_)))), "the body did not fail");
+        let took = started.elapsed();
+        assert!(took >= STALL && took <= 2 * STALL, "failed after {took:?}");
+        assert_eq!(c.goaway().await, Reason::NO_ERROR);
     }
 
     #[tokio::test(start_paused = true)]

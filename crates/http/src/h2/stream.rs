@@ -363,6 +363,11 @@ impl RecvState {
         }
     }
 
+    /// The body waits for DATA the client has not sent (it has taken all that came).
+    pub fn awaits_data(&self) -> bool {
+        self.waker.is_some() && self.data.is_empty() && !self.end && self.error.is_none()
+    }
+
     /// Queues DATA for the body. Returns false when the body is gone (the caller discards the
     /// bytes and credits them back itself).
     pub fn push_data(&mut self, data: Bytes) -> bool {
