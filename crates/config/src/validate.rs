@@ -1212,7 +1212,10 @@ endpoints = ["127.0.0.1:1"]
             text.contains("header_read_timeout: a timeout of 0"),
             "{text}"
         );
-        assert!(text.contains("stall_timeout: must be longer than 0"), "{text}");
+        assert!(
+            text.contains("stall_timeout: must be longer than 0"),
+            "{text}"
+        );
         assert!(text.contains("max_header_bytes: at most"), "{text}");
         assert!(text.contains("routes[0].timeout: a timeout of 0"), "{text}");
     }

@@ -142,25 +142,29 @@ async fn endless_upstream(
     (addr, cut_seen)
 }
 
+/// gatehouse with a 1 s stall timeout, routing everything to `endpoints` (a TOML list).
+async fn with_stall_timeout(endpoints: &str) -> Gatehouse {
+    let rest = format!(
+        "stall_timeout = \"1s\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = {endpoints}\n"
+    );
+    Gatehouse::start(bin(), &config(&rest), &[]).await
+}
+
+/// A raw connection to the "main" listener that has sent `bytes`.
+async fn send_raw(gw: &Gatehouse, bytes: &[u8]) -> tokio::net::TcpStream {
+    let mut client = tokio::net::TcpStream::connect(gw.addr("main"))
+        .await
+        .unwrap();
+    client.write_all(bytes).await.unwrap();
+    client
+}
+
 /// A client that stops reading its response is cut after the stall timeout, and the upstream
 /// connection feeding it is let go (nginx's `send_timeout`).
 async fn a_client_that_stops_reading_frees_its_upstream(chunked: bool) {
     let (upstream, cut) = endless_upstream(chunked).await;
-    let gw = Gatehouse::start(
-        bin(),
-        &config(&format!(
-            "stall_timeout = \"1s\"\n[[routes]]\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{upstream}\"]\n"
-        )),
-        &[],
-    )
-    .await;
-    let mut client = tokio::net::TcpStream::connect(gw.addr("main"))
-        .await
-        .unwrap();
-    client
-        .write_all(b"GET /endless HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
+    let gw = with_stall_timeout(&format!("[\"{upstream}\"]")).await;
+    let mut client = send_raw(&gw, b"GET /endless HTTP/1.1\r\nHost: a\r\n\r\n").await;
     // From here on the client reads nothing: the socket buffers fill, then nothing moves.
     let asked = Instant::now();
     let cut_at = tokio::time::timeout(Duration::from_secs(30), cut)
@@ -194,19 +198,9 @@ async fn a_client_that_stops_reading_a_copied_body_frees_its_upstream() {
 #[tokio::test]
 async fn a_client_that_stalls_its_upload_gets_408() {
     let up = TestUpstream::start("up").await;
-    let gw = Gatehouse::start(
-        bin(),
-        &config(&format!("stall_timeout = \"1s\"\n{}", to_cluster(&[&up]))),
-        &[],
-    )
-    .await;
-    let mut client = tokio::net::TcpStream::connect(gw.addr("main"))
-        .await
-        .unwrap();
-    client
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nten bytes.")
-        .await
-        .unwrap();
+    let gw = with_stall_timeout(&endpoints(&[&up])).await;
+    let head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n";
+    let mut client = send_raw(&gw, &[&head[..], b"ten bytes."].concat()).await;
     let started = Instant::now();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
