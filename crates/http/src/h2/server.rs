@@ -164,6 +164,9 @@ struct Stream<F> {
     is_head: bool,
     /// In `conn_blocked`, waiting for connection window.
     waiting_for_connection: bool,
+    /// An extended CONNECT tunnel (WebSocket): its client may be silent for as long as the
+    /// tunnel's own idle timeout allows, so the stall check does not wait on its DATA.
+    tunnel: bool,
 }
 
 /// A header block waiting for its CONTINUATION frames.
@@ -387,15 +390,17 @@ where
     /// Stall timeout: a client that kept output waiting at two checks in a row and took
     /// nothing between them, or kept a request body waiting and sent nothing, is closed, so
     /// that it cannot hold the upstream connections of its streams (HTTP/1.1 has the same
-    /// rule, per write and per body read).
+    /// rule, per write and per body read). A tunnel's silent client is left to the tunnel's
+    /// idle timeout.
     fn poll_stall(&mut self, cx: &mut Context<'_>) {
         while self.stall_check.as_mut().poll(cx).is_ready() {
             let send_waits = self.output_waits_for_client();
             let body_waits = self.streams.values().any(|stream| {
-                stream
-                    .recv
-                    .as_ref()
-                    .is_some_and(|recv| recv.lock().awaits_data())
+                !stream.tunnel
+                    && stream
+                        .recv
+                        .as_ref()
+                        .is_some_and(|recv| recv.lock().awaits_data())
             });
             let wrote = std::mem::take(&mut self.wrote_since_check);
             let read = std::mem::take(&mut self.read_since_check);
@@ -838,10 +843,16 @@ where
             (body.boxed(), Some(state))
         };
         let content_length = checked.content_length;
+        let tunnel = checked
+            .parts
+            .extensions
+            .get::<crate::upgrade::ExtendedConnect>()
+            .is_some();
         let future = Box::pin((self.handler)(Request::from_parts(checked.parts, body)));
         self.open_stream(id, Phase::Handler(future), recv, end_stream, is_head);
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.content_length = content_length;
+            stream.tunnel = tunnel;
         }
         Ok(())
     }
@@ -871,6 +882,7 @@ where
                 send_window: SendWindow::new(self.peer_initial_window),
                 is_head,
                 waiting_for_connection: false,
+                tunnel: false,
             },
         );
         self.ready.push(id);
@@ -1679,6 +1691,30 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= STALL && took <= 2 * STALL, "failed after {took:?}");
         assert_eq!(c.goaway().await, Reason::NO_ERROR);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_tunnel_client_is_left_to_the_tunnel() {
+        let (mut c, mut held) = start(stall_settings());
+        handshake(&mut c).await;
+        let connect = block(&[
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":authority", "a"),
+            (":path", "/hold"),
+        ]);
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            1,
+            &connect,
+        ))
+        .await;
+        let mut body = held.recv().await.unwrap();
+        // A WebSocket may be quiet for long: the stall timeout does not apply to its DATA.
+        let waited = tokio::time::timeout(4 * STALL, body.frame()).await;
+        assert!(waited.is_err(), "the tunnel's body ended: {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
