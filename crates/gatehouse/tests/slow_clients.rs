@@ -213,3 +213,70 @@ async fn a_client_that_stalls_its_upload_gets_408() {
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(1), "cut after {took:?}");
 }
+
+/// A response that takes longer than two header timeouts leaves its keep-alive connection
+/// waiting a whole header timeout for the next request, not closed the moment it is idle.
+#[tokio::test]
+async fn a_slow_response_keeps_its_connection_for_the_next_request() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gatehouse::start(
+        bin(),
+        &config(&format!(
+            "header_read_timeout = \"1s\"\n{}",
+            to_cluster(&[&up])
+        )),
+        &[],
+    )
+    .await;
+    let mut connection = Connection::open("127.0.0.1".parse().unwrap(), gw.addr("main"))
+        .await
+        .unwrap();
+    let slow = connection.get("/slow/2500", &[]).await.unwrap();
+    assert_eq!(slow.status, StatusCode::OK);
+    assert!(
+        !connection.closed_within(Duration::from_millis(300)).await,
+        "closed as soon as it was idle"
+    );
+    let next = connection.get("/next", &[]).await;
+    assert_eq!(next.map(|answer| answer.status), Ok(StatusCode::OK));
+}
+
+/// An upstream that answers `100 Continue` at once and then reads the body forever.
+async fn continuing_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let Ok(n) = stream.read(&mut buf).await else {
+            return;
+        };
+        if n == 0
+            || stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return;
+        }
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    addr
+}
+
+/// A stalled upload is 408 even when the upstream already sent an interim `100 Continue`
+/// (its final answer is not waited for).
+#[tokio::test]
+async fn a_stalled_upload_after_an_interim_answer_gets_408() {
+    let upstream = continuing_upstream().await;
+    let gw = with_stall_timeout(&format!("[\"{upstream}\"]")).await;
+    let head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n";
+    let mut client = send_raw(&gw, &[&head[..], b"ten bytes."].concat()).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("no answer to a stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+}

@@ -676,20 +676,25 @@ async fn read_head_while_uploading(
         tokio::pin!(read);
         tokio::select! {
             biased;
-            head = &mut read => head,
+            head = &mut read => Some(head),
             done = running => {
+                let client_broke = matches!(done.1, Err(ExchangeError::ClientBody(_)));
                 finished = Some(done);
-                read.await
+                if client_broke { None } else { Some(read.await) }
             }
         }
     };
     if let Some((writer, sent)) = finished {
         *upload = None;
-        if sent.is_ok() {
-            connection.write = Some(writer);
+        match sent {
+            Ok(()) => connection.write = Some(writer),
+            // The upstream never gets the whole request (the client stalled or went away), so
+            // its final answer is not waited for: the client's error is the outcome.
+            Err(error @ ExchangeError::ClientBody(_)) => return Err(error),
+            Err(_) => {}
         }
     }
-    head
+    head.unwrap_or(Err(ExchangeError::ClosedBeforeResponse))
 }
 
 /// A response body read straight from the upstream connection.

@@ -224,7 +224,10 @@ impl HeadTimer<'_> {
             if !std::mem::take(&mut self.served_since_armed) {
                 return;
             }
-            let rearmed = self.sleep.deadline() + self.timeout;
+            // From now, not from the old deadline: a response that took longer than two
+            // timeouts to send would leave that deadline in the past, and the next head would
+            // be late at once (the idle keep-alive connection closed under the client).
+            let rearmed = tokio::time::Instant::now() + self.timeout;
             self.sleep.as_mut().reset(rearmed);
         }
     }

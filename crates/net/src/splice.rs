@@ -182,7 +182,6 @@ mod linux {
         }
     }
 
-    /// Errors that say splice is not possible here rather than that a socket broke.
     /// The error for a side that moved nothing for its period.
     fn stalled(watch: &IdleWatch, what: &str) -> io::Error {
         io::Error::new(
@@ -191,6 +190,7 @@ mod linux {
         )
     }
 
+    /// Errors that say splice is not possible here rather than that a socket broke.
     fn refused(e: &io::Error) -> bool {
         matches!(
             e.raw_os_error(),

@@ -167,6 +167,10 @@ struct Stream<F> {
     /// An extended CONNECT tunnel (WebSocket): its client may be silent for as long as the
     /// tunnel's own idle timeout allows, so the stall check does not wait on its DATA.
     tunnel: bool,
+    /// DATA went out or came in on this stream since the last stall check.
+    moved: bool,
+    /// At the last stall check, the client held this stream up.
+    held_at_check: bool,
 }
 
 /// A header block waiting for its CONTINUATION frames.
@@ -228,15 +232,15 @@ struct Connection<IO, H, F> {
     closing: bool,
     idle: Pin<Box<Sleep>>,
     last_activity: Instant,
-    /// Fires every `stall_timeout` to see whether the client holds the connection up (see
+    /// Fires every `stall_timeout` to see whether the client holds anything up (see
     /// `poll_stall`).
     stall_check: Pin<Box<Sleep>>,
-    /// At the last check: output waited for the client; a request body waited for it.
-    send_waited: bool,
-    body_waited: bool,
-    /// Bytes went out, or came in, since the last check.
+    /// At the last check, output waited for the socket.
+    socket_waited: bool,
+    /// Bytes went out since the last check.
     wrote_since_check: bool,
-    read_since_check: bool,
+    /// Reading was held back (too much output waiting) since the last check.
+    read_held_since_check: bool,
     resets: Budget,
     control: Budget,
     max_block: usize,
@@ -307,10 +311,9 @@ where
             idle: Box::pin(tokio::time::sleep_until(now + settings.idle_timeout)),
             last_activity: now,
             stall_check: Box::pin(tokio::time::sleep_until(now + settings.stall_timeout)),
-            send_waited: false,
-            body_waited: false,
+            socket_waited: false,
             wrote_since_check: false,
-            read_since_check: false,
+            read_held_since_check: false,
             resets: Budget::new(),
             control: Budget::new(),
             max_block: (settings.max_header_list_size as usize)
@@ -334,7 +337,6 @@ where
             let mut progress = false;
             if !self.closing {
                 self.poll_idle(cx);
-                self.poll_stall(cx);
             }
             if !self.closing {
                 match self.poll_read(cx) {
@@ -362,6 +364,11 @@ where
                 return Poll::Ready(());
             }
             if !progress {
+                // Checked only before waiting: a connection that keeps moving is not stalled,
+                // and its turns pay nothing for the check.
+                if !self.closing && self.poll_stall(cx) {
+                    continue;
+                }
                 return Poll::Pending;
             }
         }
@@ -387,57 +394,83 @@ where
         }
     }
 
-    /// Stall timeout: a client that kept output waiting at two checks in a row and took
-    /// nothing between them, or kept a request body waiting and sent nothing, is closed, so
-    /// that it cannot hold the upstream connections of its streams (HTTP/1.1 has the same
-    /// rule, per write and per body read). A tunnel's silent client is left to the tunnel's
-    /// idle timeout.
-    fn poll_stall(&mut self, cx: &mut Context<'_>) {
-        while self.stall_check.as_mut().poll(cx).is_ready() {
-            let send_waits = self.output_waits_for_client();
-            let body_waits = self.streams.values().any(|stream| {
-                !stream.tunnel
-                    && stream
-                        .recv
-                        .as_ref()
-                        .is_some_and(|recv| recv.lock().awaits_data())
-            });
-            let wrote = std::mem::take(&mut self.wrote_since_check);
-            let read = std::mem::take(&mut self.read_since_check);
-            if (send_waits && self.send_waited && !wrote)
-                || (body_waits && self.body_waited && !read)
-            {
-                tracing::debug!(
-                    after = ?self.settings.stall_timeout,
-                    "h2: the client stalled; connection closed"
-                );
-                self.goaway(Reason::NO_ERROR);
-                self.closing = true;
-                return;
-            }
-            self.send_waited = send_waits;
-            self.body_waited = body_waits;
-            let next = Instant::now() + self.settings.stall_timeout;
-            self.stall_check.as_mut().reset(next);
+    /// Stall timeout, checked every `stall_timeout`: what the client held up at two checks in a
+    /// row without moving between them is cut, so that it cannot hold an upstream connection.
+    /// - The socket: output it does not take. The connection gets GOAWAY and closes.
+    /// - A stream's response: DATA its windows keep back. The stream is reset (CANCEL).
+    /// - A stream's request body, awaited with windows open and none of it sent: the body
+    ///   fails with [`crate::limits::ClientStalled`] (the handler answers 408). A WebSocket
+    ///   tunnel's silent client is left to the tunnel's idle timeout.
+    ///
+    /// Progress is counted per stream (DATA sent or received on it), so PINGs or another
+    /// stream's traffic do not hide a stream the client starves.
+    ///
+    /// Returns whether it cut anything (there is output to write).
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stall_check.as_mut().poll(cx).is_pending() {
+            return false;
         }
-    }
-
-    /// Output waits for the client: bytes the socket did not take, or DATA its windows hold
-    /// back.
-    fn output_waits_for_client(&self) -> bool {
-        self.w.pending() > 0
-            || !self.w.conn_blocked.is_empty()
-            || self.streams.values().any(|stream| {
-                matches!(&stream.phase, Phase::Body(out) if !out.pending.is_empty())
-                    && stream.send_window.available() == 0
-            })
+        let after = self.settings.stall_timeout;
+        let next = Instant::now() + after;
+        self.stall_check.as_mut().reset(next);
+        let _ = self.stall_check.as_mut().poll(cx); // registers the waker
+        let socket_waits = self.w.pending() > 0;
+        let wrote = std::mem::take(&mut self.wrote_since_check);
+        if socket_waits && self.socket_waited && !wrote {
+            tracing::debug!(?after, "h2: the client took no output; connection closed");
+            self.goaway(Reason::CANCEL);
+            self.closing = true;
+            return true;
+        }
+        self.socket_waited = socket_waits;
+        // Bodies cannot be judged while we ourselves left the client's bytes unread.
+        let judge_bodies = !std::mem::take(&mut self.read_held_since_check);
+        let connection_window_open = self.recv_window.available() > 0;
+        let mut stalled = Vec::new();
+        for (id, stream) in &mut self.streams {
+            let output_held = matches!(&stream.phase, Phase::Body(out) if !out.pending.is_empty())
+                && (stream.send_window.available() == 0 || stream.waiting_for_connection);
+            let body_held = judge_bodies
+                && !stream.tunnel
+                && connection_window_open
+                && stream.recv_window.available() > 0
+                && stream
+                    .recv
+                    .as_ref()
+                    .is_some_and(|recv| recv.lock().awaits_data());
+            let held = output_held || body_held;
+            if held && stream.held_at_check && !stream.moved {
+                stalled.push((*id, output_held));
+            }
+            stream.held_at_check = held;
+            stream.moved = false;
+        }
+        let cut = !stalled.is_empty();
+        for (id, output_held) in stalled {
+            tracing::debug!(
+                stream = id,
+                ?after,
+                output_held,
+                "h2: the client stalled a stream"
+            );
+            if output_held {
+                let _ = self.send_reset(id, Reason::CANCEL);
+            } else if let Some(recv) = self.streams.get(&id).and_then(|s| s.recv.as_ref()) {
+                recv.lock().stall(after);
+            }
+        }
+        cut
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, Reason> {
         let mut progress = false;
         let mut frames = 0;
         loop {
-            if self.read_closed || self.closing || self.w.pending() >= OUT_HIGH {
+            if self.read_closed || self.closing {
+                return Ok(progress);
+            }
+            if self.w.pending() >= OUT_HIGH {
+                self.read_held_since_check = true;
                 return Ok(progress);
             }
             if !self.preface_done {
@@ -484,7 +517,6 @@ where
                 }
                 Poll::Ready(Ok(_)) => {
                     self.last_activity = Instant::now();
-                    self.read_since_check = true;
                     progress = true;
                 }
             }
@@ -723,6 +755,7 @@ where
             return self.stream_error(id, Reason::FLOW_CONTROL_ERROR);
         }
         stream.received += data.len() as u64;
+        stream.moved = true;
         let length_broken = match stream.content_length {
             Some(declared) => {
                 stream.received > declared || (end_stream && stream.received != declared)
@@ -883,6 +916,8 @@ where
                 is_head,
                 waiting_for_connection: false,
                 tunnel: false,
+                moved: false,
+                held_at_check: false,
             },
         );
         self.ready.push(id);
@@ -1016,7 +1051,10 @@ where
                     };
                 }
                 Phase::Body(out) => {
-                    match send_body(&mut self.w, id, &mut stream.send_window, out, &mut cx) {
+                    let window_before = stream.send_window.available();
+                    let sent = send_body(&mut self.w, id, &mut stream.send_window, out, &mut cx);
+                    stream.moved |= stream.send_window.available() != window_before;
+                    match sent {
                         Sent::Pending => return Ok(()),
                         Sent::WaitConnection => {
                             if !stream.waiting_for_connection {
@@ -1607,8 +1645,19 @@ mod tests {
         }
     }
 
+    /// The next RST_STREAM on `id`, skipping other frames (None: the connection closed).
+    async fn reset_of(c: &mut Client, id: u32) -> Option<Reason> {
+        loop {
+            match c.next().await? {
+                (Frame::RstStream { stream, reason }, _) if stream == id => return Some(reason),
+                (Frame::GoAway { reason, .. }, _) => panic!("GOAWAY {reason:?}"),
+                _ => {}
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_client_that_keeps_its_window_shut_is_closed() {
+    async fn a_stream_whose_window_stays_shut_is_reset() {
         let (mut c, _held) = start(stall_settings());
         let mut hello = PREFACE.to_vec();
         let mut no_window = Vec::new();
@@ -1619,12 +1668,25 @@ mod tests {
         c.send(&hello).await;
         let started = Instant::now();
         assert_eq!(c.status(1).await, 200);
-        let goaway = tokio::time::timeout(3 * STALL, c.goaway()).await;
-        assert_eq!(goaway.expect("still open"), Reason::NO_ERROR);
-        // Output waited at two checks in a row with nothing taken between them.
+        // PINGs keep the connection busy (their ACKs go out); they do not move the starved
+        // stream.
+        let (_, spare) = tokio::io::split(tokio::io::duplex(1).0);
+        let mut write = std::mem::replace(&mut c.write, spare);
+        let pinger = tokio::spawn(async move {
+            for i in 0..10u64 {
+                tokio::time::sleep(STALL / 2).await;
+                let ping = raw(frame::kind::PING, 0, 0, &i.to_be_bytes());
+                if write.write_all(&ping).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let reset = tokio::time::timeout(3 * STALL, reset_of(&mut c, 1)).await;
+        pinger.abort();
+        assert_eq!(reset.expect("not reset"), Some(Reason::CANCEL));
+        // Held up at two checks in a row with nothing moved between them.
         let took = started.elapsed();
-        assert!(took >= STALL && took <= 2 * STALL, "closed after {took:?}");
-        while c.next().await.is_some() {}
+        assert!(took >= STALL && took <= 2 * STALL, "reset after {took:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1687,10 +1749,50 @@ mod tests {
         let started = Instant::now();
         // The handler waits for the rest, which never comes.
         let failed = tokio::time::timeout(3 * STALL, body.frame()).await;
-        assert!(matches!(failed, Ok(Some(Err(_)))), "the body did not fail");
+        let Ok(Some(Err(error))) = failed else {
+            panic!("the body did not fail: {failed:?}");
+        };
+        assert!(
+            error
+                .downcast_ref::<crate::limits::ClientStalled>()
+                .is_some(),
+            "{error}"
+        );
         let took = started.elapsed();
         assert!(took >= STALL && took <= 2 * STALL, "failed after {took:?}");
-        assert_eq!(c.goaway().await, Reason::NO_ERROR);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_the_client_has_no_window_for_is_not_its_stall() {
+        let (mut c, mut held) = start(stall_settings());
+        handshake(&mut c).await;
+        // Two uploads nobody reads use up the 2 MiB connection window (1 MiB each).
+        let chunk = vec![7u8; 16 * 1024];
+        let mut unread = Vec::new();
+        for id in [1u32, 3] {
+            c.send(&raw(
+                frame::kind::HEADERS,
+                frame::flag::END_HEADERS,
+                id,
+                &post("/hold"),
+            ))
+            .await;
+            unread.push(held.recv().await.unwrap());
+            for _ in 0..64 {
+                c.send(&raw(frame::kind::DATA, 0, id, &chunk)).await;
+            }
+        }
+        // A third upload is awaited, but the client cannot send any of it.
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            5,
+            &post("/hold"),
+        ))
+        .await;
+        let mut third = held.recv().await.unwrap();
+        let waited = tokio::time::timeout(4 * STALL, third.frame()).await;
+        assert!(waited.is_err(), "the third body ended: {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

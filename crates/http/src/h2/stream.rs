@@ -354,6 +354,9 @@ pub struct RecvState {
     release_queued: bool,
     /// The body was dropped: further DATA is discarded (and credited at once).
     dropped: bool,
+    /// The client sent none of the body for this long while it could (see the connection's
+    /// stall check): the body fails with [`crate::limits::ClientStalled`].
+    stalled: Option<std::time::Duration>,
 }
 
 impl RecvState {
@@ -366,6 +369,13 @@ impl RecvState {
     /// The body waits for DATA the client has not sent (it has taken all that came).
     pub fn awaits_data(&self) -> bool {
         self.waker.is_some() && self.data.is_empty() && !self.end && self.error.is_none()
+    }
+
+    /// Fails the body: the client stalled it for `after`. Later DATA is discarded.
+    pub fn stall(&mut self, after: std::time::Duration) {
+        self.stalled = Some(after);
+        self.error.get_or_insert("the client stalled its body");
+        self.wake();
     }
 
     /// Queues DATA for the body. Returns false when the body is gone (the caller discards the
@@ -463,6 +473,9 @@ impl Body for RequestBody {
                 *remaining = remaining.saturating_sub(u64::from(len));
             }
             return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(after) = state.stalled {
+            return Poll::Ready(Some(Err(Box::new(crate::limits::ClientStalled { after }))));
         }
         if let Some(reason) = state.error {
             return Poll::Ready(Some(Err(Box::new(BodyError::client(reason.to_owned())))));
