@@ -193,21 +193,27 @@ async fn a_client_that_stops_reading_a_copied_body_frees_its_upstream() {
     a_client_that_stops_reading_frees_its_upstream(true).await;
 }
 
+/// Sends 10 bytes of a 100,000-byte upload and nothing more; returns all gatehouse answers
+/// before it closes (within 10 s).
+async fn stall_an_upload(gw: &Gatehouse) -> String {
+    let head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n";
+    let mut client = send_raw(gw, &[&head[..], b"ten bytes."].concat()).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("no answer to a stalled upload")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A client that stops sending its request body midway gets 408 after the stall timeout
 /// (nginx's `client_body_timeout`).
 #[tokio::test]
 async fn a_client_that_stalls_its_upload_gets_408() {
     let up = TestUpstream::start("up").await;
     let gw = with_stall_timeout(&endpoints(&[&up])).await;
-    let head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n";
-    let mut client = send_raw(&gw, &[&head[..], b"ten bytes."].concat()).await;
     let started = Instant::now();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
-        .await
-        .expect("no answer to a stalled upload")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = stall_an_upload(&gw).await;
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     assert!(answer.contains("stall_timeout"), "{answer}");
     let took = started.elapsed();
@@ -270,13 +276,6 @@ async fn continuing_upstream() -> std::net::SocketAddr {
 async fn a_stalled_upload_after_an_interim_answer_gets_408() {
     let upstream = continuing_upstream().await;
     let gw = with_stall_timeout(&format!("[\"{upstream}\"]")).await;
-    let head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n";
-    let mut client = send_raw(&gw, &[&head[..], b"ten bytes."].concat()).await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
-        .await
-        .expect("no answer to a stalled upload")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = stall_an_upload(&gw).await;
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
 }
