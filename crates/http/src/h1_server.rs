@@ -68,13 +68,12 @@ where
     let mut buf = prefix;
     // Response heads are encoded here, one buffer for the connection's life.
     let mut out = Vec::with_capacity(512);
-    // One timer for the connection's life, re-armed only when it fires: a request costs no
-    // timer-wheel update and no clock read for its head's deadline (see `HeadTimer`).
-    let mut timer = HeadTimer {
-        sleep: std::pin::pin!(tokio::time::sleep_until(first_deadline)),
-        served_since_armed: false,
-        timeout: settings.header_timeout,
-    };
+    // The head's deadline: one timer for the connection's life, re-armed only when it fires,
+    // so a request costs no timer-wheel update and no clock read. When it fires, a request
+    // served since it was armed means the head now awaited started later, and it gets another
+    // period; otherwise the head is late. A head thus gets between one and two timeouts, as
+    // with a per-read timeout like nginx's `client_header_timeout`.
+    let mut timer = IdleWatch::armed_until(first_deadline, settings.header_timeout);
     // Waited on while the connection is idle; made once for the connection's life, so a
     // request costs no registration with the drain signal.
     let mut drain_started = std::pin::pin!(draining.started());
@@ -201,35 +200,7 @@ where
             }
             return None;
         }
-        timer.served_since_armed = true;
-    }
-}
-
-/// The deadline for a request head, kept without a clock read per request. The timer is armed
-/// for `timeout` from some moment; when it fires, a request answered since then means the head
-/// now awaited started later, so the timer is armed once more; otherwise the head is late. A
-/// head thus gets between one and two `timeout`s, as a per-read timeout like nginx's
-/// `client_header_timeout` also does.
-struct HeadTimer<'a> {
-    sleep: Pin<&'a mut tokio::time::Sleep>,
-    served_since_armed: bool,
-    timeout: Duration,
-}
-
-impl HeadTimer<'_> {
-    /// Waits until the head awaited now is late.
-    async fn late(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            if !std::mem::take(&mut self.served_since_armed) {
-                return;
-            }
-            // From now, not from the old deadline: a response that took longer than two
-            // timeouts to send would leave that deadline in the past, and the next head would
-            // be late at once (the idle keep-alive connection closed under the client).
-            let rearmed = tokio::time::Instant::now() + self.timeout;
-            self.sleep.as_mut().reset(rearmed);
-        }
+        timer.moved();
     }
 }
 
@@ -313,7 +284,7 @@ async fn read_head(
     buf: &mut BytesMut,
     names: &mut NameCache,
     settings: H1Settings,
-    timer: &mut HeadTimer<'_>,
+    timer: &mut IdleWatch,
     mut drain_started: Pin<&mut crate::drain::Started<'_>>,
 ) -> HeadOutcome {
     let mut scanner = HeadScanner::new(settings.max_head);
@@ -341,7 +312,7 @@ async fn read_head(
                 Ok(_) => {}
             },
             () = drain_started.as_mut(), if idle => return HeadOutcome::Closed,
-            () = timer.late() => {
+            () = timer.expired() => {
                 return if idle {
                     HeadOutcome::Closed // an idle keep-alive connection times out silently
                 } else {

@@ -26,6 +26,16 @@ impl IdleWatch {
         }
     }
 
+    /// A watch whose first period ends at `deadline` rather than a whole period after the
+    /// first wait (time already spent, a TLS handshake say, counts against it).
+    pub fn armed_until(deadline: tokio::time::Instant, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
+            moved: false,
+        }
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -55,6 +65,18 @@ impl IdleWatch {
             // would end it at once.
             sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
         }
+    }
+
+    /// Resolves once the transfer has been silent too long.
+    pub async fn expired(&mut self) {
+        std::future::poll_fn(|cx| {
+            if self.poll_expired(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// Waits on `ready` (a socket's readiness) while watching for silence: None when the
@@ -121,5 +143,19 @@ mod tests {
             start.elapsed(),
             Duration::from_secs(3) + 5 * PERIOD + PERIOD
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_armed_watch_ends_its_first_period_at_the_deadline() {
+        let start = Instant::now();
+        let mut silent = IdleWatch::armed_until(start + Duration::from_secs(3), PERIOD);
+        wait_forever(&mut silent).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+        let start = Instant::now();
+        let mut served = IdleWatch::armed_until(start + Duration::from_secs(3), PERIOD);
+        served.moved();
+        wait_forever(&mut served).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3) + PERIOD);
     }
 }

@@ -388,43 +388,42 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_closed_destination_is_an_error() {
+    /// Forwards `len` bytes, which a writer keeps offering, into `destination`, expecting
+    /// the forward to fail; returns why.
+    async fn forward_offered(len: usize, destination: &TcpStream, stalls: Stalls) -> ForwardError {
         let (mut source_writer, source) = pair().await;
-        let (destination, reader) = pair().await;
-        drop(reader);
         let writer = tokio::spawn(async move {
-            // Ignore failure: the forward may stop reading once the destination is gone.
-            let _ = source_writer.write_all(&pattern(4_000_000)).await;
+            // Ignore failure: the forward stops reading once it gives up.
+            let _ = source_writer.write_all(&pattern(len)).await;
         });
-        let error = forward_exact(&source, &destination, 4_000_000, PATIENT)
+        let error = forward_exact(&source, destination, len as u64, stalls)
             .await
             .unwrap_err();
-        assert!(matches!(error, ForwardError::Destination(_)), "{error}");
         drop(source);
         writer.await.unwrap();
+        error
+    }
+
+    #[tokio::test]
+    async fn a_closed_destination_is_an_error() {
+        let (destination, reader) = pair().await;
+        drop(reader);
+        let error = forward_offered(4_000_000, &destination, PATIENT).await;
+        assert!(matches!(error, ForwardError::Destination(_)), "{error}");
     }
 
     #[tokio::test]
     async fn a_destination_that_takes_nothing_times_out() {
-        let (mut source_writer, source) = pair().await;
         // Its reader stays open but never reads: the socket buffers fill, then nothing moves.
         let (destination, _reader) = pair().await;
-        let writer = tokio::spawn(async move {
-            let _ = source_writer.write_all(&pattern(16_000_000)).await;
-        });
         let stalls = Stalls {
             destination: Duration::from_millis(50),
             ..PATIENT
         };
-        let error = forward_exact(&source, &destination, 16_000_000, stalls)
-            .await
-            .unwrap_err();
+        let error = forward_offered(16_000_000, &destination, stalls).await;
         assert!(
             matches!(&error, ForwardError::Destination(e) if e.kind() == io::ErrorKind::TimedOut),
             "{error}"
         );
-        drop(source);
-        writer.await.unwrap();
     }
 }

@@ -1517,6 +1517,23 @@ mod tests {
 
     const BIG: usize = 1 << 20;
 
+    /// Opens stream `id` with a POST to `/hold` (its body still to come) and returns the
+    /// request body the handler handed over.
+    async fn hold_upload(
+        c: &mut Client,
+        held: &mut mpsc::UnboundedReceiver<ProxyBody>,
+        id: u32,
+    ) -> ProxyBody {
+        c.send(&raw(
+            frame::kind::HEADERS,
+            frame::flag::END_HEADERS,
+            id,
+            &post("/hold"),
+        ))
+        .await;
+        held.recv().await.unwrap()
+    }
+
     async fn handshake(client: &mut Client) {
         let mut hello = PREFACE.to_vec();
         hello.extend(raw(frame::kind::SETTINGS, 0, 0, &[]));
@@ -1735,15 +1752,8 @@ mod tests {
     async fn a_client_that_stalls_its_upload_is_closed() {
         let (mut c, mut held) = start(stall_settings());
         handshake(&mut c).await;
-        c.send(&raw(
-            frame::kind::HEADERS,
-            frame::flag::END_HEADERS,
-            1,
-            &post("/hold"),
-        ))
-        .await;
+        let mut body = hold_upload(&mut c, &mut held, 1).await;
         c.send(&raw(frame::kind::DATA, 0, 1, b"some")).await;
-        let mut body = held.recv().await.unwrap();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "some");
         let started = Instant::now();
@@ -1770,27 +1780,13 @@ mod tests {
         let chunk = vec![7u8; 16 * 1024];
         let mut unread = Vec::new();
         for id in [1u32, 3] {
-            c.send(&raw(
-                frame::kind::HEADERS,
-                frame::flag::END_HEADERS,
-                id,
-                &post("/hold"),
-            ))
-            .await;
-            unread.push(held.recv().await.unwrap());
+            unread.push(hold_upload(&mut c, &mut held, id).await);
             for _ in 0..64 {
                 c.send(&raw(frame::kind::DATA, 0, id, &chunk)).await;
             }
         }
         // A third upload is awaited, but the client cannot send any of it.
-        c.send(&raw(
-            frame::kind::HEADERS,
-            frame::flag::END_HEADERS,
-            5,
-            &post("/hold"),
-        ))
-        .await;
-        let mut third = held.recv().await.unwrap();
+        let mut third = hold_upload(&mut c, &mut held, 5).await;
         let waited = tokio::time::timeout(4 * STALL, third.frame()).await;
         assert!(waited.is_err(), "the third body ended: {waited:?}");
     }
@@ -1858,14 +1854,7 @@ mod tests {
     async fn flow_credit_follows_consumption() {
         let (mut c, mut held) = start(H2Settings::default());
         handshake(&mut c).await;
-        c.send(&raw(
-            frame::kind::HEADERS,
-            frame::flag::END_HEADERS,
-            1,
-            &post("/hold"),
-        ))
-        .await;
-        let mut body = held.recv().await.unwrap();
+        let mut body = hold_upload(&mut c, &mut held, 1).await;
         // 640 KiB: more than half the stream window, less than half the connection window.
         let chunk = vec![7u8; 16 * 1024];
         for _ in 0..40 {
@@ -1908,14 +1897,7 @@ mod tests {
             ..H2Settings::default()
         });
         handshake(&mut c).await;
-        c.send(&raw(
-            frame::kind::HEADERS,
-            frame::flag::END_HEADERS,
-            1,
-            &post("/hold"),
-        ))
-        .await;
-        let _body = held.recv().await.unwrap();
+        let _body = hold_upload(&mut c, &mut held, 1).await;
         let chunk = vec![1u8; 16 * 1024];
         for _ in 0..3 {
             c.send(&raw(frame::kind::DATA, 0, 1, &chunk)).await;
