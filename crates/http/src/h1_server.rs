@@ -95,7 +95,9 @@ where
             HeadOutcome::Closed => return None,
             HeadOutcome::Refused(rejection) => {
                 on_reject(rejection);
-                let _ = write.write_all(&refusal_response(rejection)).await;
+                let _ = StallGuard::new(&mut write, settings.stall_timeout)
+                    .write_all(&refusal_response(rejection))
+                    .await;
                 if let Some(reader) = read.as_mut() {
                     linger(reader, &mut write).await;
                 }
@@ -120,7 +122,7 @@ where
         }
         if has_body && version == Version::HTTP_11 && expects_continue(&parts.headers) {
             // Send it at once rather than when the body is first read: simpler, and allowed.
-            if write
+            if StallGuard::new(&mut write, settings.stall_timeout)
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
@@ -149,7 +151,8 @@ where
         let response = handler(Request::from_parts(parts, body)).await;
         if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let reader = read.take()?;
-            return switch_protocols(response, &mut out, (reader, write), buf).await;
+            let client = (reader, write);
+            return switch_protocols(response, &mut out, client, buf, settings.stall_timeout).await;
         }
         if draining.is_started() || closes(response.headers()) {
             keep_alive = false;
@@ -214,6 +217,7 @@ async fn switch_protocols(
     out: &mut Vec<u8>,
     (read, mut write): (ConnRead, ConnWrite),
     buffered: BytesMut,
+    stall_timeout: Duration,
 ) -> Option<Tunnel> {
     let (parts, body) = response.into_parts();
     let upstream = parts
@@ -222,7 +226,7 @@ async fn switch_protocols(
         .and_then(crate::upgrade::UpstreamTunnel::take);
     let Some(upstream) = upstream else {
         // A 101 that carries no connection cannot be honoured; nothing was switched yet.
-        let _ = write
+        let _ = StallGuard::new(&mut write, stall_timeout)
             .write_all(
                 b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             )
@@ -235,7 +239,8 @@ async fn switch_protocols(
         .map_or(gatehouse_config::Route::DEFAULT_READ_TIMEOUT, |idle| idle.0);
     encode_head(&parts, Delimit::NoBody, true, false, out);
     drop(parts);
-    let written = write.write_all(out).await.is_ok() && write.flush().await.is_ok();
+    let mut guarded = StallGuard::new(&mut write, stall_timeout);
+    let written = guarded.write_all(out).await.is_ok() && guarded.flush().await.is_ok();
     if !written {
         return None;
     }
@@ -252,14 +257,17 @@ async fn switch_protocols(
 /// Ends a connection without losing the last response: closing a socket that still has unread
 /// client bytes sends a reset, which can destroy the response in flight. So: shut down our side,
 /// then read and discard what the client still sends, for a bounded time and amount (as nginx's
-/// lingering close does).
+/// lingering close does). The bound covers the shutdown too: over TLS it writes a close_notify,
+/// which a client that reads nothing would otherwise hold forever.
 async fn linger(read: &mut ConnRead, write: &mut ConnWrite) {
     const LINGER_TIME: Duration = Duration::from_secs(2);
     const LINGER_BYTES: usize = 1 << 20;
-    let _ = write.shutdown().await;
     let mut discard = vec![0u8; 16 * 1024];
     let mut total = 0;
     let _ = tokio::time::timeout(LINGER_TIME, async {
+        if write.shutdown().await.is_err() {
+            return;
+        }
         while total < LINGER_BYTES {
             match read.read(&mut discard).await {
                 Ok(0) | Err(_) => break,

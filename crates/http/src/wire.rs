@@ -125,8 +125,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for StallGuard<'_, W> {
         this.watched(cx, flushed).map_ok(drop)
     }
 
+    /// Watched too: over TLS a shutdown writes a close_notify, which waits like any write.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let shut = Pin::new(&mut *this.inner).poll_shutdown(cx).map_ok(|()| 0);
+        this.watched(cx, shut).map_ok(drop)
     }
 }
 
@@ -289,6 +292,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.len(), 1 + 6 + 20_000 + 2 + 5);
+    }
+
+    /// A client that takes nothing: every write, flush and shutdown waits forever.
+    struct TakesNothing;
+
+    impl AsyncWrite for TakesNothing {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_fails_writes_and_shutdowns_after_the_stall_timeout() {
+        let stall = Duration::from_secs(5);
+        let mut client = TakesNothing;
+        let start = tokio::time::Instant::now();
+        // The outer timeout only turns a hang into a failure.
+        let gives_up = 3 * stall;
+        let mut guard = StallGuard::new(&mut client, stall);
+        let written = guard.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let err = tokio::time::timeout(gives_up, written)
+            .await
+            .expect("the write gave up by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = start.elapsed();
+        assert!(waited >= stall && waited <= 2 * stall, "{waited:?}");
+        // Over TLS a shutdown writes a close_notify: it must not wait forever either.
+        let start = tokio::time::Instant::now();
+        let mut guard = StallGuard::new(&mut client, stall);
+        let err = tokio::time::timeout(gives_up, guard.shutdown())
+            .await
+            .expect("the shutdown gave up by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = start.elapsed();
+        assert!(waited >= stall && waited <= 2 * stall, "{waited:?}");
     }
 
     #[test]
