@@ -313,32 +313,29 @@ mod tests {
         }
     }
 
+    /// Awaits `op` on a [`StallGuard`] over a client that takes nothing, and checks it failed
+    /// with `TimedOut` after one to two stall timeouts. The outer timeout only turns a hang into
+    /// a failure.
+    async fn gives_up_after_the_stall<F: Future<Output = io::Result<()>>>(stall: Duration, op: F) {
+        let start = tokio::time::Instant::now();
+        let err = tokio::time::timeout(3 * stall, op)
+            .await
+            .expect("gave up by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = start.elapsed();
+        assert!(waited >= stall && waited <= 2 * stall, "{waited:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_client_that_takes_nothing_fails_writes_and_shutdowns_after_the_stall_timeout() {
         let stall = Duration::from_secs(5);
         let mut client = TakesNothing;
-        let start = tokio::time::Instant::now();
-        // The outer timeout only turns a hang into a failure.
-        let gives_up = 3 * stall;
         let mut guard = StallGuard::new(&mut client, stall);
-        let written = guard.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-        let err = tokio::time::timeout(gives_up, written)
-            .await
-            .expect("the write gave up by itself")
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        let waited = start.elapsed();
-        assert!(waited >= stall && waited <= 2 * stall, "{waited:?}");
+        gives_up_after_the_stall(stall, guard.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")).await;
         // Over TLS a shutdown writes a close_notify: it must not wait forever either.
-        let start = tokio::time::Instant::now();
         let mut guard = StallGuard::new(&mut client, stall);
-        let err = tokio::time::timeout(gives_up, guard.shutdown())
-            .await
-            .expect("the shutdown gave up by itself")
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        let waited = start.elapsed();
-        assert!(waited >= stall && waited <= 2 * stall, "{waited:?}");
+        gives_up_after_the_stall(stall, guard.shutdown()).await;
     }
 
     #[test]
