@@ -676,25 +676,27 @@ async fn read_head_while_uploading(
         tokio::pin!(read);
         tokio::select! {
             biased;
-            head = &mut read => Some(head),
+            head = &mut read => head,
             done = running => {
-                let client_broke = matches!(done.1, Err(ExchangeError::ClientBody(_)));
-                finished = Some(done);
-                if client_broke { None } else { Some(read.await) }
+                let (writer, sent) = done;
+                finished = Some((writer, sent.is_ok()));
+                match sent {
+                    // The upstream never gets the whole request (the client stalled or went
+                    // away), so its final answer is not waited for: the client's error is the
+                    // outcome.
+                    Err(error @ ExchangeError::ClientBody(_)) => Err(error),
+                    _ => read.await,
+                }
             }
         }
     };
     if let Some((writer, sent)) = finished {
         *upload = None;
-        match sent {
-            Ok(()) => connection.write = Some(writer),
-            // The upstream never gets the whole request (the client stalled or went away), so
-            // its final answer is not waited for: the client's error is the outcome.
-            Err(error @ ExchangeError::ClientBody(_)) => return Err(error),
-            Err(_) => {}
+        if sent {
+            connection.write = Some(writer);
         }
     }
-    head.unwrap_or(Err(ExchangeError::ClosedBeforeResponse))
+    head
 }
 
 /// A response body read straight from the upstream connection.
