@@ -4,10 +4,10 @@
 //! - `/healthz`: 200 "ok" while the process serves (load balancers in front of gatehouse probe it);
 //! - `/metrics`: Prometheus text exposition of every gatehouse metric;
 //! - `/config`: the effective configuration snapshot as JSON, with its generation number;
-//! - `/clusters` ([`clusters`]): every endpoint's live state: health, ejection, breaker, load;
-//! - `/faults` ([`faults`]): runtime fault injection per route and cluster (writes need the token);
-//! - `/cache` ([`cache`]): the HTTP cache's size, and purges (writes need the token).
-//! - `/registry` ([`registry`]): the service registry: list, register, heartbeat, deregister
+//! - `/clusters` (module `clusters`): every endpoint's live state: health, ejection, breaker, load;
+//! - `/faults` (module `faults`): runtime fault injection per route and cluster (writes need the token);
+//! - `/cache` (module `cache`): the HTTP cache's size, and purges (writes need the token).
+//! - `/registry` (module `registry`): the service registry: list, register, heartbeat, deregister
 //!   (writes need the token).
 //!
 //! Security by default: the admin API listens on loopback unless a token is configured (config

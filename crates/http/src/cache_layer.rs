@@ -473,8 +473,8 @@ fn store_answer(
         },
         received,
     );
-    let too_large =
-        declared_length(&parts.headers).is_some_and(|n| n > cache.max_object_size as u64);
+    let too_large = crate::headers::content_length(&parts.headers)
+        .is_some_and(|n| n > cache.max_object_size as u64);
     let storable =
         policy::storable(&policy, &client.method, &parts.headers, received).is_ok() && !too_large;
     let body = if storable {
@@ -629,15 +629,6 @@ fn host_of(headers: &HeaderMap) -> &str {
 
 fn target_of(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", |pq| pq.as_str())
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

@@ -148,10 +148,7 @@ fn worth_compressing(
     }
     // A HEAD answer has no body; its Content-Length says what a GET would get.
     let length = if is_head {
-        headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+        crate::headers::content_length(headers)
     } else {
         response.body().size_hint().exact()
     };

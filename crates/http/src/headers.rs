@@ -212,6 +212,17 @@ impl ProxyFields {
     }
 }
 
+/// The length a message's Content-Length declares, when it has one that reads as a number.
+/// (The HTTP/1.1 parsers have already refused a message whose lengths disagree.)
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// An address as a header value (for X-Forwarded-For).
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))

@@ -5,7 +5,7 @@
 //!   HTTP GET expecting a status range) every interval ± jitter; `rise` passes in a row make it
 //!   healthy, `fall` failures unhealthy ([`gatehouse_balance::HealthState`]);
 //! - **passive outlier detection**: failed tries eject an endpoint for a while
-//!   ([`crate::outlier`]).
+//!   ([`gatehouse_balance::outlier`]).
 //!
 //! [`EndpointHealth`] folds both into atomics, so the balancer's eligibility check costs two
 //! loads and no lock. It lives in the endpoint store, so a reload keeps it.

@@ -89,7 +89,7 @@ impl EndpointPool {
     /// Sends a request and returns the response head, or [`DeadlinePassed`] when `deadline`
     /// comes first; the body streams from the connection. The head is borrowed, so a failed try
     /// leaves it for the next one. `arrived` is when the request arrived (it stands in for the
-    /// clock; see [`H1Connection::last_used`]).
+    /// clock; see `H1Connection::last_used`).
     pub async fn send(
         self: &Arc<Self>,
         head: UpstreamHead<'_>,

@@ -17,35 +17,44 @@
 //!      budget agree;
 //! 4. **respond**: hop-by-hop headers out of the response, Via in; the body streams back while the
 //!    endpoint's in-flight count stays raised until the body ends.
+//!
+//! This module holds the phases' order and the tries loop; each phase's details have their own
+//! submodule: `rewrite` (the upstream's request head), `keyed` (Idempotency-Key claims),
+//! `replay` (the body across tries), `pick` (endpoint choice, breakers, affinity keys) and
+//! `respond` (the response and its in-flight accounting).
 
-use crate::body::{BoxError, ProxyBody};
+mod keyed;
+mod pick;
+mod replay;
+mod respond;
+mod rewrite;
+
+pub use rewrite::{request_host, request_host_str};
+
+use pick::{Tried, affinity_hash, pick_admitted};
+use replay::ReplayBody;
+use respond::{HeadTiming, InFlight, respond};
+use rewrite::rewrite_request;
+
+use crate::body::ProxyBody;
 use crate::h1_client::UpstreamHead;
-use crate::headers::{self, Hop, ProxyFields, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
-use crate::idempotency::{self, Claim, IDEMPOTENCY_KEY, KeyedRequest};
-use crate::limits::LimitedBody;
+use crate::headers;
+use crate::idempotency::{self, IDEMPOTENCY_KEY};
 use crate::resilience::{
     BreakerScope, RecordTarget, TryOutcome, breaker_outcome, report_transition, settle,
 };
 use crate::snapshot::{ClusterRuntime, EndpointRuntime, RouteRuntime};
-use crate::upgrade::{ExtendedConnect, TunnelIdle, UpgradeRequested};
-use bytes::Bytes;
-use gatehouse_balance::{EndpointStats, PickRequest, hash_key};
-use gatehouse_config::{HashOn, UpstreamProtocol};
+use crate::upgrade::UpgradeRequested;
 use gatehouse_core::{ErrorKind, MonotonicClock, ProxyError};
 use gatehouse_observe::{Label, Metrics, RetryLabels};
 use gatehouse_resilience::breaker::Permit;
-use gatehouse_resilience::idempotency::{IdempotencyStore, Ticket};
-use gatehouse_resilience::retry::{Decision, FailedTry, RequestBody, Stop};
+use gatehouse_resilience::idempotency::IdempotencyStore;
+use gatehouse_resilience::retry::{Decision, FailedTry, Stop};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
-use std::cell::Cell;
+use http::{Method, Request, Response, Version};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// What the data path knows about the client connection a request came on.
@@ -124,7 +133,7 @@ impl ForwardContext<'_> {
 
 /// Forwards `request` along `route`; always produces a response (errors become error responses).
 /// A route with `[routes.cache]` answers from the shared cache when it can
-/// ([`crate::cache_layer`]); the rest goes to [`forward_origin`].
+/// ([`crate::cache_layer`]); the rest goes to `forward_origin`.
 ///
 /// The request is boxed: each async layer it passes through would otherwise move its 240 bytes
 /// into the next future's state (measured at eight copies per request).
@@ -218,7 +227,7 @@ async fn forward_tries(
     ctx: &ForwardContext<'_>,
 ) -> Result<Forwarded, ProxyError> {
     // 1. limit
-    let declared = declared_length(&*request);
+    let declared = headers::content_length(request.headers());
     if let Some(declared) = declared
         && declared > ctx.max_body_bytes
     {
@@ -253,55 +262,11 @@ async fn forward_tries(
         policy.max_replay_body,
     )
     .await?;
-    let ticket = match (&idempotency_key, &body) {
-        (Some(key), ReplayBody::Buffered(_) | ReplayBody::Empty) if keyed => {
-            let bytes = match &body {
-                ReplayBody::Buffered(bytes) => bytes.clone(),
-                _ => Bytes::new(),
-            };
-            // The peer's text was formatted once per connection; a client named by a trusted
-            // proxy is formatted here, on this rare path only.
-            let named;
-            let client = if ctx.client == ctx.conn.client.ip() {
-                ctx.conn.client_ip.to_str().unwrap_or("-")
-            } else {
-                named = ctx.client.to_string();
-                named.as_str()
-            };
-            let keyed_request = KeyedRequest {
-                route: &route.name,
-                client,
-                key,
-                method: &parts.method,
-                target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                body: &bytes,
-            };
-            match idempotency::claim(
-                ctx.idempotency.as_ref(),
-                &keyed_request,
-                ctx.clock.now_nanos(),
-            )? {
-                Claim::Replay(response) => {
-                    return Ok(Forwarded {
-                        response,
-                        endpoint: gatehouse_observe::label("-"),
-                        head_latency: ctx.started.elapsed(),
-                    });
-                }
-                Claim::Run(ticket) => Some(ticket),
-            }
-        }
-        _ => {
-            if keyed {
-                tracing::debug!("Idempotency-Key ignored: the body is too large to fingerprint");
-            }
-            None
-        }
-    };
     // From here every way out either stores the answer (when its body ends) or releases the key.
-    let mut ticket = TicketGuard {
-        ticket,
-        store: ctx.idempotency,
+    let mut ticket = match keyed::claim(route, &parts, &body, idempotency_key.as_ref(), keyed, ctx)?
+    {
+        keyed::Claimed::Replay(forwarded) => return Ok(forwarded),
+        keyed::Claimed::Run(ticket) => ticket,
     };
     if policy.max_attempts > 1 {
         // The request's arrival is time enough for a budget counted in seconds.
@@ -531,14 +496,11 @@ async fn exchange(
     ctx: &ForwardContext<'_>,
 ) -> Exchanged {
     let endpoint = &cluster.endpoints[index];
-    endpoint.stats.begin();
-    let in_flight = InFlight {
-        stats: Arc::clone(&endpoint.stats),
-        timed: cluster.balancer.policy().weighs_latency(),
-        clock: *ctx.clock,
-        started_nanos: ctx.started_nanos,
-        head: None,
-    };
+    let in_flight = InFlight::begin(
+        &endpoint.stats,
+        cluster.balancer.policy().weighs_latency(),
+        ctx,
+    );
     let resilience = &cluster.resilience;
     let timed = resilience.adaptive_timeout.is_some() || resilience.tracks_latency();
     // Latency estimates need a sample, not every try: one in LATENCY_SAMPLE is timed and
@@ -669,40 +631,6 @@ async fn hedged(
     }
 }
 
-/// Holds a claimed idempotency key until the response takes it over; dropped with it (an
-/// error, a refused retry), it releases the key so the client's retry can run.
-struct TicketGuard<'a> {
-    ticket: Option<Ticket>,
-    store: &'a Arc<dyn IdempotencyStore>,
-}
-
-impl TicketGuard<'_> {
-    /// Hands the key to the response: it is stored when the response body ends.
-    fn attach(&mut self, forwarded: Forwarded, clock: MonotonicClock) -> Forwarded {
-        match self.ticket.take() {
-            None => forwarded,
-            Some(ticket) => Forwarded {
-                response: idempotency::record(
-                    forwarded.response,
-                    ticket,
-                    Arc::clone(self.store),
-                    clock,
-                ),
-                endpoint: forwarded.endpoint,
-                head_latency: forwarded.head_latency,
-            },
-        }
-    }
-}
-
-impl Drop for TicketGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.store.abandon(ticket);
-        }
-    }
-}
-
 /// A try that did not produce the final answer.
 enum Failure {
     /// The upstream answered with a retryable status; kept in case no retry happens.
@@ -727,128 +655,6 @@ fn time_budget(
             (route_timeout, false)
         }
     }
-}
-
-/// Picks an endpoint whose circuit breaker (if any) admits the request; an endpoint whose
-/// breaker refuses is skipped. With every candidate refused the answer is 503 Retry-After.
-fn pick_admitted(
-    cluster: &ClusterRuntime,
-    hash: Option<u64>,
-    ctx: &ForwardContext<'_>,
-    tried: &Tried,
-) -> Result<(usize, Option<Permit>), ProxyError> {
-    let mut refused = Tried::default();
-    let mut retry_after: Option<Duration> = None;
-    // An endpoint ramping up after recovery that sat this request out, in case no other can
-    // take it.
-    let mut ramping: Option<usize> = None;
-    // Each round refuses one more endpoint, so this ends; the bound covers indices past 64.
-    for _ in 0..=cluster.endpoints.len() {
-        let index = match pick(cluster, hash, ctx.clock, tried, &refused) {
-            Ok(index) => {
-                let ramp = cluster.endpoints[index]
-                    .health
-                    .ramp_permille(|| ctx.clock.now_nanos());
-                if ramp < 1000 && fastrand::u32(..1000) >= ramp {
-                    // Slow start: it takes only `ramp`‰ of what the balancer gives it.
-                    ramping.get_or_insert(index);
-                    refused.insert(index);
-                    continue;
-                }
-                index
-            }
-            Err(_) if ramping.is_some() => ramping.take().unwrap_or_default(),
-            Err(error) => {
-                return Err(match retry_after {
-                    Some(retry_after) => ProxyError::new(ErrorKind::CircuitOpen {
-                        cluster: cluster.name.to_string(),
-                        retry_after,
-                    }),
-                    None => error,
-                });
-            }
-        };
-        let endpoint = &cluster.endpoints[index];
-        let Some(breaker) = &endpoint.breaker else {
-            return Ok((index, None));
-        };
-        match breaker.try_acquire(ctx.started_nanos) {
-            Ok(admission) => {
-                if let Some(transition) = admission.transition {
-                    report_transition(
-                        transition,
-                        BreakerScope {
-                            cluster: &cluster.name,
-                            endpoint: Some(&endpoint.label),
-                            metrics: ctx.metrics,
-                        },
-                    );
-                }
-                return Ok((index, Some(admission.permit)));
-            }
-            Err(rejected) => {
-                refused.insert(index);
-                retry_after =
-                    Some(retry_after.map_or(rejected.retry_after, |r| r.min(rejected.retry_after)));
-            }
-        }
-    }
-    Err(ProxyError::new(ErrorKind::CircuitOpen {
-        cluster: cluster.name.to_string(),
-        retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-    }))
-}
-
-/// Picks an endpoint in rotation and not `refused`, preferring ones this request has not tried.
-fn pick(
-    cluster: &ClusterRuntime,
-    hash: Option<u64>,
-    clock: &MonotonicClock,
-    tried: &Tried,
-    refused: &Tried,
-) -> Result<usize, ProxyError> {
-    // Read the clock once, and only if some endpoint's ejection needs it.
-    let now = Cell::new(None);
-    let now = || {
-        let t = now.get().unwrap_or_else(|| clock.now_nanos());
-        now.set(Some(t));
-        t
-    };
-    let in_rotation = |i: usize| {
-        !refused.contains(i)
-            && cluster
-                .endpoints
-                .get(i)
-                .is_some_and(|e| e.health.in_rotation(now))
-    };
-    let untried = |i: usize| !tried.contains(i) && in_rotation(i);
-    let latency_aware = cluster.balancer.policy().weighs_latency();
-    let now_nanos = if latency_aware { now() } else { 0 };
-    cluster
-        .balancer
-        .pick(&PickRequest {
-            hash,
-            now_nanos,
-            eligible: &untried,
-        })
-        .or_else(|| {
-            // Every endpoint in rotation was tried: the retry goes to one of them again.
-            (!tried.is_empty())
-                .then(|| {
-                    cluster.balancer.pick(&PickRequest {
-                        hash,
-                        now_nanos,
-                        eligible: &in_rotation,
-                    })
-                })
-                .flatten()
-        })
-        .filter(|&i| i < cluster.endpoints.len())
-        .ok_or_else(|| {
-            ProxyError::new(ErrorKind::NoHealthyEndpoint {
-                cluster: cluster.name.to_string(),
-            })
-        })
 }
 
 fn record(
@@ -889,454 +695,5 @@ fn stop_reason(stop: Stop) -> Option<&'static str> {
         Stop::NotIdempotent => Some("not_idempotent"),
         Stop::BodyNotReplayable => Some("body_not_replayable"),
         Stop::DeadlineTooClose => Some("deadline"),
-    }
-}
-
-/// Endpoints a request has tried (the first 64 indices; beyond that a retry may repeat one).
-#[derive(Default)]
-struct Tried(u64);
-
-impl Tried {
-    fn insert(&mut self, index: usize) {
-        if index < 64 {
-            self.0 |= 1 << index;
-        }
-    }
-    fn contains(&self, index: usize) -> bool {
-        index < 64 && self.0 & (1 << index) != 0
-    }
-    fn is_empty(&self) -> bool {
-        self.0 == 0
-    }
-}
-
-/// The request body, kept whole when small enough to send again.
-enum ReplayBody {
-    /// No body: every try sends none.
-    Empty,
-    /// The whole body, buffered: every try sends a copy.
-    Buffered(Bytes),
-    /// Streamed to the first try; None once sent.
-    Streaming(Option<ProxyBody>),
-}
-
-impl ReplayBody {
-    /// Buffers the body when asked (retries are possible, or an idempotency key needs its
-    /// fingerprint) and its declared length fits the replay limit; streams it otherwise (such a
-    /// request is not retried once its body was sent).
-    async fn new(
-        body: ProxyBody,
-        declared: Option<u64>,
-        buffer: bool,
-        max_replay: u64,
-    ) -> Result<Self, ProxyError> {
-        if body.is_end_stream() {
-            return Ok(Self::Empty);
-        }
-        let small = declared.is_some_and(|n| n <= max_replay);
-        if !buffer || !small {
-            return Ok(Self::Streaming(Some(body)));
-        }
-        match body.collect().await {
-            Ok(collected) => Ok(Self::Buffered(collected.to_bytes())),
-            Err(error) => Err(client_body_error(&error)),
-        }
-    }
-
-    fn for_try(&mut self) -> Option<ProxyBody> {
-        match self {
-            Self::Empty => Some(crate::body::empty()),
-            Self::Buffered(bytes) => Some(crate::body::full(bytes.clone())),
-            Self::Streaming(body) => body.take(),
-        }
-    }
-
-    fn state(&self) -> RequestBody {
-        match self {
-            Self::Empty => RequestBody::Buffered { len: 0 },
-            Self::Buffered(bytes) => RequestBody::Buffered {
-                len: bytes.len() as u64,
-            },
-            Self::Streaming(_) => RequestBody::Consumed,
-        }
-    }
-}
-
-/// A client body that failed while being buffered: too large, stalled, or the client went
-/// away.
-fn client_body_error(error: &BoxError) -> ProxyError {
-    ProxyError::new(crate::limits::broken_limit(&**error).unwrap_or_else(|| {
-        ErrorKind::ClientBody {
-            reason: error.to_string(),
-        }
-    }))
-}
-
-/// When a response head arrived: its latency since the request did, and that moment on the
-/// shared clock. One clock read serves every consumer (hedging, balancer stats, metrics).
-#[derive(Clone, Copy)]
-struct HeadTiming {
-    latency: Duration,
-    /// Since the try that answered was sent (a first try: since the request arrived).
-    upstream: Duration,
-    at_nanos: u64,
-}
-
-impl HeadTiming {
-    fn now(ctx: &ForwardContext<'_>, try_started: Instant) -> Self {
-        let now = Instant::now();
-        let latency = now.saturating_duration_since(ctx.started);
-        Self {
-            latency,
-            // A first try counts from the request's arrival: the same span, not worked out twice.
-            upstream: if try_started == ctx.started {
-                latency
-            } else {
-                now.saturating_duration_since(try_started)
-            },
-            at_nanos: ctx.nanos_after(latency),
-        }
-    }
-}
-
-/// Turns the upstream's response into the client's.
-fn respond(
-    response: Response<ProxyBody>,
-    endpoint: &EndpointRuntime,
-    mut in_flight: InFlight,
-    head: HeadTiming,
-    route: &RouteRuntime,
-    ctx: &ForwardContext<'_>,
-) -> Forwarded {
-    in_flight.head = Some(head);
-    let (mut parts, body) = response.into_parts();
-    // The HTTP/1.1 client leaves hop-by-hop fields out as it parses (keeping `Upgrade` on a
-    // 101, and dropping a Content-Length that Transfer-Encoding overrides); hyper's HTTP/2
-    // client does not promise it.
-    if route.cluster.protocol == UpstreamProtocol::H2 {
-        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-            // A Content-Length beside it (RFC 9112 6.3: TE wins) would make the client-side
-            // encoder cut the body short.
-            parts.headers.remove(header::CONTENT_LENGTH);
-        }
-        headers::strip_hop_by_hop(&mut parts.headers);
-    }
-    let mut tunnel = None;
-    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        // The server adds `Connection: upgrade`; the tunnel counts as in flight at the
-        // endpoint while it is open.
-        parts.extensions.insert(TunnelIdle(route.read_timeout));
-        ctx.metrics.upgrades.get_or_create(&route.labels).inc();
-        tunnel = Some(gatehouse_observe::GaugeGuard::new(
-            ctx.metrics.tunnels_open.clone(),
-        ));
-    }
-    endpoint.duration.observe(head.upstream);
-    if let Some(offer) = parts.extensions.get_mut::<crate::splice::SpliceOffer>() {
-        // A spliced body is not polled while it moves: the transfer keeps the read timeout.
-        offer.set_idle_timeout(route.read_timeout);
-    }
-    if route.forward_headers.via {
-        headers::add_via(&mut parts.headers, parts.version);
-    }
-    parts.version = Version::HTTP_11;
-    let body = TrackedBody {
-        inner: body,
-        _in_flight: in_flight,
-        _tunnel: tunnel,
-        idle: crate::idle::IdleWatch::new(route.read_timeout),
-    };
-    Forwarded {
-        response: Response::from_parts(parts, body.boxed()),
-        endpoint: Arc::clone(&endpoint.label),
-        head_latency: head.latency,
-    }
-}
-
-/// Rewrites the client's request head for the upstream, in place, and returns the body to send
-/// (limited) and the fields this hop adds, which travel beside the head's map (see
-/// [`ProxyFields`]).
-fn rewrite_request(
-    route: &RouteRuntime,
-    protocol: UpstreamProtocol,
-    parts: &mut http::request::Parts,
-    body: ProxyBody,
-    ctx: &ForwardContext<'_>,
-) -> Result<(ProxyBody, ProxyFields), ProxyError> {
-    let original_host = request_host(&parts.uri, &parts.headers);
-    let present = headers::scan(&parts.headers);
-    // The Host field already says it unless the host came from the target (absolute-form, an
-    // HTTP/2 client) or the route rewrites it; an HTTP/2 upstream takes it as :authority. A
-    // `Connection` field may name Host, and the strip below would take it: put it back then.
-    let host_kept = route.host_rewrite.is_none()
-        && parts.uri.authority().is_none()
-        && protocol == UpstreamProtocol::Http1
-        && !present.hop_by_hop;
-    let host = if host_kept {
-        None
-    } else {
-        route.host_rewrite.clone().or_else(|| original_host.clone())
-    };
-
-    if headers::strip_found_hop_by_hop(&mut parts.headers, &present) {
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    let fields = ProxyFields::take(
-        &mut parts.headers,
-        &present,
-        Hop {
-            client: &ctx.conn.client_ip,
-            proto: ctx.conn.scheme,
-            original_host,
-            received: parts.version,
-            request_id: ctx.request_id,
-        },
-        route.forward_headers,
-    );
-    if let Some(name) = &route.client_cert_header {
-        // Only gatehouse may set it: a client's own value would be a forged identity.
-        parts.headers.remove(name);
-        if let Some(subject) = &ctx.conn.client_cert {
-            parts.headers.insert(name.clone(), subject.clone());
-        }
-    }
-    // gatehouse answered `Expect: 100-continue` itself and streams the body as it comes; the
-    // upstream must not wait to send a 100 of its own.
-    if present.expect {
-        parts.headers.remove(header::EXPECT);
-    }
-    // An upgrade (WebSocket) asks the next hop again: the headers that carry it are hop-by-hop.
-    // HTTP/2 upstreams get a plain request (this proxy does not map upgrades onto HTTP/2).
-    if let Some(upgrade) = parts.extensions.get::<UpgradeRequested>() {
-        if protocol == UpstreamProtocol::Http1 {
-            let protocol = upgrade.protocol.clone();
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol);
-            if parts.extensions.get::<ExtendedConnect>().is_some() {
-                // An HTTP/2 client sends no handshake key (RFC 8441 §5): this hop makes one.
-                parts
-                    .headers
-                    .insert(SEC_WEBSOCKET_KEY.clone(), headers::websocket_key());
-                parts
-                    .headers
-                    .entry(SEC_WEBSOCKET_VERSION.clone())
-                    .or_insert(HeaderValue::from_static("13"));
-            }
-        } else {
-            parts.extensions.remove::<UpgradeRequested>();
-        }
-    }
-
-    // Without any host (an HTTP/1.0 client), each try names its endpoint.
-    match protocol {
-        UpstreamProtocol::Http1 => {
-            parts.version = Version::HTTP_11;
-            // HTTP/1.1 upstreams get origin-form; an absolute-form or HTTP/2 target is cut
-            // down to its path and query (a shared slice, not a copy).
-            if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-                parts.uri = parts
-                    .uri
-                    .path_and_query()
-                    .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-            }
-            if let Some(host) = host {
-                parts.headers.insert(header::HOST, host);
-            }
-        }
-        UpstreamProtocol::H2 => {
-            // HTTP/2 carries the host as :authority; a Host header beside it is redundant.
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-            let authority = host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost")
-                .to_owned();
-            let path_and_query = parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .to_owned();
-            parts.uri = Uri::builder()
-                .scheme("http")
-                .authority(authority)
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(bad_request)?;
-        }
-    }
-    // A body that is already over needs no limit (and no second box).
-    let body = if body.is_end_stream() {
-        body
-    } else {
-        LimitedBody::new(body, ctx.max_body_bytes).boxed()
-    };
-    Ok((body, fields))
-}
-
-fn bad_request(err: impl std::fmt::Display) -> ProxyError {
-    ProxyError::new(ErrorKind::BadRequest {
-        reason: err.to_string(),
-    })
-}
-
-/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or Host.
-pub fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
-    match uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => headers.get(header::HOST).cloned(),
-    }
-}
-
-/// [`request_host`] borrowed, as text (for routing: no value to make).
-pub fn request_host_str<'r>(uri: &'r Uri, headers: &'r http::HeaderMap) -> Option<&'r str> {
-    match uri.authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => headers.get(header::HOST)?.to_str().ok(),
-    }
-}
-
-fn declared_length<B>(request: &Request<B>) -> Option<u64> {
-    request
-        .headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Hash of the request's affinity key; None when the key is absent (the balancer then picks
-/// at random among eligible endpoints).
-fn affinity_hash<B>(on: &HashOn, request: &Request<B>, client: std::net::IpAddr) -> Option<u64> {
-    match on {
-        HashOn::Header(name) => request
-            .headers()
-            .get(name.as_str())
-            .map(|v| hash_key(v.as_bytes())),
-        HashOn::Cookie(name) => cookie(request.headers(), name).map(|v| hash_key(v.as_bytes())),
-        HashOn::ClientIp => Some(match client {
-            std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
-            std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
-        }),
-        HashOn::Path => Some(hash_key(request.uri().path().as_bytes())),
-    }
-}
-
-fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
-}
-
-/// Keeps an endpoint's in-flight count raised until the response body is done (or dropped):
-/// least_request and p2c must see long responses and streams as load.
-struct InFlight {
-    stats: Arc<EndpointStats>,
-    /// The balancer weighs latency (p2c): the try's time feeds the endpoint's estimate. Other
-    /// policies only need the count.
-    timed: bool,
-    clock: MonotonicClock,
-    /// When the request arrived, on `clock`.
-    started_nanos: u64,
-    /// Set when a response head arrived; its time stands in for the end's, saving a clock read.
-    head: Option<HeadTiming>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.timed {
-            self.stats.end_untimed();
-            return;
-        }
-        match self.head {
-            Some(head) => self.stats.end(head.latency, head.at_nanos),
-            // A try that failed before a response head still ends; its sample is the time it
-            // took to fail, so an endpoint that fails slowly looks slow to p2c.
-            None => {
-                let now = self.clock.now_nanos();
-                let took = Duration::from_nanos(now.saturating_sub(self.started_nanos));
-                self.stats.end(took, now);
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The upstream's response body on its way to the client, keeping the endpoint's in-flight
-    /// count raised until it ends or is dropped, and ending it when the upstream is silent
-    /// longer than the route's read timeout.
-    struct TrackedBody {
-        #[pin]
-        inner: ProxyBody,
-        _in_flight: InFlight,
-        // Kept alive by the server for as long as an upgraded connection's tunnel is open.
-        _tunnel: Option<gatehouse_observe::GaugeGuard>,
-        idle: crate::idle::IdleWatch,
-    }
-}
-
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.idle.moved();
-                Poll::Ready(frame)
-            }
-            Poll::Pending if this.idle.poll_expired(cx) => {
-                Poll::Ready(Some(Err(crate::idle::upstream_silent(this.idle))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies_are_found_by_name() {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; session=xyz; b=2".parse().unwrap());
-        assert_eq!(cookie(&h, "session"), Some("xyz"));
-        assert_eq!(cookie(&h, "sess"), None);
-    }
-
-    #[test]
-    fn host_comes_from_authority_then_host_header() {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::HOST, "b.com".parse().unwrap());
-        let origin_form: Uri = "/x".parse().unwrap();
-        assert_eq!(request_host(&origin_form, &h).unwrap(), "b.com");
-        let absolute: Uri = "http://a.com:81/x".parse().unwrap();
-        assert_eq!(request_host(&absolute, &h).unwrap(), "a.com:81");
-        assert_eq!(request_host_str(&origin_form, &h), Some("b.com"));
-        assert_eq!(request_host_str(&absolute, &h), Some("a.com:81"));
     }
 }

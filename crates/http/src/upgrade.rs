@@ -133,7 +133,7 @@ pub enum TunnelEnded {
 /// Copies bytes both ways between `client` and `upstream` until both directions have ended (a
 /// side that closes its sending direction has that close passed on, and the other direction
 /// keeps going), either fails, or neither moves a byte for `idle`. Once one direction has
-/// ended, the other may stay silent for at most [`HALF_CLOSED_GRACE`]: a peer that left
+/// ended, the other may stay silent for at most `HALF_CLOSED_GRACE`: a peer that left
 /// should not hold the tunnel open for a whole idle period (HAProxy's `timeout client-fin`).
 pub async fn splice(client: TunnelEnd, upstream: TunnelEnd, idle: Duration) -> TunnelEnded {
     let activity = AtomicU64::new(0);

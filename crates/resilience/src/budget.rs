@@ -52,7 +52,7 @@ impl Default for RetryBudgetConfig {
 /// A retry budget (see the module docs), shared by the requests of a cluster.
 ///
 /// Every request deposits and few retry, so deposits take no lock: each slice's request count
-/// is an atomic word ([`RequestCounts`]). Withdrawals, rare, take a mutex around the window of
+/// is an atomic word (`RequestCounts`). Withdrawals, rare, take a mutex around the window of
 /// retries taken, so two retries never both spend the last token.
 #[derive(Debug)]
 pub struct RetryBudget {

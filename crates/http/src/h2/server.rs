@@ -2,7 +2,7 @@
 //!
 //! The connection future owns everything: the socket, the HPACK state, every stream's handler
 //! future (boxed once, polled in place, never spawned) and its response body. Each turn of
-//! [`Connection::poll`]:
+//! `Connection::poll`:
 //!
 //! 1. reads and handles frames (opening streams, feeding request bodies, settings, windows),
 //! 2. takes the signals streams left since the last turn (woken handler futures and bodies,

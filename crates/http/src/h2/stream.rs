@@ -4,7 +4,7 @@
 //! The body is a [`RequestBody`] (boxed into a `ProxyBody`), shared with the connection through
 //! a small mutex-protected [`RecvState`]: the handler may hand the body to another task (the
 //! upstream HTTP/2 client runs its own), so it must be `Send + Sync`. Taking data from the body
-//! is what gives flow-control credit back to the client ([`Signals::released`]), so a client
+//! is what gives flow-control credit back to the client (`Signals::released`), so a client
 //! can never get more than its windows ahead of the consumer.
 
 use super::hpack::{Field, Name};

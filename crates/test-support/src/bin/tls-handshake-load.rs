@@ -1,7 +1,7 @@
 //! A load generator for TLS handshakes: every request on a new connection (full handshake,
 //! no session reuse), the certificate verified against a CA file, for a fixed time.
 //!
-//! usage: tls-handshake-load ADDR SERVER_NAME CA_PEM CONNECTIONS SECONDS [PATH]
+//! usage: tls-handshake-load ADDR SERVER_NAME CA_PEM CONNECTIONS SECONDS \[PATH\]
 //!
 //! Prints one line: `handshakes=N seconds=S rate=R p50_ms=.. p99_ms=.. errors=E`.
 //! Built for bench/tls-bench: wrk's OpenSSL client spends ~250 µs of CPU per connection, so on
