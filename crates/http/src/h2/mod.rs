@@ -15,10 +15,13 @@
 //! - [`stream`]: turning a header block into an `http::Request` (RFC 9113 §8 rules) and the
 //!   request body the connection feeds.
 //! - [`server`]: the connection: frames in, handler futures polled, frames out.
+//! - `output`: the frames out: one buffer per turn, response heads, bodies within the
+//!   windows, trailers.
 
 pub mod flow;
 pub mod frame;
 pub mod hpack;
+mod output;
 pub mod server;
 pub mod stream;
 

@@ -13,8 +13,9 @@
 //!
 //! Memory is bounded: the client can send at most our windows ahead of what the request bodies
 //! consumed, each response has at most one body chunk waiting for window, and nothing is read
-//! or produced while the output buffer holds more than [`OUT_HIGH`] (a client that does not read
-//! cannot make us queue PING answers forever).
+//! or produced while the output buffer holds more than `OUT_HIGH`, 64 KiB (a client that does
+//! not read cannot make us queue PING answers forever). The frames out are written by
+//! `output`.
 //!
 //! Errors follow RFC 9113 §5.4: a connection error writes GOAWAY with the code and closes; a
 //! stream error writes RST_STREAM and forgets the stream (its handler future and bodies are
@@ -25,11 +26,11 @@
 use super::flow::{RecvWindow, SendWindow};
 use super::frame::{self, Frame, FrameError, Reason, Settings, setting};
 use super::hpack::{Decoder, Encoder};
+use super::output::{BodyOut, OUT_HIGH, Sent, Writer, send_body, write_head};
 use super::stream::{RecvState, RequestBody, RequestHead, Signals, StreamWaker, TrailersHead};
 use super::{H2Settings, IntMap, PREFACE};
 use crate::body::ProxyBody;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -45,8 +46,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-/// Production stops while this much output waits for the socket.
-pub const OUT_HIGH: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
 /// Turns per poll before the task yields to others.
@@ -62,9 +61,6 @@ const HEADER_TABLE_SIZE: usize = 4096;
 const MAX_FRAME_SIZE: u32 = frame::DEFAULT_MAX_FRAME_SIZE;
 /// How long closing waits for the last bytes to leave and for the client to go.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Serves one HTTP/2 connection until it closes. `prefix` holds bytes already read from `io`
 /// (all or part of the client preface, maybe more). Each request goes to `handler`, whose
@@ -139,14 +135,6 @@ enum Phase<F> {
     Done,
 }
 
-struct BodyOut {
-    body: ProxyBody,
-    /// Bytes taken from the body that the windows did not yet let out.
-    pending: Bytes,
-    /// The body has nothing after `pending`: its last DATA frame carries END_STREAM.
-    end_after: bool,
-}
-
 struct Stream<F> {
     phase: Phase<F>,
     waker: Arc<StreamWaker>,
@@ -178,27 +166,6 @@ struct PartialBlock {
     stream: u32,
     end_stream: bool,
     block: BytesMut,
-}
-
-/// The output side, apart from the streams so both can be borrowed at once.
-struct Writer {
-    out: Vec<u8>,
-    /// How much of `out` is already written.
-    written: usize,
-    encoder: Encoder,
-    /// What the client lets us send on the connection.
-    send_window: SendWindow,
-    peer_max_frame: u32,
-    /// Streams waiting for connection window.
-    conn_blocked: Vec<u32>,
-    /// Streams that stopped because the output buffer was full.
-    requeue: Vec<u32>,
-}
-
-impl Writer {
-    fn pending(&self) -> usize {
-        self.out.len() - self.written
-    }
 }
 
 struct Connection<IO, H, F> {
@@ -1212,150 +1179,12 @@ impl<IO, H, F> Drop for Connection<IO, H, F> {
     }
 }
 
-enum Sent {
-    /// Waiting for the body, for stream window, or for the output buffer to drain.
-    Pending,
-    /// Waiting for connection window.
-    WaitConnection,
-    Done,
-    Failed,
-}
-
-/// Moves the response body into DATA frames (and trailers) as far as the windows, the peer's
-/// frame size and the output buffer allow.
-fn send_body(
-    w: &mut Writer,
-    id: u32,
-    stream_window: &mut SendWindow,
-    out: &mut BodyOut,
-    cx: &mut Context<'_>,
-) -> Sent {
-    loop {
-        while !out.pending.is_empty() {
-            if w.pending() >= OUT_HIGH {
-                w.requeue.push(id);
-                return Sent::Pending;
-            }
-            let connection = w.send_window.available();
-            let n = out
-                .pending
-                .len()
-                .min(w.peer_max_frame as usize)
-                .min(stream_window.available())
-                .min(connection);
-            if n == 0 {
-                return if connection == 0 {
-                    Sent::WaitConnection
-                } else {
-                    Sent::Pending // a stream WINDOW_UPDATE schedules us again
-                };
-            }
-            let last = n == out.pending.len() && out.end_after;
-            frame::encode_data(&mut w.out, id, &out.pending[..n], last);
-            out.pending.advance(n);
-            stream_window.consume(n);
-            w.send_window.consume(n);
-            if last {
-                return Sent::Done;
-            }
-        }
-        if out.end_after {
-            frame::encode_data(&mut w.out, id, &[], true);
-            return Sent::Done;
-        }
-        if w.pending() >= OUT_HIGH {
-            w.requeue.push(id);
-            return Sent::Pending;
-        }
-        match Pin::new(&mut out.body).poll_frame(cx) {
-            Poll::Pending => return Sent::Pending,
-            Poll::Ready(None) => {
-                frame::encode_data(&mut w.out, id, &[], true);
-                return Sent::Done;
-            }
-            Poll::Ready(Some(Err(error))) => {
-                tracing::debug!(stream = id, %error, "h2: response body error");
-                return Sent::Failed;
-            }
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    out.end_after = out.body.is_end_stream();
-                    out.pending = data;
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        write_trailers(w, id, &trailers);
-                        return Sent::Done;
-                    }
-                }
-            },
-        }
-    }
-}
-
 /// After a complete response: whether the rest of the request body is already on its way,
 /// that is, its declared length fits the window the client has without more credit.
 fn rest_is_in_flight<F>(stream: &Stream<F>) -> bool {
     stream.content_length.is_some_and(|declared| {
         declared.saturating_sub(stream.received) <= u64::from(stream.recv_window.available())
     })
-}
-
-/// Headers that mean something only to one HTTP/1.1 connection (RFC 9113 §8.2.2).
-fn connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
-
-/// Writes a response HEADERS frame. The content-length is the body's exact size when known
-/// (HEAD, 204 and 304 keep what the handler set).
-fn write_head(
-    w: &mut Writer,
-    id: u32,
-    parts: &http::response::Parts,
-    end_stream: bool,
-    exact: Option<u64>,
-    no_body: bool,
-) {
-    let length = if no_body { None } else { exact };
-    let encoder = &mut w.encoder;
-    frame::encode_headers(&mut w.out, id, end_stream, w.peer_max_frame, |out| {
-        encoder.begin_block(out);
-        encoder.status(parts.status.as_u16(), out);
-        for (name, value) in &parts.headers {
-            if connection_specific(name) || (length.is_some() && name == header::CONTENT_LENGTH) {
-                continue;
-            }
-            encoder.field(name.as_str().as_bytes(), value.as_bytes(), out);
-        }
-        if let Some(length) = length {
-            encoder.field(
-                b"content-length",
-                itoa::Buffer::new().format(length).as_bytes(),
-                out,
-            );
-        }
-        if !parts.headers.contains_key(header::DATE) {
-            crate::h1_server::with_http_date(|date| encoder.field(b"date", date, out));
-        }
-    });
-}
-
-/// Writes trailers as the stream's last HEADERS frame.
-fn write_trailers(w: &mut Writer, id: u32, trailers: &HeaderMap) {
-    let encoder = &mut w.encoder;
-    frame::encode_headers(&mut w.out, id, true, w.peer_max_frame, |out| {
-        encoder.begin_block(out);
-        for (name, value) in trailers {
-            if !connection_specific(name) {
-                encoder.field(name.as_str().as_bytes(), value.as_bytes(), out);
-            }
-        }
-    });
 }
 
 #[cfg(test)]
