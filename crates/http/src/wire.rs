@@ -77,20 +77,17 @@ impl<'a, W> StallGuard<'a, W> {
         cx: &mut Context<'_>,
         written: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(Ok(n)) => {
-                self.watch.moved();
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.watch.poll_expired(cx) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client took none of the response for {:?}",
-                    self.watch.timeout()
-                ),
-            ))),
-            other => other,
-        }
+        self.watch.watch(cx, written).map(|watched| {
+            watched.unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client took none of the response for {:?}",
+                        self.watch.timeout()
+                    ),
+                ))
+            })
+        })
     }
 }
 

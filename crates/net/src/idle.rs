@@ -46,6 +46,24 @@ impl IdleWatch {
         self.moved = true;
     }
 
+    /// Watches one poll of the transfer: what it gave (any answer counts as movement), or
+    /// `Ready(None)` when it waits and has been silent too long.
+    #[inline]
+    pub fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: std::task::Poll<T>,
+    ) -> std::task::Poll<Option<T>> {
+        match polled {
+            std::task::Poll::Ready(value) => {
+                self.moved();
+                std::task::Poll::Ready(Some(value))
+            }
+            std::task::Poll::Pending if self.poll_expired(cx) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
     /// Called while the transfer waits: whether it has been silent too long (else the waker is
     /// registered for the timer).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -143,6 +161,25 @@ mod tests {
             start.elapsed(),
             Duration::from_secs(3) + 5 * PERIOD + PERIOD
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_answer_passes_through_and_counts_as_movement() {
+        let start = Instant::now();
+        let mut watch = IdleWatch::new(PERIOD);
+        // Pending arms the timer at 0 s; an answer at 3 s is handed on and earns a new period.
+        let pending = std::future::poll_fn(|cx| Poll::Ready(watch.watch(cx, Poll::<u8>::Pending)));
+        assert!(pending.await.is_pending());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let answered = std::future::poll_fn(|cx| Poll::Ready(watch.watch(cx, Poll::Ready(7u8))));
+        assert_eq!(answered.await, Poll::Ready(Some(7)));
+        // Silence from here: the watch gives None one period after the first deadline, not at it.
+        let silent = std::future::poll_fn(|cx| match watch.watch(cx, Poll::<u8>::Pending) {
+            Poll::Ready(given) => Poll::Ready(given),
+            Poll::Pending => Poll::Pending,
+        });
+        assert_eq!(silent.await, None);
+        assert_eq!(start.elapsed(), 2 * PERIOD);
     }
 
     #[tokio::test(start_paused = true)]

@@ -172,16 +172,10 @@ impl Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.idle.moved();
-                Poll::Ready(frame)
-            }
-            Poll::Pending if this.idle.poll_expired(cx) => {
-                Poll::Ready(Some(Err(crate::idle::upstream_silent(this.idle))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = this.inner.poll_frame(cx);
+        this.idle.watch(cx, polled).map(|watched| {
+            watched.unwrap_or_else(|| Some(Err(crate::idle::upstream_silent(this.idle))))
+        })
     }
 
     fn is_end_stream(&self) -> bool {
