@@ -94,8 +94,8 @@ impl Validator<'_> {
                 "no listeners: add at least one [[listeners]] table with name and listen",
             );
         }
-        self.unique_names(
-            raw.listeners.iter().map(|l| &l.get_ref().name),
+        self.names(
+            raw.listeners.iter().map(|l| &l.get_ref().name).enumerate(),
             "listeners",
             "listener",
         );
@@ -107,8 +107,8 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, c)| self.cluster(c, &format!("clusters[{i}]")))
             .collect();
-        self.unique_names(
-            raw.clusters.iter().map(|c| &c.get_ref().name),
+        self.names(
+            raw.clusters.iter().map(|c| &c.get_ref().name).enumerate(),
             "clusters",
             "cluster",
         );
@@ -129,12 +129,14 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, r)| self.route(r.get_ref(), i, &listener_names, &cluster_names))
             .collect();
-        let route_names: Vec<&Spanned<String>> = raw
+        // Route names are optional; the index is the route's own, named or not.
+        let route_names: Vec<(usize, &Spanned<String>)> = raw
             .routes
             .iter()
-            .filter_map(|r| r.get_ref().name.as_ref())
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.get_ref().name.as_ref()?)))
             .collect();
-        self.unique_names(route_names.into_iter(), "routes", "route");
+        self.names(route_names.into_iter(), "routes", "route");
         let regions = self.regions(raw);
         let registry = self.registry(raw, &regions);
         let dns = raw.dns.as_ref().and_then(|d| self.dns(d));
@@ -152,18 +154,22 @@ impl Validator<'_> {
         }
     }
 
-    fn unique_names<'n>(
+    /// Each `what` name in `table` (given with its index there) is non-empty and unique.
+    fn names<'n>(
         &mut self,
-        names: impl Iterator<Item = &'n Spanned<String>>,
+        names: impl Iterator<Item = (usize, &'n Spanned<String>)>,
         table: &str,
         what: &str,
     ) {
         let mut seen = HashSet::new();
-        for (i, name) in names.enumerate() {
-            if !seen.insert(name.get_ref().clone()) {
+        for (i, name) in names {
+            let field = format!("{table}[{i}].name");
+            if name.get_ref().is_empty() {
+                self.error(name, &field, format!("a {what} name cannot be empty"));
+            } else if !seen.insert(name.get_ref().as_str()) {
                 self.error(
                     name,
-                    &format!("{table}[{i}].name"),
+                    &field,
                     format!(
                         "duplicate {what} name {:?}; names must be unique",
                         name.get_ref()
@@ -423,6 +429,44 @@ endpoints = []
         assert!(text.contains("listed twice"), "{text}");
         assert!(text.contains("duplicate cluster name"), "{text}");
         assert!(text.contains("at least one endpoint"), "{text}");
+    }
+
+    #[test]
+    fn names_are_non_empty_and_unique_and_errors_name_the_right_table_entry() {
+        let src = r#"
+[[listeners]]
+name = ""
+listen = "127.0.0.1:8080"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+[[routes]]
+cluster = "c"
+[[routes]]
+name = "r"
+cluster = "c"
+[[routes]]
+name = "r"
+cluster = "c"
+[[routes]]
+name = ""
+cluster = "c"
+"#;
+        let text = errors(src).to_string();
+        assert!(
+            text.contains("listeners[0].name: a listener name cannot be empty"),
+            "{text}"
+        );
+        // The first route has no name: the duplicate is routes[2], not the second named one.
+        assert!(
+            text.contains("routes[2].name: duplicate route name \"r\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[3].name: a route name cannot be empty"),
+            "{text}"
+        );
+        assert_eq!(errors(src).0.len(), 3, "{text}");
     }
 
     #[test]

@@ -22,13 +22,6 @@ impl Validator<'_> {
     ) -> Option<Cluster> {
         let raw = spanned.get_ref();
         let name = raw.name.get_ref().clone();
-        if name.is_empty() {
-            self.error(
-                &raw.name,
-                &format!("{field}.name"),
-                "a cluster name cannot be empty",
-            );
-        }
         let balance = match &raw.balance {
             None => BalancePolicy::RoundRobin,
             Some(b) => match b.get_ref().as_str() {

@@ -17,13 +17,6 @@ impl Validator<'_> {
     ) -> Option<Listener> {
         let raw = spanned.get_ref();
         let name = raw.name.get_ref().clone();
-        if name.is_empty() {
-            self.error(
-                &raw.name,
-                &format!("{field}.name"),
-                "a listener name cannot be empty",
-            );
-        }
         let listen = self.socket_addr(&raw.listen, &format!("{field}.listen"));
         let tls = raw
             .tls
