@@ -136,6 +136,29 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, r)| Some((i, r.get_ref().name.as_ref()?)))
             .collect();
+        for &(i, name) in &route_names {
+            // An unnamed route is called `route{index}`: an explicit name may not take that.
+            let taken = name
+                .get_ref()
+                .strip_prefix("route")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&n| n != i && name.get_ref() == &format!("route{n}"))
+                .filter(|&n| {
+                    raw.routes
+                        .get(n)
+                        .is_some_and(|r| r.get_ref().name.is_none())
+                });
+            if let Some(n) = taken {
+                self.error(
+                    name,
+                    &format!("routes[{i}].name"),
+                    format!(
+                        "{:?} is the name routes[{n}] gets by default (it has none); name that route or choose another",
+                        name.get_ref()
+                    ),
+                );
+            }
+        }
         self.names(route_names.into_iter(), "routes", "route");
         let regions = self.regions(raw);
         let registry = self.registry(raw, &regions);
@@ -451,6 +474,9 @@ cluster = "c"
 [[routes]]
 name = ""
 cluster = "c"
+[[routes]]
+name = "route0"
+cluster = "c"
 "#;
         let text = errors(src).to_string();
         assert!(
@@ -466,7 +492,38 @@ cluster = "c"
             text.contains("routes[3].name: a route name cannot be empty"),
             "{text}"
         );
-        assert_eq!(errors(src).0.len(), 3, "{text}");
+        // routes[0] has no name, so it is called route0: routes[4] may not take that name.
+        assert!(
+            text.contains("routes[4].name: \"route0\" is the name routes[0] gets by default"),
+            "{text}"
+        );
+        assert_eq!(errors(src).0.len(), 4, "{text}");
+
+        // A default name is free when its route has a name of its own, or is that route.
+        let fine = r#"
+[[listeners]]
+name = "l"
+listen = "127.0.0.1:8080"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+[[routes]]
+name = "a"
+cluster = "c"
+[[routes]]
+name = "route0"
+cluster = "c"
+[[routes]]
+name = "route2"
+cluster = "c"
+"#;
+        let names: Vec<_> = parse(fine, "test.toml")
+            .unwrap()
+            .routes
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["a", "route0", "route2"]);
     }
 
     #[test]
